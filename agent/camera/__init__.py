@@ -1,0 +1,83 @@
+"""The camera seam: what a capture asks of a camera, and how a backend is chosen.
+
+A backend is chosen by ``[camera] type`` in the config, or for one run by
+``$STICKY_AGENT_CAMERA`` (gpiozero's ``GPIOZERO_PIN_FACTORY`` idea). Backends:
+
+- ``synthetic`` (:mod:`agent.camera.synthetic`): renders a realistic sticky card,
+  deterministic for a seed; any laptop.
+- ``replay`` (:mod:`agent.camera.replay`): cycles through the JPEGs of a folder.
+- ``picamera2``: the Raspberry Pi camera; arrives with the hardware issue. Its
+  module will be the only place that imports ``picamera2``/``libcamera``.
+
+Every backend passes the same contract tests (``tests/test_camera_contract.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from agent.errors import CameraError
+
+if TYPE_CHECKING:
+    from agent.config import CameraConfig
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One encoded picture as a camera delivered it.
+
+    ``jpeg`` is the encoded image; any EXIF it carries is replaced by the image
+    writer without re-encoding. ``sensor`` names the sensor for EXIF ``Model``
+    (``RP_<sensor>``). Exposure facts are ``None`` when the camera cannot tell.
+    """
+
+    jpeg: bytes
+    width: int
+    height: int
+    sensor: str
+    exposure_us: float | None = None
+    analogue_gain: float | None = None
+
+
+class Camera(Protocol):
+    """A camera backend. ``capture`` may be called many times between ``open`` and ``close``."""
+
+    sensor: str
+
+    def open(self) -> None:
+        """Make the camera ready. Raise CameraError if it is absent or unusable."""
+
+    def capture(self, quality: int) -> Frame:
+        """Return one frame encoded as JPEG at ``quality``. Raise CameraError on failure."""
+        ...
+
+    def close(self) -> None:
+        """Release the camera; safe to call twice or after a failed ``open``."""
+
+
+#: ``type`` key -> "module:Class". A new backend is one line here plus its module.
+BACKENDS = {
+    "synthetic": "agent.camera.synthetic:SyntheticCamera",
+    "replay": "agent.camera.replay:ReplayCamera",
+    "picamera2": "agent.camera.picamera2:Picamera2Camera",
+}
+
+
+def make_camera(config: CameraConfig) -> Camera:
+    """Given the ``[camera]`` config, return an unopened camera of its ``type``.
+
+    Raise CameraError if the backend cannot be loaded on this machine.
+    """
+    module_name, _, class_name = BACKENDS[config.type].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise CameraError(
+            f"camera type {config.type!r} is not available in this version of sticky-agent "
+            f'or on this machine ({e}); use type = "synthetic" or "replay", or set '
+            "STICKY_AGENT_CAMERA=synthetic"
+        ) from e
+    camera: Camera = getattr(module, class_name)(config)
+    return camera

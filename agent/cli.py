@@ -1,0 +1,262 @@
+"""``stickyctl``: run the agent, capture now, and see what the trap is doing.
+
+Every error prints ``stickyctl: error: <what and how to fix>`` and exits
+non-zero; ``--debug`` shows tracebacks. Heavy modules (imaging, scheduler,
+hardware) are imported only by the commands that need them, so ``status`` stays
+quick on a Pi Zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent import __version__
+from agent.config import Config, load_config, resolve_config_path
+from agent.errors import StickyAgentError
+
+log = logging.getLogger("agent")
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def setup_logging(level: str, debug: bool) -> None:
+    """Log one line per event to stderr; under systemd (journal) without our own timestamps."""
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(
+        level=logging.DEBUG if debug else getattr(logging, level.upper()),
+        format=fmt,
+        stream=sys.stderr,
+        force=True,
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+class Context:
+    def __init__(self, config_path: Path | None, debug: bool) -> None:
+        self.config_path = config_path
+        self.debug = debug
+        self._config: Config | None = None
+
+    @property
+    def path(self) -> Path:
+        return resolve_config_path(self.config_path)
+
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.path)
+            setup_logging(self._config.log.level, self.debug)
+        return self._config
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Configuration file [default: $STICKY_AGENT_CONFIG or /etc/sticky-agent/agent.toml].",
+)
+@click.option("--debug", is_flag=True, help="Verbose logs and full tracebacks.")
+@click.version_option(__version__, prog_name="sticky-agent")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
+    """Sticky Pi trap agent: scheduled flash captures into a local queue."""
+    ctx.obj = Context(config_path, debug)
+
+
+@cli.command()
+@pass_ctx
+def run(ctx: Context) -> None:
+    """Run the agent: capture on schedule until SIGTERM/SIGINT."""
+    from agent.service import Agent
+
+    agent = Agent(ctx.config())
+    agent.install_signal_handlers()
+    agent.start()
+    agent.run_forever()
+
+
+@cli.command()
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the result.")
+@pass_ctx
+def capture(ctx: Context, timeout: float) -> None:
+    """Take one picture now (marked manual, b=1), through the same pipeline.
+
+    If the agent is running, it is asked to take the picture (it holds the camera
+    and flash); otherwise this process takes it.
+    """
+    from agent.locks import running_agent_pid
+
+    config = ctx.config()
+    pid = running_agent_pid(config.storage.data_dir)
+    if pid and pid > 0:
+        result = _capture_via_agent(config, pid, timeout)
+    else:
+        from agent.service import Pipeline
+
+        pipeline = Pipeline.build(config)
+        try:
+            r = pipeline.capturer.capture(manual=True)
+            result = {
+                "outcome": r.outcome,
+                "path": str(config.storage.data_dir / r.image.path) if r.image else None,
+                "md5": r.image.md5 if r.image else None,
+                "error": r.error,
+            }
+        finally:
+            pipeline.close()
+    if result["outcome"] != "ok":
+        raise StickyAgentError(f"capture {result['outcome']}: {result['error']}")
+    click.echo(f"{result['path']}  md5 {result['md5']}")
+
+
+def _capture_via_agent(config: Config, pid: int, timeout: float) -> dict[str, Any]:
+    from agent.queue import Queue
+
+    queue = Queue(config.storage.queue_path, create=False)
+    try:
+        before = queue.attempts(limit=1)
+        last_id = before[0].id if before else 0
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except PermissionError:
+            raise StickyAgentError(
+                f"the agent (pid {pid}) runs as another user; run this command as that user "
+                "(sudo -u sticky-agent stickyctl capture) or as root"
+            ) from None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for a in queue.attempts(limit=5):
+                if a.id > last_id and a.manual:
+                    image = next((i for i in queue.images(limit=5) if i.id == a.image_id), None)
+                    return {
+                        "outcome": a.outcome,
+                        "path": str(config.storage.data_dir / image.path) if image else None,
+                        "md5": image.md5 if image else None,
+                        "error": a.error,
+                    }
+            time.sleep(0.2)
+    finally:
+        queue.close()
+    raise StickyAgentError(
+        f"asked the running agent (pid {pid}) for a capture, no result within {timeout:g}s; "
+        "check its log (journalctl -u sticky-agent)"
+    )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def status(ctx: Context, as_json: bool) -> None:
+    """Show whether the trap is capturing and what waits in its queue."""
+    from agent.status import collect_status, format_status
+
+    data = collect_status(ctx.config())
+    click.echo(json.dumps(data, indent=2) if as_json else format_status(data))
+
+
+@cli.group()
+def queue() -> None:
+    """Look into the local queue."""
+
+
+@queue.command("ls")
+@click.option("--limit", default=20, show_default=True, help="How many images.")
+@click.option("--state", default=None, help="Only images in this state (captured, missing, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def queue_ls(ctx: Context, limit: int, state: str | None, as_json: bool) -> None:
+    """List the most recent images and their states, newest first."""
+    from agent.queue import ImageState, Queue
+
+    config = ctx.config()
+    try:
+        wanted = ImageState(state) if state else None
+    except ValueError:
+        names = ", ".join(s.value for s in ImageState)
+        raise click.BadParameter(f"unknown state {state!r}; one of {names}") from None
+    q = Queue(config.storage.queue_path, create=False)
+    try:
+        rows = q.images(limit=limit, state=wanted)
+    finally:
+        q.close()
+    items = [
+        {
+            "name": Path(r.path).name,
+            "datetime": r.datetime.isoformat(),
+            "state": r.state,
+            "size": r.size,
+            "md5": r.md5,
+            "manual": bool(r.manual),
+            "attempts": r.attempts,
+            "last_error": r.last_error,
+        }
+        for r in rows
+    ]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        click.echo("no images in the queue")
+    for it in items:
+        err = f"  {it['last_error']}" if it["last_error"] else ""
+        manual = " manual" if it["manual"] else ""
+        click.echo(f"{it['name']}  {it['state']:<11} {it['size']:>9} B{manual}{err}")
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Check the configuration."""
+
+
+@config_group.command("check")
+@pass_ctx
+def config_check(ctx: Context) -> None:
+    """Validate the configuration file and print what it resolves to."""
+    config = ctx.config()
+    click.echo(f"{ctx.path}: OK")
+    click.echo(f"  camera {config.camera.type}, flash {config.flash.type}, sensors {config.sensors.type}")
+    every = f"cron {config.capture.cron!r}" if config.capture.cron else f"{config.capture.interval:g}s"
+    click.echo(f"  capture every {every}, data in {config.storage.data_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``stickyctl``; return the exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="stickyctl", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.Abort:
+        click.echo("stickyctl: aborted", err=True)
+        return EXIT_ERROR
+    except click.ClickException as e:
+        click.echo(f"stickyctl: error: {e.format_message()} (see stickyctl --help)", err=True)
+        return EXIT_USAGE
+    except StickyAgentError as e:
+        if debug:
+            raise
+        click.echo(f"stickyctl: error: {e}", err=True)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""The agent's configuration: one TOML file, a typed model, every error with its key path.
+
+Where the file is: ``--config FILE``, else ``$STICKY_AGENT_CONFIG``, else
+``/etc/sticky-agent/agent.toml``. Unknown keys are errors. Hardware backends are
+chosen by a ``type`` key (``[camera] type = "synthetic"``) and can be overridden
+for one run by an environment variable, gpiozero style: ``STICKY_AGENT_CAMERA``,
+``STICKY_AGENT_FLASH``, ``STICKY_AGENT_SENSORS`` (the section then takes that
+backend's defaults). Secrets never go in this file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from agent.errors import ConfigError
+from agent.naming import DEVICE_ID_RE
+
+DEFAULT_CONFIG_PATH = Path("/etc/sticky-agent/agent.toml")
+CONFIG_ENV = "STICKY_AGENT_CONFIG"
+BACKEND_ENV = {
+    "camera": "STICKY_AGENT_CAMERA",
+    "flash": "STICKY_AGENT_FLASH",
+    "sensors": "STICKY_AGENT_SENSORS",
+}
+MIN_INTERVAL_S = 10
+
+_DURATION_RE = re.compile(r"^\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """Given ``"20m"``, ``"1h30m"``, ``"45s"`` or a number of seconds, return seconds.
+
+    Raise ValueError naming the value if it is none of those.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"must be a duration like 30s, 20m or 1h, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m and any(m.groups()):
+            h, mi, s = (int(g) if g else 0 for g in m.groups())
+            return float(h * 3600 + mi * 60 + s)
+    raise ValueError(f'must be a duration like 30s, 20m or 1h, got "{value}"')
+
+
+def _parse_clock_time(value: object) -> dt.time:
+    if isinstance(value, dt.time):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.time.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f'must be a time of day like "20:30", got {value!r}')
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(_Section):
+    #: 8 lower-case hex digits; default: the last 8 hex digits of the CPU serial.
+    id: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, v: str | None) -> str | None:
+        if v is not None and not DEVICE_ID_RE.match(v):
+            raise ValueError(f'must be 8 lower-case hex digits like "5c173ff2", got "{v}"')
+        return v
+
+
+class StorageConfig(_Section):
+    data_dir: Path = Path("/var/lib/sticky-agent/images")
+    #: SQLite queue file; default ``<data_dir>/queue.sqlite``.
+    queue: Path | None = None
+    #: How many capture attempts the log table keeps (oldest pruned).
+    keep_capture_log: int = Field(default=10_000, ge=100)
+
+    @property
+    def queue_path(self) -> Path:
+        return self.queue if self.queue is not None else self.data_dir / "queue.sqlite"
+
+
+class WindowConfig(_Section):
+    """A daily time window (local time); ``start > end`` spans midnight (e.g. night only)."""
+
+    start: dt.time
+    end: dt.time
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time(cls, v: object) -> dt.time:
+        return _parse_clock_time(v)
+
+    def contains(self, t: dt.time) -> bool:
+        if self.start <= self.end:
+            return self.start <= t < self.end
+        return t >= self.start or t < self.end
+
+
+class CaptureConfig(_Section):
+    #: Time between captures (``"20m"``); at least 10 s.
+    interval: float = 1200.0
+    #: Optional cron expression (5 fields, local time) used instead of ``interval``.
+    cron: str | None = None
+    #: Optional daily window outside which scheduled captures are skipped.
+    window: WindowConfig | None = None
+    jpeg_quality: int = Field(default=90, ge=50, le=100)
+    #: How long a capture may wait for another capture's lock.
+    lock_timeout: float = 60.0
+
+    @field_validator("interval", "lock_timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
+
+    @field_validator("interval")
+    @classmethod
+    def _min_interval(cls, v: float) -> float:
+        if v < MIN_INTERVAL_S:
+            raise ValueError(f'must be a duration >= {MIN_INTERVAL_S}s, got "{v:g}s"')
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(v)
+        except ValueError as e:
+            raise ValueError(f'not a 5-field cron expression ("*/20 * * * *"): {e}') from e
+        return v
+
+
+class SyntheticCameraConfig(_Section):
+    type: Literal["synthetic"]
+    width: int = Field(default=4056, ge=64, le=10000)
+    height: int = Field(default=3040, ge=48, le=10000)
+    seed: int = 0
+    #: Mean number of insects that land on the card between two captures.
+    insects_per_capture: float = Field(default=0.5, ge=0)
+    sensor: str = "synthetic"
+
+
+class ReplayCameraConfig(_Section):
+    type: Literal["replay"]
+    folder: Path
+    sensor: str = "replay"
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, v: Path) -> Path:
+        if not v.is_dir():
+            raise ValueError(f"no such folder: {v}")
+        if not any(v.glob("*.jpg")):
+            raise ValueError(f"no .jpg files in {v}")
+        return v
+
+
+class Picamera2CameraConfig(_Section):
+    type: Literal["picamera2"]
+    #: Still size; default: the sensor's full resolution.
+    width: int | None = Field(default=None, ge=64)
+    height: int | None = Field(default=None, ge=48)
+    camera_index: int = Field(default=0, ge=0)
+
+
+CameraConfig = Annotated[
+    SyntheticCameraConfig | ReplayCameraConfig | Picamera2CameraConfig,
+    Field(discriminator="type"),
+]
+
+
+class NoFlashConfig(_Section):
+    type: Literal["none"]
+
+
+class GpioFlashConfig(_Section):
+    type: Literal["gpio"]
+    #: BCM pin number of the flash MOSFET/LED driver.
+    pin: int = Field(default=23, ge=0, le=27)
+    active_high: bool = True
+    #: gpiozero pin factory (``mock`` on a laptop); default: gpiozero's choice
+    #: (``$GPIOZERO_PIN_FACTORY`` or the Pi's own).
+    pin_factory: Literal["mock", "lgpio", "rpigpio", "pigpio", "native"] | None = None
+    #: Time the flash is on before the exposure starts.
+    warmup: float = 0.0
+
+    @field_validator("warmup", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
+
+
+FlashConfig = Annotated[NoFlashConfig | GpioFlashConfig, Field(discriminator="type")]
+
+
+class NoSensorsConfig(_Section):
+    type: Literal["none"]
+
+
+class FakeSensorsConfig(_Section):
+    type: Literal["fake"]
+    temperature: float | None = 21.5
+    humidity: float | None = 55.0
+    battery: float | None = 80.0
+
+
+SensorsConfig = Annotated[NoSensorsConfig | FakeSensorsConfig, Field(discriminator="type")]
+
+
+class LocationConfig(_Section):
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+    alt: float = 0.0
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Section):
+    device: DeviceConfig = DeviceConfig()
+    storage: StorageConfig = StorageConfig()
+    capture: CaptureConfig = CaptureConfig()
+    camera: CameraConfig = SyntheticCameraConfig(type="synthetic")
+    flash: FlashConfig = NoFlashConfig(type="none")
+    sensors: SensorsConfig = NoSensorsConfig(type="none")
+    location: LocationConfig | None = None
+    log: LogConfig = LogConfig()
+    #: Where the file came from (not a key of the file).
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_source_key(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "source" in data:
+            raise ValueError("'source' is not a configuration key")
+        return data
+
+
+_TAGGED = {"camera", "flash", "sensors"}
+
+
+def _format_error(err: Mapping[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    # Tagged unions put the tag in the path (camera.synthetic.width): drop it.
+    if len(loc) >= 2 and loc[0] in _TAGGED:
+        loc = [loc[0], *loc[2:]]
+    path = ".".join(loc) or "(top level)"
+    kind, msg = err["type"], str(err["msg"])
+    if kind == "extra_forbidden":
+        msg = "unknown key (check its spelling and its section)"
+    elif kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        msg = f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    elif kind == "union_tag_not_found":
+        msg = "missing the 'type' key that chooses the backend"
+    elif kind == "missing":
+        msg = "required key is missing"
+    msg = msg.removeprefix("Value error, ")
+    return f"{path}: {msg}"
+
+
+def config_from_mapping(
+    data: Mapping[str, Any],
+    source: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Given the parsed TOML, return the validated Config, applying backend overrides from ``environ``.
+
+    Raise ConfigError listing every problem as ``key.path: reason``.
+    """
+    environ = os.environ if environ is None else environ
+    data = dict(data)
+    for section, var in BACKEND_ENV.items():
+        override = environ.get(var)
+        if override:
+            current = data.get(section)
+            if not (isinstance(current, Mapping) and current.get("type") == override):
+                data[section] = {"type": override}
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        where = f" in {source}" if source else ""
+        problems = [_format_error(err) for err in e.errors()]
+        raise ConfigError(f"invalid configuration{where}:", problems) from None
+    return config.model_copy(update={"source": source})
+
+
+def resolve_config_path(cli_path: Path | None, environ: Mapping[str, str] | None = None) -> Path:
+    """Return the config path: ``--config``, else ``$STICKY_AGENT_CONFIG``, else the default."""
+    environ = os.environ if environ is None else environ
+    if cli_path is not None:
+        return cli_path
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    return DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Given a TOML file, return its validated Config.
+
+    Raise ConfigError if the file is missing, unreadable, not TOML, or invalid.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no configuration file at {path}; pass --config FILE or set {CONFIG_ENV} "
+            "(examples are in config/)"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    return config_from_mapping(_anchor_paths(data, path.parent), source=path, environ=environ)
+
+
+_PATH_KEYS = (("storage", "data_dir"), ("storage", "queue"), ("camera", "folder"))
+
+
+def _anchor_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Return ``data`` with relative paths made relative to the config file's folder."""
+    data = dict(data)
+    for section, key in _PATH_KEYS:
+        table = data.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), str):
+            value = Path(table[key]).expanduser()
+            if not value.is_absolute():
+                data[section] = {**table, key: os.path.normpath(base.absolute() / value)}
+    return data

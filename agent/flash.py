@@ -1,0 +1,146 @@
+"""The flash seam: light the card for the exposure, and always switch it off again.
+
+Backends, chosen by ``[flash] type`` or ``$STICKY_AGENT_FLASH``:
+
+- ``none``: no flash (daylight, or a flash wired to the camera).
+- ``gpio``: a gpiozero ``DigitalOutputDevice`` on a BCM pin (GPIO 23 on the Sticky
+  Pi hat). The pin factory is gpiozero's choice (``$GPIOZERO_PIN_FACTORY``, lgpio
+  on a Pi 5) unless ``pin_factory`` is set; ``mock`` runs anywhere and records
+  every pin state with its time (``MockPin.assert_states_and_times``).
+
+Use :meth:`Flash.lit` around the exposure: the flash is off when it returns,
+whether the frame came or the camera raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from agent.config import FlashConfig, GpioFlashConfig
+from agent.errors import FlashError
+
+log = logging.getLogger(__name__)
+
+
+class Flash(Protocol):
+    def on(self) -> None: ...
+
+    def off(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def lit(self) -> contextlib.AbstractContextManager[None]: ...
+
+
+class _LitMixin:
+    warmup: float = 0.0
+
+    def on(self) -> None:
+        raise NotImplementedError
+
+    def off(self) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def lit(self) -> Iterator[None]:
+        """Switch on (waiting the warm-up), yield, then switch off even if the body raised."""
+        self.on()
+        try:
+            if self.warmup > 0:
+                time.sleep(self.warmup)
+            yield
+        finally:
+            self.off()
+
+
+class NoFlash(_LitMixin):
+    """No flash: ``on``/``off`` do nothing (but are counted, for tests)."""
+
+    def __init__(self) -> None:
+        self.switches = 0
+
+    def on(self) -> None:
+        self.switches += 1
+
+    def off(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class GpioFlash(_LitMixin):
+    """A flash switched by a gpiozero output device on one BCM pin."""
+
+    def __init__(self, config: GpioFlashConfig, pin_factory: Any = None) -> None:
+        self.pin = config.pin
+        self.warmup = config.warmup
+        try:
+            from gpiozero import DigitalOutputDevice
+
+            if pin_factory is None and config.pin_factory is not None:
+                pin_factory = _make_pin_factory(config.pin_factory)
+            self.device = DigitalOutputDevice(
+                config.pin,
+                active_high=config.active_high,
+                initial_value=False,
+                pin_factory=pin_factory,
+            )
+        except Exception as e:  # gpiozero raises a family of its own errors
+            raise FlashError(
+                f"cannot drive the flash on GPIO {config.pin}: {e}. On a laptop set "
+                '[flash] pin_factory = "mock" (or GPIOZERO_PIN_FACTORY=mock); on a Pi check '
+                "that the user is in the gpio group and nothing else holds the pin"
+            ) from e
+
+    def on(self) -> None:
+        try:
+            self.device.on()
+        except Exception as e:
+            raise FlashError(f"flash on GPIO {self.pin} would not switch on: {e}") from e
+
+    def off(self) -> None:
+        try:
+            self.device.off()
+        except Exception as e:
+            # Never hide this: a flash stuck on drains the battery and cooks the card.
+            log.error("flash on GPIO %d would not switch off: %s", self.pin, e)
+            raise FlashError(f"flash on GPIO {self.pin} would not switch off: {e}") from e
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.device.off()
+        self.device.close()
+
+
+def _make_pin_factory(name: str) -> Any:
+    if name == "mock":
+        from gpiozero.pins.mock import MockFactory
+
+        return MockFactory()
+    if name == "lgpio":
+        from gpiozero.pins.lgpio import LGPIOFactory
+
+        return LGPIOFactory()
+    if name == "rpigpio":
+        from gpiozero.pins.rpigpio import RPiGPIOFactory
+
+        return RPiGPIOFactory()
+    if name == "pigpio":
+        from gpiozero.pins.pigpio import PiGPIOFactory
+
+        return PiGPIOFactory()
+    from gpiozero.pins.native import NativeFactory
+
+    return NativeFactory()
+
+
+def make_flash(config: FlashConfig, pin_factory: Any = None) -> NoFlash | GpioFlash:
+    """Given the ``[flash]`` config, return a flash that is off. Raise FlashError if the pin is unusable."""
+    if config.type == "gpio":
+        return GpioFlash(config, pin_factory=pin_factory)
+    return NoFlash()

@@ -1,0 +1,282 @@
+"""The SQLite queue: open it safely, migrate it, and the operations the agent needs.
+
+SQLite through SQLAlchemy 2, WAL mode (readers such as ``stickyctl status`` never
+block a capture), foreign keys on, ``synchronous=FULL`` (a committed row survives
+a power cut) and a busy timeout, so the agent and ``stickyctl`` can share it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.errors import QueueError
+from agent.queue.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    TRANSITIONS,
+    WAITING_STATES,
+    AgentState,
+    CaptureAttempt,
+    Image,
+    ImageState,
+    utcnow,
+)
+
+BUSY_TIMEOUT_MS = 15_000
+
+
+@dataclass(frozen=True)
+class StateTotals:
+    count: int
+    bytes: int
+
+
+def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.execute("PRAGMA synchronous = FULL")
+    cur.close()
+
+
+class Queue:
+    """The local queue of images, annotations and capture attempts in one SQLite file."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        """Given the database path, open (and if needed create and migrate) the queue.
+
+        Raise QueueError if the file is not a database, is of a newer schema than
+        this agent, or cannot be created (``create=False`` refuses a missing file).
+        """
+        self.path = path
+        if not path.exists():
+            if not create:
+                raise QueueError(f"no queue database at {path} (has the agent run yet?)")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise QueueError(f"cannot create the queue folder {path.parent}: {e}") from e
+        self.engine: Engine = create_engine(f"sqlite:///{path}", future=True)
+        event.listen(self.engine, "connect", _on_connect)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        try:
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise QueueError(f"the queue database {path} is unusable: {e}") from e
+        except SQLAlchemyError as e:
+            raise QueueError(f"the queue database {path} is unusable: {getattr(e, 'orig', e)}") from e
+
+    def _migrate(self) -> None:
+        with self.engine.connect() as conn:
+            mode = conn.exec_driver_sql("PRAGMA journal_mode = WAL").scalar()
+            if mode != "wal":
+                raise QueueError(f"cannot put {self.path} in WAL mode (got {mode!r})")
+            version = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+            if version > SCHEMA_VERSION:
+                raise QueueError(
+                    f"the queue database {self.path} has schema version {version}, newer than "
+                    f"this agent's {SCHEMA_VERSION}: upgrade sticky-agent, do not delete the file"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                for statement in MIGRATIONS[target - 1]:
+                    conn.exec_driver_sql(statement)
+                conn.exec_driver_sql(f"PRAGMA user_version = {target}")
+                conn.exec_driver_sql("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """Yield a session in a transaction; commit on success, roll back on error.
+
+        Raise QueueError for database errors (locked past the busy timeout, disk full).
+        """
+        try:
+            with self._sessions.begin() as s:
+                yield s
+        except IntegrityError:
+            raise
+        except OperationalError as e:
+            raise QueueError(f"queue database error ({self.path}): {e.orig}") from e
+
+    # -- images -------------------------------------------------------------------------
+
+    def add_image(
+        self,
+        *,
+        device: str,
+        when: dt.datetime,
+        path: str,
+        md5: str,
+        size: int,
+        width: int,
+        height: int,
+        metadata: dict[str, Any],
+        manual: bool,
+        state: ImageState = ImageState.CAPTURED,
+        last_error: str | None = None,
+    ) -> Image:
+        """Insert one image row and return it. Raise QueueError if (device, datetime) or path exists."""
+        row = Image(
+            device=device,
+            datetime=when,
+            path=path,
+            md5=md5,
+            size=size,
+            width=width,
+            height=height,
+            image_metadata=json.dumps(metadata, sort_keys=True),
+            manual=manual,
+            state=state.value,
+            last_error=last_error,
+        )
+        try:
+            with self.session() as s:
+                s.add(row)
+        except IntegrityError as e:
+            raise QueueError(
+                f"the queue already has an image {device} at {when:%Y-%m-%d %H:%M:%S} or at {path}"
+            ) from e
+        return row
+
+    def image_at(self, device: str, when: dt.datetime) -> Image | None:
+        with self.session() as s:
+            return s.scalar(select(Image).where(Image.device == device, Image.datetime == when))
+
+    def latest_image_time(self, device: str) -> dt.datetime | None:
+        with self.session() as s:
+            return s.scalar(select(func.max(Image.datetime)).where(Image.device == device))
+
+    def images(self, limit: int = 20, state: ImageState | None = None) -> list[Image]:
+        """Return the most recent images, newest first, optionally of one state."""
+        q = select(Image).order_by(Image.datetime.desc()).limit(limit)
+        if state is not None:
+            q = q.where(Image.state == state.value)
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    def image_paths(self) -> dict[str, tuple[int, str]]:
+        """Return ``{relative path: (id, state)}`` for every row."""
+        with self.session() as s:
+            return {p: (i, st) for i, p, st in s.execute(select(Image.id, Image.path, Image.state))}
+
+    def set_state(self, image_id: int, new: ImageState, error: str | None = None) -> None:
+        """Move an image to ``new``. Raise QueueError if the state machine forbids that move."""
+        with self.session() as s:
+            row = s.get(Image, image_id)
+            if row is None:
+                raise QueueError(f"no image with id {image_id}")
+            old = ImageState(row.state)
+            if new != old and new not in TRANSITIONS[old]:
+                raise QueueError(f"image {row.path}: {old} -> {new} is not an allowed transition")
+            row.state, row.updated_at = new.value, utcnow()
+            if error is not None:
+                row.last_error = error
+
+    def totals_by_state(self) -> dict[str, StateTotals]:
+        """Return the count and bytes of images in each state (states with none are left out)."""
+        q = select(Image.state, func.count(), func.coalesce(func.sum(Image.size), 0)).group_by(Image.state)
+        with self.session() as s:
+            return {st: StateTotals(int(n), int(b)) for st, n, b in s.execute(q)}
+
+    def oldest_waiting(self) -> Image | None:
+        q = (
+            select(Image)
+            .where(Image.state.in_([st.value for st in WAITING_STATES]))
+            .order_by(Image.datetime)
+            .limit(1)
+        )
+        with self.session() as s:
+            return s.scalar(q)
+
+    # -- capture attempts ----------------------------------------------------------------
+
+    def record_attempt(
+        self,
+        *,
+        started_at: dt.datetime,
+        outcome: str,
+        manual: bool,
+        image_id: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self.session() as s:
+            s.add(
+                CaptureAttempt(
+                    started_at=started_at,
+                    finished_at=utcnow(),
+                    outcome=outcome,
+                    manual=manual,
+                    image_id=image_id,
+                    error=error,
+                )
+            )
+
+    def attempts(self, limit: int = 10, outcome: str | None = None) -> list[CaptureAttempt]:
+        """Return the latest capture attempts, newest first (only ``outcome`` ones if given)."""
+        q = select(CaptureAttempt).order_by(CaptureAttempt.id.desc()).limit(limit)
+        if outcome is not None:
+            q = q.where(CaptureAttempt.outcome == outcome)
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    def attempt_counts(self, since: dt.datetime) -> dict[str, int]:
+        q = (
+            select(CaptureAttempt.outcome, func.count())
+            .where(CaptureAttempt.started_at >= since)
+            .group_by(CaptureAttempt.outcome)
+        )
+        with self.session() as s:
+            return {o: int(n) for o, n in s.execute(q)}
+
+    def prune_attempts(self, keep: int) -> int:
+        """Delete all but the newest ``keep`` capture attempts; return how many went."""
+        with self.session() as s:
+            cutoff = s.scalar(
+                select(CaptureAttempt.id).order_by(CaptureAttempt.id.desc()).offset(keep).limit(1)
+            )
+            if cutoff is None:
+                return 0
+            result = s.execute(text("DELETE FROM capture_attempts WHERE id <= :c"), {"c": cutoff})
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    # -- agent state ---------------------------------------------------------------------
+
+    def publish(self, **values: str | None) -> None:
+        """Store small key/value facts for status (``None`` removes a key)."""
+        with self.session() as s:
+            for key, value in values.items():
+                if value is None:
+                    s.execute(text("DELETE FROM agent_state WHERE key = :k"), {"k": key})
+                else:
+                    s.merge(AgentState(key=key, value=value, updated_at=utcnow()))
+
+    def published(self) -> dict[str, str]:
+        with self.session() as s:
+            return {k: v for k, v in s.execute(select(AgentState.key, AgentState.value))}
+
+    def touch_images(self, ids: list[int], **fields: Any) -> None:
+        """Set ``fields`` (e.g. ``last_error``) on the images with ``ids``."""
+        if not ids:
+            return
+        with self.session() as s:
+            s.execute(update(Image).where(Image.id.in_(ids)).values(updated_at=utcnow(), **fields))

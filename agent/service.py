@@ -1,0 +1,190 @@
+"""The long-running agent behind ``stickyctl run``.
+
+Start-up: take the agent lock (one agent per data folder), open the queue,
+reconcile disk and queue under the capture lock, open the hardware, start the
+capture schedule. Then the main thread wakes every few seconds to publish a
+heartbeat, pull the schedule back after a backward clock step, and re-run
+reconciliation daily. SIGTERM/SIGINT stop it cleanly: no new capture starts,
+the capture in progress finishes, the camera and flash are released.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+from agent import __version__
+from agent.camera import make_camera
+from agent.capture import Capturer, CaptureResult
+from agent.config import Config
+from agent.device import device_id
+from agent.errors import StickyAgentError
+from agent.flash import make_flash
+from agent.locks import AgentLock, capture_lock, running_agent_pid
+from agent.queue import Queue
+from agent.reconcile import ReconcileReport, reconcile
+from agent.scheduler import CaptureScheduler
+from agent.sensors import make_sensors
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0
+RECONCILE_EVERY_S = 24 * 3600.0
+
+
+@dataclass
+class Pipeline:
+    """Everything one capture needs, built from the config (shared by ``run`` and ``capture``)."""
+
+    config: Config
+    device: str
+    queue: Queue
+    capturer: Capturer
+
+    @classmethod
+    def build(cls, config: Config) -> Pipeline:
+        """Given a config, open the queue and the hardware. Raise StickyAgentError if one fails."""
+        device = device_id(config.device.id)
+        queue = Queue(config.storage.queue_path)
+        camera = make_camera(config.camera)
+        flash = make_flash(config.flash)
+        sensors = make_sensors(config.sensors)
+        return cls(config, device, queue, Capturer(config, device, camera, flash, sensors, queue))
+
+    def reconcile(self) -> ReconcileReport:
+        with capture_lock(self.config.storage.data_dir, self.config.capture.lock_timeout):
+            report = reconcile(self.queue, self.config.storage.data_dir)
+        if report.quarantined:
+            self.queue.publish(last_quarantine="; ".join(report.quarantined[-3:]))
+        return report
+
+    def close(self) -> None:
+        self.capturer.close()
+        self.capturer.flash.close()
+        self.queue.close()
+
+
+class Agent:
+    """The agent process: schedule, heartbeat, clean stop."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        #: Set to wake the main loop early: a stop, or a manual capture request (SIGUSR1,
+        #: sent by ``stickyctl capture`` while the agent runs).
+        self.wake = threading.Event()
+        self.stopping = False
+        self.manual_requested = False
+        self.lock = AgentLock(config.storage.data_dir)
+        self.pipeline: Pipeline | None = None
+        self.scheduler: CaptureScheduler | None = None
+
+    def _publish_next(self, next_time: dt.datetime | None) -> None:
+        if self.pipeline is not None:
+            self.pipeline.queue.publish(
+                next_capture=next_time.isoformat() if next_time else None,
+                heartbeat=dt.datetime.now(dt.UTC).isoformat(),
+            )
+
+    def capture_job(self) -> CaptureResult:
+        assert self.pipeline is not None
+        return self.pipeline.capturer.capture(manual=False)
+
+    def start(self) -> None:
+        """Acquire the agent lock, reconcile, open the hardware and start the schedule.
+
+        Raise StickyAgentError if another agent runs or a part cannot start.
+        """
+        data_dir = self.config.storage.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.lock.acquire():
+            raise StickyAgentError(
+                f"another sticky-agent is already running on {data_dir} "
+                f"(pid {running_agent_pid(data_dir)}); stop it first (systemctl stop sticky-agent)"
+            )
+        try:
+            self.pipeline = Pipeline.build(self.config)
+            self.pipeline.reconcile()
+            self.pipeline.queue.prune_attempts(self.config.storage.keep_capture_log)
+            self.scheduler = CaptureScheduler(
+                self.config.capture, self.capture_job, on_run=self._publish_next
+            )
+            self.scheduler.start()
+        except BaseException:
+            self.stop()
+            raise
+        q = self.pipeline.queue
+        q.publish(
+            agent_pid=str(os.getpid()),
+            agent_version=__version__,
+            agent_started=dt.datetime.now(dt.UTC).isoformat(),
+        )
+        self._publish_next(self.scheduler.next_run_time)
+        log.info(
+            "sticky-agent %s started: device %s, camera %s, next capture %s",
+            __version__,
+            self.pipeline.device,
+            self.config.camera.type,
+            self.scheduler.next_run_time,
+        )
+
+    def run_forever(self) -> None:
+        """Serve until :meth:`request_stop` (or SIGTERM/SIGINT) is called, then stop cleanly."""
+        last_reconcile = time.monotonic()
+        try:
+            while not self._wait():
+                assert self.scheduler is not None and self.pipeline is not None
+                if self.manual_requested:
+                    self.manual_requested = False
+                    self.pipeline.capturer.capture(manual=True)
+                self.scheduler.check_clock()
+                self._publish_next(self.scheduler.next_run_time)
+                if time.monotonic() - last_reconcile > RECONCILE_EVERY_S:
+                    last_reconcile = time.monotonic()
+                    try:
+                        self.pipeline.reconcile()
+                    except StickyAgentError as e:
+                        log.error("daily reconciliation failed: %s", e)
+        finally:
+            self.stop()
+
+    def _wait(self) -> bool:
+        """Wait up to a heartbeat for a stop or a manual request; return True to stop."""
+        self.wake.wait(HEARTBEAT_S)
+        self.wake.clear()
+        return self.stopping
+
+    def request_capture(self, _signum: int | None = None, _frame: FrameType | None = None) -> None:
+        self.manual_requested = True
+        self.wake.set()
+
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        if signum is not None:
+            log.info("received %s: stopping after the capture in progress", signal.Signals(signum).name)
+        self.stopping = True
+        self.wake.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGUSR1, self.request_capture)
+
+    def stop(self) -> None:
+        """Stop scheduling, let the capture in progress finish, release everything. Idempotent."""
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)
+            self.scheduler = None
+        if self.pipeline is not None:
+            try:
+                self.pipeline.queue.publish(next_capture=None, agent_pid=None)
+            except StickyAgentError as e:
+                log.error("could not record the stop in the queue: %s", e)
+            self.pipeline.close()
+            self.pipeline = None
+            log.info("sticky-agent stopped")
+        self.lock.release()
