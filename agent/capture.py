@@ -64,6 +64,7 @@ class Capturer:
         sensors: Sensors,
         queue: Queue,
         now: Callable[[], dt.datetime] = _utcnow,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
         self.device = device
@@ -72,6 +73,7 @@ class Capturer:
         self.sensors = sensors
         self.queue = queue
         self.now = now
+        self.sleep = sleep
         self.data_dir: Path = config.storage.data_dir
         self._camera_open = False
 
@@ -134,7 +136,7 @@ class Capturer:
             if not taken and not image_path(self.data_dir, self.device, when).exists():
                 return when
             # Same second as the previous capture: the name is the identity, so wait.
-            time.sleep(max(0.0, 1.0 - self.now().microsecond / 1e6) + 0.01)
+            self.sleep(max(0.0, 1.0 - self.now().microsecond / 1e6) + 0.01)
         raise ClockError(
             f"no free capture second after 5 tries (last {when:%Y-%m-%d %H:%M:%S}): is the clock stuck?"
         )

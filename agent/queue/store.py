@@ -83,18 +83,31 @@ class Queue:
             mode = conn.exec_driver_sql("PRAGMA journal_mode = WAL").scalar()
             if mode != "wal":
                 raise QueueError(f"cannot put {self.path} in WAL mode (got {mode!r})")
-            version = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
-            if version > SCHEMA_VERSION:
-                raise QueueError(
-                    f"the queue database {self.path} has schema version {version}, newer than "
-                    f"this agent's {SCHEMA_VERSION}: upgrade sticky-agent, do not delete the file"
-                )
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                for statement in MIGRATIONS[target - 1]:
-                    conn.exec_driver_sql(statement)
-                conn.exec_driver_sql(f"PRAGMA user_version = {target}")
+            version = self._check_version(conn)
+            if version == SCHEMA_VERSION:
+                return
+            # Several processes may open a new queue at once: migrate under the write lock,
+            # re-reading the version once we hold it.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                version = self._check_version(conn)
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[target - 1]:
+                        conn.exec_driver_sql(statement)
+                    conn.exec_driver_sql(f"PRAGMA user_version = {target}")
                 conn.exec_driver_sql("COMMIT")
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+
+    def _check_version(self, conn: Any) -> int:
+        version = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+        if version > SCHEMA_VERSION:
+            raise QueueError(
+                f"the queue database {self.path} has schema version {version}, newer than "
+                f"this agent's {SCHEMA_VERSION}: upgrade sticky-agent, do not delete the file"
+            )
+        return version
 
     @property
     def schema_version(self) -> int:
