@@ -85,9 +85,11 @@ class CaptureScheduler:
         self,
         config: CaptureConfig,
         job: Callable[[], Any],
-        on_run: Callable[[dt.datetime | None], None] | None = None,
+        on_run: Callable[[], None] | None = None,
     ) -> None:
-        """``on_run`` is called after each run (or miss) with the next scheduled time."""
+        """``on_run`` is called after each run (or miss), from a scheduler thread. It must not
+        call back into the scheduler: APScheduler holds its job-store lock while it shuts down
+        and waits for the run, so a callback that takes that lock would deadlock the stop."""
         self.trigger = build_trigger(config)
         self._on_run = on_run
         self._scheduler = BackgroundScheduler(timezone=dt.UTC)
@@ -106,7 +108,7 @@ class CaptureScheduler:
         if event.code == EVENT_JOB_ERROR:
             log.error("capture job raised: %s", event.exception)
         if self._on_run is not None:
-            self._on_run(self.next_run_time)
+            self._on_run()
 
     def start(self) -> None:
         self._scheduler.start()

@@ -111,9 +111,8 @@ class Agent:
             self.pipeline = Pipeline.build(self.config)
             self.pipeline.reconcile()
             self.pipeline.queue.prune_attempts(self.config.storage.keep_capture_log)
-            self.scheduler = CaptureScheduler(
-                self.config.capture, self.capture_job, on_run=self._publish_next
-            )
+            # After each run, wake the main loop to publish the next slot.
+            self.scheduler = CaptureScheduler(self.config.capture, self.capture_job, on_run=self.wake.set)
             self.scheduler.start()
         except BaseException:
             self.stop()

@@ -1,0 +1,87 @@
+"""One contract, every camera backend (huey's StorageTests idea): each backend's test class
+only says how to make one; the tests are shared. The picamera2 backend joins with its fake."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from stickypi_spec import REAL_IMAGES
+
+from agent.camera import Camera, make_camera
+from agent.config import ReplayCameraConfig, SyntheticCameraConfig
+from agent.errors import CameraError
+
+
+class CameraContract:
+    """Behaviour every camera backend must have."""
+
+    def make(self, tmp_path: Path) -> Camera:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def camera(self, tmp_path: Path) -> Camera:
+        cam = self.make(tmp_path)
+        yield cam
+        cam.close()
+
+    def test_capture_before_open_is_a_camera_error(self, camera: Camera) -> None:
+        with pytest.raises(CameraError):
+            camera.capture(90)
+
+    def test_frames_are_jpegs_of_the_stated_size(self, camera: Camera) -> None:
+        camera.open()
+        for _ in range(3):
+            frame = camera.capture(85)
+            assert frame.jpeg[:2] == b"\xff\xd8"
+            with Image.open(io.BytesIO(frame.jpeg)) as im:
+                im.load()
+                assert im.format == "JPEG"
+                assert im.size == (frame.width, frame.height)
+
+    def test_sensor_name_makes_a_valid_model(self, camera: Camera) -> None:
+        camera.open()
+        frame = camera.capture(85)
+        assert frame.sensor == camera.sensor
+        assert re.fullmatch(r"[A-Za-z0-9_]{1,40}", f"RP_{frame.sensor}")
+
+    def test_exposure_facts_are_positive_or_unknown(self, camera: Camera) -> None:
+        camera.open()
+        frame = camera.capture(85)
+        assert frame.exposure_us is None or frame.exposure_us > 0
+        assert frame.analogue_gain is None or frame.analogue_gain > 0
+
+    def test_close_is_idempotent_and_reopen_works(self, camera: Camera) -> None:
+        camera.open()
+        camera.capture(85)
+        camera.close()
+        camera.close()
+        camera.open()
+        assert camera.capture(85).jpeg
+
+
+class TestSyntheticCamera(CameraContract):
+    def make(self, tmp_path: Path) -> Camera:
+        return make_camera(SyntheticCameraConfig(type="synthetic", width=320, height=240, seed=5))
+
+
+class TestReplayCamera(CameraContract):
+    def make(self, tmp_path: Path) -> Camera:
+        return make_camera(ReplayCameraConfig(type="replay", folder=REAL_IMAGES))
+
+    def test_replay_passes_the_files_bytes_through(self, camera: Camera) -> None:
+        camera.open()
+        files = sorted(REAL_IMAGES.glob("*.jpg"))
+        frames = [camera.capture(90) for _ in range(len(files) + 1)]
+        assert [f.jpeg for f in frames[:-1]] == [p.read_bytes() for p in files]  # nothing re-encoded
+        assert frames[-1].jpeg == frames[0].jpeg  # round and round
+
+
+def test_the_picamera2_backend_is_a_clear_error_until_it_ships() -> None:
+    from agent.config import Picamera2CameraConfig
+
+    with pytest.raises(CameraError, match="STICKY_AGENT_CAMERA=synthetic"):
+        make_camera(Picamera2CameraConfig(type="picamera2"))
