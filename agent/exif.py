@@ -40,7 +40,8 @@ def luminosity(exposure_us: float | None) -> float:
     """Given an exposure time in microseconds, return ``L = log10(1e6 / exposure)``; 0.0 if unknown."""
     if exposure_us is None or not math.isfinite(exposure_us) or exposure_us <= 0:
         return UNKNOWN_LUMINOSITY
-    return math.log10(1e6 / exposure_us)
+    value = math.log10(1e6 / exposure_us)
+    return value if math.isfinite(value) else UNKNOWN_LUMINOSITY
 
 
 @dataclass(frozen=True)

@@ -147,9 +147,7 @@ def test_a_night_window_keeps_only_night_slots() -> None:
 
 
 def test_cron_and_window_together() -> None:
-    trigger = build_trigger(
-        CaptureConfig(cron="0 * * * *", window=WindowConfig(start="08:30", end="11:00"))
-    )
+    trigger = build_trigger(CaptureConfig(cron="0 * * * *", window=WindowConfig(start="08:30", end="11:00")))
     start = dt.datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
     times = fire_times(trigger, start, start + dt.timedelta(days=1))
     assert [t.hour for t in times] == [9, 10]
@@ -157,7 +155,8 @@ def test_cron_and_window_together() -> None:
 
 def test_a_backward_clock_step_pulls_the_next_slot_back() -> None:
     now = dt.datetime.now(UTC)
-    sched, _ = scheduler_with_first_slot_at(Recorder(), now + dt.timedelta(minutes=5), "20m")
+    first = build_trigger(CaptureConfig(interval="20m")).get_next_fire_time(None, now)
+    sched, _ = scheduler_with_first_slot_at(Recorder(), first, "20m")
     sched.start()
     try:
         assert not sched.check_clock(now)
