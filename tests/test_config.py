@@ -23,17 +23,32 @@ from agent.errors import ConfigError
     ("tables", "expected"),
     [
         ({"capture": {"interval": "0s"}}, 'capture.interval: must be a duration >= 10s, got "0s"'),
-        ({"capture": {"interval": "soon"}}, 'capture.interval: must be a duration like 30s, 20m or 1h, got "soon"'),
+        (
+            {"capture": {"interval": "soon"}},
+            'capture.interval: must be a duration like 30s, 20m or 1h, got "soon"',
+        ),
         ({"capture": {"intervall": "20m"}}, "capture.intervall: unknown key"),
-        ({"capture": {"jpeg_quality": 101}}, "capture.jpeg_quality: Input should be less than or equal to 100"),
+        (
+            {"capture": {"jpeg_quality": 101}},
+            "capture.jpeg_quality: Input should be less than or equal to 100",
+        ),
         ({"capture": {"cron": "every tuesday"}}, "capture.cron: not a 5-field cron expression"),
-        ({"capture": {"window": {"start": "25:00", "end": "06:00"}}}, "capture.window.start: must be a time of day"),
-        ({"device": {"id": "5C173FF2"}}, 'device.id: must be 8 lower-case hex digits like "5c173ff2", got "5C173FF2"'),
+        (
+            {"capture": {"window": {"start": "25:00", "end": "06:00"}}},
+            "capture.window.start: must be a time of day",
+        ),
+        (
+            {"device": {"id": "5C173FF2"}},
+            'device.id: must be 8 lower-case hex digits like "5c173ff2", got "5C173FF2"',
+        ),
         ({"device": {"id": "5c173f"}}, "device.id: must be 8 lower-case hex digits"),
         ({"camera": {"type": "webcam"}}, "camera: unknown type 'webcam'"),
         ({"camera": {"widht": 640}}, "camera.widht: unknown key"),
         ({"flash": {"pin": 40}}, "flash.pin: Input should be less than or equal to 27"),
-        ({"sensors": {"type": "fake", "temperature": "warm"}}, "sensors.temperature: Input should be a valid number"),
+        (
+            {"sensors": {"type": "fake", "temperature": "warm"}},
+            "sensors.temperature: Input should be a valid number",
+        ),
         ({"location": {"lat": 91, "lng": 0}}, "location.lat: Input should be less than or equal to 90"),
         ({"telemetry": {"on": True}}, "telemetry: unknown key"),
     ],
@@ -58,7 +73,11 @@ def test_every_error_is_reported_not_just_the_first(write_config: Callable[..., 
     with pytest.raises(ConfigError) as err:
         load_config(path, environ={})
     assert len(err.value.problems) == 3
-    assert {p.split(":")[0] for p in err.value.problems} == {"capture.interval", "capture.bogus", "camera.width"}
+    assert {p.split(":")[0] for p in err.value.problems} == {
+        "capture.interval",
+        "capture.bogus",
+        "camera.width",
+    }
 
 
 def test_missing_file_and_bad_toml_say_what_to_do(tmp_path: Path) -> None:

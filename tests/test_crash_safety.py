@@ -159,6 +159,14 @@ def survey(data_dir: Path, queue_path: Path) -> list[str]:
 # -- the invariant ----------------------------------------------------------------------------
 
 
+def decode(im: Image.Image, what: str) -> None:
+    """Decode every pixel; fail naming ``what`` if the JPEG is truncated or corrupt."""
+    try:
+        im.load()
+    except OSError as e:
+        pytest.fail(f"{what} does not decode fully: {e}")
+
+
 @dataclass(frozen=True)
 class State:
     """What the invariant saw: every row (by path) and the md5 of every original on disk."""
@@ -216,14 +224,14 @@ def check_invariant(
         if verified is not None and key in verified:
             continue
         with Image.open(io.BytesIO(data)) as im:
-            im.load()  # raises on a truncated or corrupt JPEG
+            decode(im, f"(b) original {rel}")
             assert im.size == (row.width, row.height), f"(b) row has the wrong dimensions: {rel}"
         parsed = parse_image(data, path.name, strict=False)  # what the server would store
         assert (parsed["md5"], parsed["width"], parsed["height"]) == (md5, row.width, row.height)
         expected = make_thumbnails(data)
         for kind, thumb in thumb_paths.items():
             with Image.open(thumb) as im:
-                im.load()
+                decode(im, f"(c) {kind} of {rel}")
                 box = THUMBNAIL_SIZES[kind]
                 assert im.size == thumbnail_size(row.width, row.height, box), f"(c) {kind} size: {rel}"
                 assert im.width <= box[0] and im.height <= box[1]
@@ -237,10 +245,10 @@ def check_invariant(
         assert row.path in files, f"(d) row {row.path} lost its file"
     if before is not None:  # (g)
         assert len(rows) >= len(before.rows), "(g) the queue lost rows"
-        for path, old in before.rows.items():
-            assert rows.get(path) == old, f"(g) row {path} disappeared or changed: {old} -> {rows.get(path)}"
-        for path, md5 in before.files.items():
-            assert files.get(path) == md5, f"(g) complete image {path} was lost or changed"
+        for was, old in before.rows.items():
+            assert rows.get(was) == old, f"(g) row {was} disappeared or changed: {old} -> {rows.get(was)}"
+        for was, old_md5 in before.files.items():
+            assert files.get(was) == old_md5, f"(g) complete image {was} was lost or changed"
     return State(rows, files)
 
 
@@ -366,10 +374,9 @@ def test_random_kills(write_config: Callable[..., Path], tmp_path: Path) -> None
         try:
             ready = proc.stdout.readline()  # the pipeline is built: captures start now
             assert ready == "ready\n", f"round {n}: worker did not start\n{stderr_path.read_text()}"
-            try:
-                proc.wait(timeout=delay)  # the kill point: the worker never exits on its own
-            except subprocess.TimeoutExpired:
-                pass
+            # The kill point (a timeout, not a sleep): the worker never exits on its own.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=delay)
         finally:
             proc.kill()  # SIGKILL
             out = proc.stdout.read()

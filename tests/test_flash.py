@@ -50,7 +50,9 @@ def factory() -> MockFactory:
     return MockFactory()
 
 
-def make_capturer(write_config: Callable[..., Path], factory: MockFactory, fail: bool) -> tuple[Capturer, object, RecordingCamera]:
+def make_capturer(
+    write_config: Callable[..., Path], factory: MockFactory, fail: bool
+) -> tuple[Capturer, object, RecordingCamera]:
     config = load_config(write_config(), environ={})
     flash = GpioFlash(GpioFlashConfig(type="gpio", pin=23), pin_factory=factory)
     pin = factory.pin(23)
@@ -67,7 +69,9 @@ def test_flash_is_on_for_the_exposure_only(write_config: Callable[..., Path], fa
     pin.assert_states([False, True, False])  # type: ignore[attr-defined]
 
 
-def test_flash_goes_off_when_the_camera_fails(write_config: Callable[..., Path], factory: MockFactory) -> None:
+def test_flash_goes_off_when_the_camera_fails(
+    write_config: Callable[..., Path], factory: MockFactory
+) -> None:
     capturer, pin, camera = make_capturer(write_config, factory, fail=True)
     pin.clear_states()  # type: ignore[attr-defined]
     result = capturer.capture()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -286,10 +286,3 @@ class Queue:
     def published(self) -> dict[str, str]:
         with self.session() as s:
             return {k: v for k, v in s.execute(select(AgentState.key, AgentState.value))}
-
-    def touch_images(self, ids: list[int], **fields: Any) -> None:
-        """Set ``fields`` (e.g. ``last_error``) on the images with ``ids``."""
-        if not ids:
-            return
-        with self.session() as s:
-            s.execute(update(Image).where(Image.id.in_(ids)).values(updated_at=utcnow(), **fields))

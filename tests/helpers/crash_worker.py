@@ -21,11 +21,16 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections.abc import Callable
 from itertools import count
 from pathlib import Path
 
 from agent.config import load_config
 from agent.service import Pipeline
+
+
+def fixed_clock(when: dt.datetime) -> Callable[[], dt.datetime]:
+    return lambda: when
 
 
 def loop(pipeline: Pipeline) -> int:
@@ -39,7 +44,7 @@ def loop(pipeline: Pipeline) -> int:
     print("ready", flush=True)
     for i in count():
         when = start + dt.timedelta(seconds=i)
-        capturer.now = lambda when=when: when
+        capturer.now = fixed_clock(when)
         result = capturer.capture()
         if not result.ok or result.image is None:
             print(f"failed {result.outcome}: {result.error}", flush=True)
