@@ -235,6 +235,53 @@ def config_check(ctx: Context) -> None:
     click.echo(f"  capture every {every}, data in {config.storage.data_dir}")
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="TCP port (0: any free port).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder of the server's database, images and signing secret (created if needed).",
+)
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    required=True,
+    metavar="NAME:PASSWORD[:ROLE]",
+    help="An account; ROLE is read, write (default) or admin. Repeatable.",
+)
+@click.option(
+    "--token-lifetime",
+    default=86400.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds a token lives (24 h on the real server).",
+)
+def devserver(host: str, port: int, data_dir: Path, users: tuple[str, ...], token_lifetime: float) -> None:
+    """Serve a local Sticky Pi API for development, demos and tests.
+
+    A DEVELOPMENT TOOL, NOT FOR PRODUCTION: plain HTTP, passwords on the command
+    line. It speaks the wire protocol of the real Sticky Pi server, quirks
+    included (every failed upload is a 500 with an HTML body). Stop it with Ctrl-C.
+    """
+    from agent.devserver import parse_user
+    from agent.devserver.app import serve
+
+    try:
+        accounts = [parse_user(u) for u in users]
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--user") from None
+    serve(host, port, data_dir, accounts, token_lifetime)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``stickyctl``; return the exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])

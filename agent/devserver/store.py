@@ -1,0 +1,378 @@
+"""The devserver's state: a SQLite database and image files under one data folder.
+
+Layout of ``data_dir``::
+
+    devserver.sqlite3                     users, images, uid_annotations
+    secret.key                            HMAC key of tokens and download URLs (0600, made once)
+    files/<kind>/<device>/<file name>     kind: image, thumbnail, thumbnail-mini
+
+Every operation that the real server answers with a 500 raises :class:`StoreError` here; the
+WSGI layer (:mod:`.app`) turns it into a 500 with an HTML body. Rows come out JSON-ready, with the
+spec's fields in the spec's order and datetimes as ``YYYY-MM-DDTHH:MM:SSZ``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from agent import __version__
+from agent.devserver.parser import SpecError, parse_image
+
+DB_FILE = "devserver.sqlite3"
+SECRET_FILE = "secret.key"
+OBJECT_KINDS = ("image", "thumbnail", "thumbnail-mini")
+THUMBNAIL_SIZE = (512, 384)
+THUMBNAIL_MINI_SIZE = (128, 96)
+#: What the rows' ``api_version`` says (the real column is 8 characters).
+API_VERSION = __version__[:8]
+MAX_ALGO_NAME = 64
+MAX_ALGO_VERSION = 46
+
+IMAGE_FIELDS = (
+    "id", "device", "datetime", "md5", "device_version", "width", "height", "lat", "lng", "alt",
+    "temp", "hum", "lum", "bat", "but", "datetime_created", "api_version", "api_user_id",
+)  # fmt: skip
+ANNOTATION_FIELDS = (
+    "id", "parent_image_id", "algo_name", "algo_version", "n_objects", "json",
+    "datetime_created", "api_version", "api_user_id",
+)  # fmt: skip
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY, device TEXT NOT NULL, datetime TEXT NOT NULL, md5 TEXT NOT NULL,
+    device_version TEXT, width INTEGER, height INTEGER, lat REAL, lng REAL, alt INTEGER,
+    temp REAL, hum REAL, lum REAL, bat INTEGER, but INTEGER, datetime_created TEXT NOT NULL,
+    api_version TEXT, api_user_id INTEGER, UNIQUE (device, datetime));
+CREATE TABLE IF NOT EXISTS uid_annotations (
+    id INTEGER PRIMARY KEY,
+    parent_image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    algo_name TEXT NOT NULL, algo_version TEXT NOT NULL, n_objects INTEGER NOT NULL,
+    json TEXT NOT NULL, datetime_created TEXT NOT NULL, api_version TEXT, api_user_id INTEGER,
+    UNIQUE (parent_image_id, algo_name, algo_version));
+"""
+_DB_DATETIME = "%Y-%m-%d %H:%M:%S"
+_IN_DATETIMES = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d_%H-%M-%S")
+_KEY_RE = re.compile(r"(image|thumbnail|thumbnail-mini)/([0-9a-fA-F]{8})/([0-9a-fA-F]{8}\.[0-9_-]{19}\.jpg)")
+
+
+class StoreError(Exception):
+    """The request fails as on the real server (a 500); the message says why, for the log."""
+
+
+def format_datetime(when: dt.datetime) -> str:
+    """Given an aware UTC datetime, return it as the API writes it: ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_datetime(value: object) -> dt.datetime:
+    """Given ``YYYY-MM-DDTHH:MM:SSZ`` or legacy ``YYYY-MM-DD_HH-MM-SS``, return an aware UTC datetime.
+
+    Raise :class:`StoreError` for anything else.
+    """
+    if isinstance(value, str):
+        for fmt in _IN_DATETIMES:
+            with contextlib.suppress(ValueError):
+                return dt.datetime.strptime(value, fmt).replace(tzinfo=dt.UTC)
+    raise StoreError(f"bad datetime {value!r}: YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DD_HH-MM-SS expected")
+
+
+def _db_datetime(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime(_DB_DATETIME)
+
+
+def _out_datetime(value: str) -> str:
+    return dt.datetime.strptime(value, _DB_DATETIME).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def make_thumbnails(blob: bytes) -> tuple[bytes, bytes]:
+    """Given a JPEG's bytes, return the JPEG bytes of its 512x384 and 128x96 thumbnails.
+
+    Both keep the aspect ratio (Pillow ``Image.thumbnail``). Raise :class:`StoreError` if the
+    image cannot be decoded.
+    """
+    out = []
+    try:
+        with Image.open(io.BytesIO(blob)) as img:
+            for size in (THUMBNAIL_SIZE, THUMBNAIL_MINI_SIZE):
+                img.thumbnail(size)
+                buffer = io.BytesIO()
+                img.save(buffer, format="JPEG")
+                out.append(buffer.getvalue())
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise StoreError(f"cannot make thumbnails: {exc}") from None
+    return out[0], out[1]
+
+
+class Signer:
+    """HMAC-SHA256 signatures of tokens and download URLs with the data folder's secret."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def sign(self, message: str) -> str:
+        """Given a message, return its hex signature."""
+        return hmac.new(self._key, message.encode(), hashlib.sha256).hexdigest()
+
+    def check(self, message: str, signature: str) -> bool:
+        """Given a message and a claimed signature, return whether the signature is right."""
+        return hmac.compare_digest(self.sign(message), signature)
+
+    def make_token(self, user: str, expiration: int) -> str:
+        """Given a user name and an expiration (unix seconds), return an opaque signed token."""
+        name = base64.urlsafe_b64encode(user.encode()).decode().rstrip("=")
+        signature = self.sign(f"token\n{user}\n{expiration}")
+        return f"{name}.{expiration}.{signature}"
+
+    def token_user(self, token: str, now: float) -> str | None:
+        """Given a token and the time, return its user's name, or None if it is forged or expired."""
+        parts = token.split(".")
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        try:
+            user = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return None
+        if not self.check(f"token\n{user}\n{parts[1]}", parts[2]) or int(parts[1]) <= now:
+            return None
+        return user
+
+
+def _load_secret(path: Path) -> bytes:
+    """Given the secret file's path, return its key, creating it (0600) on the first run."""
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    key = path.read_bytes()
+    if len(key) < 16:
+        raise StoreError(f"{path} holds a key of {len(key)} bytes; delete it to make a new one")
+    return key
+
+
+def _smallint(value: float | None, column: str) -> int | None:
+    """A value as a SMALLINT column stores it: rounded half away from zero, else an error."""
+    if value is None:
+        return None
+    rounded = int(abs(value) + 0.5) * (1 if value >= 0 else -1)
+    if not -32768 <= rounded <= 32767:
+        raise StoreError(f"{column}={value} is out of range for a small integer column")
+    return rounded
+
+
+def _round6(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+class Store:
+    """The database and files of one devserver data folder; safe to share between threads."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.signer = Signer(_load_secret(data_dir / SECRET_FILE))
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(data_dir / DB_FILE, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    def user_id(self, name: str) -> int:
+        """Given a user name, return its numeric id, stable across restarts (made on first use)."""
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO users (name) VALUES (?)", (name,))
+            row = self._db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
+        return int(row["id"])
+
+    def _insert(self, table: str, values: dict[str, Any]) -> int:
+        """Insert one row (committed at once); return its id. Raise sqlite3.IntegrityError."""
+        marks = ", ".join("?" * len(values))
+        with self._lock:
+            cursor = self._db.execute(
+                f"INSERT INTO {table} ({', '.join(values)}) VALUES ({marks})", tuple(values.values())
+            )
+        return int(cursor.lastrowid or 0)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def object_path(self, key: str) -> Path | None:
+        """Given an object key ``<kind>/<device>/<file name>``, return its file, None if absent."""
+        if not _KEY_RE.fullmatch(key):
+            return None
+        path = self.data_dir / "files" / key
+        return path if path.is_file() else None
+
+    def _put_object(self, key: str, data: bytes) -> None:
+        path = self.data_dir / "files" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{secrets.token_hex(4)}~")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    # -- images ------------------------------------------------------------------------------
+
+    def put_image(
+        self, name: str, blob: bytes, md5: str | None, user_id: int, now: dt.datetime
+    ) -> dict[str, Any]:
+        """Given an upload (form field name, bytes, claimed md5 or None), store it; return its row.
+
+        As the real server: check the md5, parse the name and EXIF, compute the thumbnails,
+        write (overwrite) the three files, then insert the row, so a duplicate ``(device,
+        datetime)`` replaces the stored files before it is rejected. The row's ``id`` is None.
+        Raise :class:`StoreError` for any failure.
+        """
+        actual = hashlib.md5(blob).hexdigest()
+        if md5 is not None and md5 != actual:
+            raise StoreError(f"{name}: md5 {md5!r} given, {actual} received")
+        try:
+            parsed = parse_image(blob, name, strict=False)
+        except SpecError as exc:
+            raise StoreError(f"Wrong file name or metadata: {name}: {exc}") from None
+        row: dict[str, Any] = {
+            "id": None,
+            "device": parsed["device"],
+            "datetime": format_datetime(parsed["datetime"]),
+            "md5": actual,
+            "device_version": parsed["device_version"],
+            "width": parsed["width"],
+            "height": parsed["height"],
+            "lat": _round6(parsed["lat"]),
+            "lng": _round6(parsed["lng"]),
+            "alt": _smallint(parsed["alt"], "alt"),
+            "temp": parsed["temp"],
+            "hum": parsed["hum"],
+            "lum": parsed["lum"],
+            "bat": _smallint(parsed["bat"], "bat"),
+            "but": parsed["but"],
+            "datetime_created": format_datetime(now),
+            "api_version": API_VERSION,
+            "api_user_id": user_id,
+        }
+        thumbnail, thumbnail_mini = make_thumbnails(blob)
+        for kind, data in zip(OBJECT_KINDS, (blob, thumbnail, thumbnail_mini), strict=True):
+            self._put_object(f"{kind}/{parsed['device']}/{name}", data)
+        values = dict(row, datetime=_db_datetime(parsed["datetime"]), datetime_created=_db_datetime(now))
+        del values["id"]
+        try:
+            self._insert("images", values)
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"Duplicate entry {name}: {exc}") from None
+        return row
+
+    def _image_row(self, row: sqlite3.Row) -> dict[str, Any]:
+        out = {k: row[k] for k in IMAGE_FIELDS}
+        out["datetime"] = _out_datetime(row["datetime"])
+        out["datetime_created"] = _out_datetime(row["datetime_created"])
+        out["but"] = None if row["but"] is None else bool(row["but"])
+        return out
+
+    def get_image(self, device: str, when: dt.datetime) -> dict[str, Any] | None:
+        """Given a device id and a datetime, return the image's row, or None if absent."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM images WHERE device = ? AND datetime = ?", (device, _db_datetime(when))
+            ).fetchone()
+        return None if row is None else self._image_row(row)
+
+    def image_series(self, device_like: str, start: dt.datetime, end: dt.datetime) -> list[dict[str, Any]]:
+        """Given a SQL LIKE pattern of device ids and ``[start, end)``, return the rows in it."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM images WHERE device LIKE ? AND datetime >= ? AND datetime < ? "
+                "ORDER BY device, datetime",
+                (device_like, _db_datetime(start), _db_datetime(end)),
+            ).fetchall()
+        return [self._image_row(r) for r in rows]
+
+    def delete_image(self, device: str, when: dt.datetime) -> dict[str, Any] | None:
+        """Given a device id and a datetime, delete the image, its annotations and files.
+
+        Return the deleted row, or None if there was no such image.
+        """
+        with self._lock:
+            row = self.get_image(device, when)
+            if row is None:
+                return None
+            self._db.execute("DELETE FROM images WHERE id = ?", (row["id"],))
+        name = f"{device}.{when.strftime('%Y-%m-%d_%H-%M-%S')}.jpg"
+        for kind in OBJECT_KINDS:
+            (self.data_dir / "files" / kind / device / name).unlink(missing_ok=True)
+        return row
+
+    # -- annotations -------------------------------------------------------------------------
+
+    def put_annotations(self, item: object, user_id: int, now: dt.datetime) -> dict[str, Any]:
+        """Given one ``{"metadata": {...}, "annotations": [...]}`` item, store it; return its row.
+
+        The returned row has ``"json": ""``. Raise :class:`StoreError` if the item is malformed,
+        the parent image is absent or has another md5, a name is too long, or the
+        ``(image, algo_name, algo_version)`` triple already exists.
+        """
+        if not isinstance(item, dict) or not isinstance(item.get("metadata"), dict):
+            raise StoreError("annotation item without a 'metadata' dict")
+        meta = item["metadata"]
+        annotations = item.get("annotations")
+        if not isinstance(annotations, list):
+            raise StoreError("annotation item without an 'annotations' list")
+        algo_name, algo_version = meta.get("algo_name"), meta.get("algo_version")
+        if not isinstance(algo_name, str) or not isinstance(algo_version, str):
+            raise StoreError("algo_name and algo_version must be strings")
+        if len(algo_name) > MAX_ALGO_NAME or len(algo_version) > MAX_ALGO_VERSION:
+            raise StoreError(f"algo_name > {MAX_ALGO_NAME} or algo_version > {MAX_ALGO_VERSION} chars")
+        device, when = meta.get("device"), parse_datetime(meta.get("datetime"))
+        parent = self.get_image(device, when) if isinstance(device, str) else None
+        if parent is None or parent["md5"] != meta.get("md5"):
+            raise StoreError(f"no parent image {device} {meta.get('datetime')} with md5 {meta.get('md5')}")
+        values = {
+            "parent_image_id": parent["id"],
+            "algo_name": algo_name,
+            "algo_version": algo_version,
+            "n_objects": len(annotations),
+            "json": json.dumps(item),
+            "datetime_created": _db_datetime(now),
+            "api_version": API_VERSION,
+            "api_user_id": user_id,
+        }
+        try:
+            annotation_id = self._insert("uid_annotations", values)
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"Duplicate annotation {algo_name} {algo_version} for {device}: {exc}") from None
+        return {"id": annotation_id, **values, "json": "", "datetime_created": format_datetime(now)}
+
+    def get_annotations(self, device: str, when: dt.datetime, with_json: bool) -> list[dict[str, Any]]:
+        """Given an image's device id and datetime, return its annotation rows (``json`` if asked)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT a.* FROM uid_annotations a JOIN images i ON a.parent_image_id = i.id "
+                "WHERE i.device = ? AND i.datetime = ? ORDER BY a.id",
+                (device, _db_datetime(when)),
+            ).fetchall()
+        out = []
+        for row in rows:
+            item = {k: row[k] for k in ANNOTATION_FIELDS if with_json or k != "json"}
+            item["datetime_created"] = _out_datetime(row["datetime_created"])
+            out.append(item)
+        return out

@@ -1,0 +1,458 @@
+"""``stickyctl devserver`` against the wire protocol of ``shared/specs/sticky-pi-api.md``.
+
+Real HTTP over 127.0.0.1 with ``requests`` against :class:`DevServer` on a free port. Real images
+are copied as bytes from ``shared/data/real-images`` (read-only, never modified); variants are
+built in memory. Time is an injected clock, never a sleep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import piexif
+import pytest
+import requests
+from PIL import Image
+from stickypi_spec import REAL_IMAGES
+
+from agent.devserver import User, parse_user
+from agent.devserver.app import DevServer
+
+NEW = "512858f4.2022-05-17_18-46-57.jpg"
+NEW2 = "512858f4.2022-05-17_18-34-50.jpg"
+LEGACY = "5c173ff2.2020-06-20_21-33-24.jpg"
+IMAGE_FIELDS = [
+    "id", "device", "datetime", "md5", "device_version", "width", "height", "lat", "lng", "alt",
+    "temp", "hum", "lum", "bat", "but", "datetime_created", "api_version", "api_user_id", "url",
+]  # fmt: skip
+ANNOTATION_FIELDS = [
+    "id", "parent_image_id", "algo_name", "algo_version", "n_objects", "json",
+    "datetime_created", "api_version", "api_user_id",
+]  # fmt: skip
+USERS = [User("alice", "secret"), User("reader", "r", "read"), User("root", "toor", "admin")]
+T0 = 1_700_000_000.0
+ALGO_VERSION = "1598113346-ad2cd78dfaca12821046dfb8994724d5"
+
+
+class Clock:
+    """A settable clock (unix seconds)."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def server(tmp_path: Path, clock: Clock) -> Iterator[DevServer]:
+    with DevServer(tmp_path / "srv", USERS, clock=clock, token_lifetime=3600) as srv:
+        yield srv
+
+
+def blob(name: str) -> bytes:
+    """The bytes of a real image (a copy: the shared file is only read)."""
+    return (REAL_IMAGES / name).read_bytes()
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def get_token(srv: DevServer, user: str = "alice", password: str = "secret") -> str:
+    r = requests.post(f"{srv.url}/get_token", auth=(user, password), timeout=10)
+    assert r.status_code == 200, r.text
+    token = r.json()["token"]
+    assert isinstance(token, str)
+    return token
+
+
+def post(srv: DevServer, route: str, body: Any, token: str) -> requests.Response:
+    return requests.post(f"{srv.url}{route}", json=body, auth=(token, ""), timeout=10)
+
+
+def upload(
+    srv: DevServer, token: str, name: str, data: bytes, digest: str | None = "", field: str | None = None
+) -> requests.Response:
+    """POST one file to /_put_new_images; ``digest=""`` sends the right md5, None sends none."""
+    form = {} if digest is None else {f"{name}.md5": digest or md5(data)}
+    files = {field or name: (name, data, "image/jpeg")}
+    return requests.post(f"{srv.url}/_put_new_images", data=form, files=files, auth=(token, ""), timeout=30)
+
+
+def key(name: str) -> dict[str, str]:
+    device, stamp, _ = name.split(".")
+    date, time = stamp.split("_")
+    return {"device": device, "datetime": f"{date}T{time.replace('-', ':')}Z"}
+
+
+def metadata(srv: DevServer, token: str, *names: str) -> list[dict[str, Any]]:
+    r = post(srv, "/get_images/metadata", [key(n) for n in names], token)
+    assert r.status_code == 200, r.text
+    rows: list[dict[str, Any]] = r.json()
+    return rows
+
+
+def assert_html_500(r: requests.Response) -> None:
+    assert r.status_code == 500
+    assert r.headers["Content-Type"].startswith("text/html")
+    assert "<html" in r.text.lower()
+    with pytest.raises(ValueError):
+        json.loads(r.text)
+
+
+# -- authentication -------------------------------------------------------------------------------
+
+
+def test_token_flow(server: DevServer) -> None:
+    r = requests.post(f"{server.url}/get_token", auth=("alice", "secret"), timeout=10)
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"token", "expiration"}
+    assert body["expiration"] == int(T0 + 3600)
+    assert post(server, "/get_images/metadata", [key(NEW)], body["token"]).json() == []
+    assert server.requests["/get_token"] == 1
+    assert server.requests["/get_images/metadata"] == 1
+
+
+def test_default_token_lifetime_is_24h(tmp_path: Path, clock: Clock) -> None:
+    with DevServer(tmp_path / "srv", USERS, clock=clock) as srv:
+        r = requests.post(f"{srv.url}/get_token", auth=("alice", "secret"), timeout=10)
+        assert r.json()["expiration"] == int(T0 + 86400)
+
+
+@pytest.mark.parametrize("auth", [("alice", "wrong"), ("nobody", "secret"), None])
+def test_wrong_password_is_401(server: DevServer, auth: tuple[str, str] | None) -> None:
+    r = requests.post(f"{server.url}/get_token", auth=auth, timeout=10)
+    assert r.status_code == 401
+    assert r.text == "Unauthorized Access"
+    assert r.headers["WWW-Authenticate"] == 'Basic realm="Authentication Required"'
+
+
+def test_bad_token_is_401(server: DevServer) -> None:
+    token = get_token(server)
+    forged = token[:-1] + ("0" if token[-1] != "0" else "1")
+    for bad in ("not-a-token", forged, "YWxpY2U.99999999999.abc"):
+        r = post(server, "/get_images/metadata", [], bad)
+        assert r.status_code == 401
+        assert r.text == "Unauthorized Access"
+        assert r.headers["WWW-Authenticate"] == 'Basic realm="Authentication Required"'
+
+
+def test_expired_token_is_401(server: DevServer, clock: Clock) -> None:
+    token = get_token(server)
+    clock.now += 3599
+    assert post(server, "/get_images/metadata", [], token).status_code == 200
+    clock.now += 2
+    r = post(server, "/get_images/metadata", [], token)
+    assert r.status_code == 401
+    assert r.text == "Unauthorized Access"
+    assert post(server, "/get_images/metadata", [], get_token(server)).status_code == 200
+
+
+def test_token_survives_restart(tmp_path: Path, clock: Clock) -> None:
+    with DevServer(tmp_path / "srv", USERS, clock=clock) as first:
+        token = get_token(first)
+    with DevServer(tmp_path / "srv", USERS, clock=clock) as second:
+        assert post(second, "/get_images/metadata", [], token).status_code == 200
+
+
+# -- routing and content types --------------------------------------------------------------------
+
+
+def test_json_route_without_json_content_type_is_415(server: DevServer) -> None:
+    token = get_token(server)
+    r = requests.post(
+        f"{server.url}/get_images/metadata",
+        data=json.dumps([key(NEW)]),
+        headers={"Content-Type": "text/plain"},
+        auth=(token, ""),
+        timeout=10,
+    )
+    assert r.status_code == 415
+
+
+@pytest.mark.parametrize("route", ["/get_images", "/get_image_series", "/get_uid_annotations"])
+def test_route_without_suffix_is_404(server: DevServer, route: str) -> None:
+    assert post(server, route, [], get_token(server)).status_code == 404
+
+
+def test_thumbnail_underscore_is_500(server: DevServer) -> None:
+    token = get_token(server)
+    assert_html_500(post(server, "/get_images/thumbnail_mini", [key(NEW)], token))
+    assert post(server, "/get_images/thumbnail-mini", [key(NEW)], token).status_code == 200
+
+
+# -- images -----------------------------------------------------------------------------------------
+
+
+def test_upload_real_image_then_metadata(server: DevServer) -> None:
+    token = get_token(server)
+    data = blob(NEW)
+    r = upload(server, token, NEW, data)
+    assert r.status_code == 200, r.text
+    [put] = r.json()
+    assert list(put) == IMAGE_FIELDS
+    assert put["id"] is None
+
+    [row] = metadata(server, token, NEW)
+    assert list(row) == IMAGE_FIELDS
+    assert isinstance(row["id"], int)
+    assert {k: v for k, v in row.items() if k not in ("id", "api_user_id", "api_version")} == {
+        "device": "512858f4",
+        "datetime": "2022-05-17T18:46:57Z",
+        "md5": md5(data),
+        "device_version": "3.1.0",
+        "width": 4056,
+        "height": 3040,
+        "lat": 49.26142,
+        "lng": -123.25088,
+        "alt": 97,  # a small integer column
+        "temp": 20.6,
+        "hum": 42.6,
+        "lum": 1.2,
+        "bat": 72,
+        "but": True,
+        "datetime_created": "2023-11-14T22:13:20Z",
+        "url": "",
+    }
+    assert isinstance(row["api_user_id"], int)
+    # The legacy datetime form is accepted on input.
+    legacy_query = [{"device": "512858f4", "datetime": "2022-05-17_18-46-57"}]
+    assert post(server, "/get_images/metadata", legacy_query, token).json() == [row]
+
+
+def test_upload_legacy_image(server: DevServer) -> None:
+    token = get_token(server)
+    assert upload(server, token, LEGACY, blob(LEGACY)).status_code == 200
+    [row] = metadata(server, token, LEGACY)
+    assert (row["width"], row["height"]) == (2592, 1944)
+    assert row["lat"] is row["lng"] is row["alt"] is None  # the server's "no GPS"
+    assert row["device_version"] is row["bat"] is row["but"] is None
+
+
+def test_downloads_and_thumbnails(server: DevServer, clock: Clock) -> None:
+    token = get_token(server)
+    data = blob(NEW)
+    assert upload(server, token, NEW, data).status_code == 200
+    sizes = {"image": (4056, 3040), "thumbnail": (512, 384), "thumbnail-mini": (128, 96)}
+    urls = {}
+    for what, size in sizes.items():
+        [row] = post(server, f"/get_images/{what}", [key(NEW)], token).json()
+        urls[what] = row["url"]
+        got = requests.get(row["url"], timeout=10)
+        assert got.status_code == 200
+        with Image.open(io.BytesIO(got.content)) as img:
+            assert img.size == size
+    assert requests.get(urls["image"], timeout=10).content == data
+
+    tampered = urls["image"][:-1] + ("0" if urls["image"][-1] != "0" else "1")
+    assert requests.get(tampered, timeout=10).status_code == 403
+    other_key = urls["thumbnail"].replace("/thumbnail/", "/image/")
+    assert requests.get(other_key, timeout=10).status_code == 403
+    clock.now += 7 * 86400 + 1
+    assert requests.get(urls["image"], timeout=10).status_code == 403
+
+
+def test_duplicate_upload_is_500_and_overwrites_the_object(server: DevServer) -> None:
+    token = get_token(server)
+    original = blob(NEW)
+    assert upload(server, token, NEW, original).status_code == 200
+    assert_html_500(upload(server, token, NEW, original))
+    # Other bytes under the same name: rejected by the database, but the file is replaced first.
+    impostor = blob(NEW2)
+    assert_html_500(upload(server, token, NEW, impostor))
+    [row] = post(server, "/get_images/image", [key(NEW)], token).json()
+    assert row["md5"] == md5(original)
+    assert requests.get(row["url"], timeout=10).content == impostor
+
+
+def test_md5_mismatch_is_500_and_stores_nothing(server: DevServer, tmp_path: Path) -> None:
+    token = get_token(server)
+    assert_html_500(upload(server, token, NEW, blob(NEW), digest="0" * 32))
+    assert metadata(server, token, NEW) == []
+    assert not [p for p in (tmp_path / "srv").rglob("*.jpg")]
+    assert upload(server, token, NEW, blob(NEW), digest=None).status_code == 200  # md5 is optional
+
+
+def without_exif(data: bytes) -> bytes:
+    out = io.BytesIO()
+    piexif.remove(data, out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "data"),
+    [
+        pytest.param(NEW, "file", lambda: blob(NEW), id="field-named-file"),
+        pytest.param("512858f4.2019-10-31_23-59-59.jpg", None, lambda: blob(NEW), id="before-2019-11"),
+        pytest.param("512858g4.2022-05-17_18-46-57.jpg", None, lambda: blob(NEW), id="non-hex-device"),
+        pytest.param("512858f4.2022-05-17.jpg", None, lambda: blob(NEW), id="bad-name"),
+        pytest.param(NEW, None, lambda: without_exif(blob(NEW)), id="no-exif"),
+        pytest.param(NEW, None, lambda: b"not a jpeg", id="not-a-jpeg"),
+    ],
+)
+def test_rejected_uploads_are_500_html(server: DevServer, name: str, field: str | None, data: Any) -> None:
+    token = get_token(server)
+    assert_html_500(upload(server, token, name, data(), field=field))
+    assert metadata(server, token, NEW) == []
+
+
+def test_no_file_is_500(server: DevServer) -> None:
+    token = get_token(server)
+    r = requests.post(f"{server.url}/_put_new_images", data={"a": "b"}, auth=(token, ""), timeout=10)
+    assert_html_500(r)
+
+
+def test_several_files_commit_each_on_its_own(server: DevServer) -> None:
+    token = get_token(server)
+    assert upload(server, token, NEW, blob(NEW)).status_code == 200
+    files = {NEW2: (NEW2, blob(NEW2), "image/jpeg"), NEW: (NEW, blob(NEW), "image/jpeg")}
+    r = requests.post(f"{server.url}/_put_new_images", files=files, auth=(token, ""), timeout=30)
+    assert_html_500(r)
+    assert len(metadata(server, token, NEW, NEW2)) == 2  # NEW2 was committed before NEW failed
+
+
+def test_read_only_user_gets_403(server: DevServer) -> None:
+    token = get_token(server, "reader", "r")
+    assert upload(server, token, NEW, blob(NEW)).status_code == 403
+    assert post(server, "/put_uid_annotations", [], token).status_code == 403
+    assert post(server, "/get_images/metadata", [key(NEW)], token).json() == []
+
+
+def test_delete_images_is_admin_only(server: DevServer) -> None:
+    token = get_token(server)
+    assert upload(server, token, NEW, blob(NEW)).status_code == 200
+    assert post(server, "/delete_images", [key(NEW)], token).status_code == 403
+    admin = get_token(server, "root", "toor")
+    r = post(server, "/delete_images", [key(NEW), key(NEW2)], admin)
+    assert r.status_code == 200
+    [row] = r.json()
+    assert (row["device"], row["datetime"]) == ("512858f4", "2022-05-17T18:46:57Z")
+    assert post(server, "/delete_images", [key(NEW)], admin).json() == []
+    assert metadata(server, token, NEW) == []
+    assert upload(server, token, NEW, blob(NEW)).status_code == 200  # may be uploaded again
+
+
+def test_get_image_series(server: DevServer) -> None:
+    token = get_token(server)
+    for name in (NEW, NEW2, LEGACY):
+        assert upload(server, token, name, blob(name)).status_code == 200
+
+    def series(device: str, start: str, end: str) -> list[tuple[str, str]]:
+        query = [{"device": device, "start_datetime": start, "end_datetime": end}]
+        r = post(server, "/get_image_series/metadata", query, token)
+        assert r.status_code == 200, r.text
+        return [(row["device"], row["datetime"]) for row in r.json()]
+
+    everything = series("%", "2019-11-01T00:00:00Z", "2030-01-01T00:00:00Z")
+    assert everything == [
+        ("512858f4", "2022-05-17T18:34:50Z"),
+        ("512858f4", "2022-05-17T18:46:57Z"),
+        ("5c173ff2", "2020-06-20T21:33:24Z"),
+    ]
+    assert series("5c%", "2019-11-01_00-00-00", "2030-01-01_00-00-00") == [everything[2]]
+    assert series("%", "2022-05-17T18:34:50Z", "2022-05-17T18:46:57Z") == [everything[0]]  # [start, end)
+    [row] = post(
+        server,
+        "/get_image_series/thumbnail",
+        [
+            {
+                "device": "5c173ff2",
+                "start_datetime": "2020-01-01T00:00:00Z",
+                "end_datetime": "2021-01-01T00:00:00Z",
+            }
+        ],
+        token,
+    ).json()
+    assert "/files/thumbnail/" in row["url"]
+
+
+# -- annotations ------------------------------------------------------------------------------------
+
+
+def annotation_body(name: str, digest: str, algo_version: str = ALGO_VERSION) -> list[dict[str, Any]]:
+    contour = [[[10, 12]], [[20, 12]], [[20, 30]]]
+    outline = {"contour": contour, "name": "insect", "fill_colour": "#ff0000", "stroke_colour": "#0000ff"}
+    meta = {"algo_name": "sticky-pi-universal-insect-detector", "algo_version": algo_version}
+    return [
+        {
+            "metadata": {**meta, **key(name), "md5": digest},
+            "annotations": [{**outline, "value": 0}, {**outline, "value": 1}],
+        }
+    ]
+
+
+def test_annotations(server: DevServer) -> None:
+    token = get_token(server)
+    data = blob(NEW)
+    body = annotation_body(NEW, md5(data))
+    assert_html_500(post(server, "/put_uid_annotations", body, token))  # parent missing
+
+    assert upload(server, token, NEW, data).status_code == 200
+    assert_html_500(post(server, "/put_uid_annotations", annotation_body(NEW, "0" * 32), token))
+    r = post(server, "/put_uid_annotations", body, token)
+    assert r.status_code == 200, r.text
+    [put] = r.json()
+    assert list(put) == ANNOTATION_FIELDS
+    assert put["json"] == ""
+    assert put["n_objects"] == 2
+    assert_html_500(post(server, "/put_uid_annotations", body, token))  # duplicate triple
+    assert_html_500(post(server, "/put_uid_annotations", annotation_body(NEW, md5(data), "x" * 47), token))
+    other = annotation_body(NEW, md5(data), "1598113347-ad2cd78dfaca12821046dfb8994724d5")
+    assert post(server, "/put_uid_annotations", other, token).status_code == 200
+
+    [image] = metadata(server, token, NEW)
+    r = post(server, "/get_uid_annotations/metadata", [key(NEW), key(NEW2)], token)
+    assert r.status_code == 200
+    rows = r.json()
+    assert len(rows) == 2
+    assert all("json" not in row and row["parent_image_id"] == image["id"] for row in rows)
+    assert rows[0] == {k: v for k, v in put.items() if k != "json"}
+
+    [first, _] = post(server, "/get_uid_annotations/data", [key(NEW)], token).json()
+    assert list(first) == ANNOTATION_FIELDS
+    assert json.loads(first["json"]) == body[0]
+    assert_html_500(post(server, "/get_uid_annotations/json", [key(NEW)], token))
+
+
+def test_request_counter(server: DevServer) -> None:
+    token = get_token(server)
+    upload(server, token, NEW, blob(NEW))
+    metadata(server, token, NEW)
+    metadata(server, token, NEW)
+    assert server.requests["/_put_new_images"] == 1
+    assert server.requests["/get_images/metadata"] == 2
+
+
+# -- users ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "user"),
+    [
+        ("alice:secret", User("alice", "secret", "write")),
+        ("bob:pw:read", User("bob", "pw", "read")),
+        ("root:pw:admin", User("root", "pw", "admin")),
+        ("carol:a:b:c", User("carol", "a:b:c", "write")),
+        ("dave:x:write", User("dave", "x", "write")),
+    ],
+)
+def test_parse_user(spec: str, user: User) -> None:
+    assert parse_user(spec) == user
+
+
+@pytest.mark.parametrize("spec", ["alice", ":pw", "alice:", "alice::admin", "a b:pw", "x" * 33 + ":pw"])
+def test_parse_user_rejects(spec: str) -> None:
+    with pytest.raises(ValueError, match="NAME:PASSWORD"):
+        parse_user(spec)
