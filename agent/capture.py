@@ -21,7 +21,7 @@ from agent import __version__
 from agent.camera import Camera, Frame
 from agent.clock import check_capture_time, last_sync_time
 from agent.config import Config
-from agent.errors import CameraError, ClockError, StickyAgentError
+from agent.errors import CameraError, ClockError, DiskFullError, StickyAgentError
 from agent.exif import ExposureInfo, Record, build_exif, insert_exif
 from agent.faults import checkpoint
 from agent.flash import Flash
@@ -30,10 +30,11 @@ from agent.locks import capture_lock
 from agent.naming import image_path
 from agent.queue import Image, Queue
 from agent.sensors import Sensors, read_safely
+from agent.sync.retention import enforce, free_mb
 
 log = logging.getLogger(__name__)
 
-OK, FAILED, CLOCK = "ok", "failed", "clock"
+OK, FAILED, CLOCK, DISK_FULL = "ok", "failed", "clock", "disk_full"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class Capturer:
         except ClockError as e:
             log.error("capture skipped: %s", e)
             return self._record(CLOCK, started, manual, error=str(e))
+        except DiskFullError as e:
+            log.error("capture skipped: %s", e)
+            return self._record(DISK_FULL, started, manual, error=str(e))
         except StickyAgentError as e:
             log.error("capture failed: %s", e)
             return self._record(FAILED, started, manual, error=str(e))
@@ -153,7 +157,23 @@ class Capturer:
             self.close()
             raise
 
+    def _check_disk(self) -> None:
+        """Make room by retention if the disk is low; raise DiskFullError if it stays low."""
+        retention = self.config.retention
+        if free_mb(self.data_dir) >= retention.min_free_disk_mb:
+            return
+        enforce(retention, self.queue, self.data_dir)
+        free = free_mb(self.data_dir)
+        if free < retention.min_free_disk_mb:
+            raise DiskFullError(
+                f"disk full: {free:.0f} MB free, below retention.min_free_disk_mb "
+                f"({retention.min_free_disk_mb:g} MB), and nothing the server holds is left to "
+                "delete. No image was written; captures resume by themselves when space returns "
+                "(get the trap online so its backlog can sync, or free space)"
+            )
+
     def _capture_locked(self, manual: bool) -> Image:
+        self._check_disk()
         when = self._capture_time()
         readings, sensor_error = read_safely(self.sensors)
         frame = self._frame()

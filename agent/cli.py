@@ -132,13 +132,7 @@ def _capture_via_agent(config: Config, pid: int, timeout: float) -> dict[str, An
     try:
         before = queue.attempts(limit=1)
         last_id = before[0].id if before else 0
-        try:
-            os.kill(pid, signal.SIGUSR1)
-        except PermissionError:
-            raise StickyAgentError(
-                f"the agent (pid {pid}) runs as another user; run this command as that user "
-                "(sudo -u sticky-agent stickyctl capture) or as root"
-            ) from None
+        _signal_agent(pid, signal.SIGUSR1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for a in queue.attempts(limit=5):
@@ -157,6 +151,71 @@ def _capture_via_agent(config: Config, pid: int, timeout: float) -> dict[str, An
         f"asked the running agent (pid {pid}) for a capture, no result within {timeout:g}s; "
         "check its log (journalctl -u sticky-agent)"
     )
+
+
+@cli.command()
+@pass_ctx
+def sync(ctx: Context) -> None:
+    """Sync now: ask the running agent to probe the API and upload, or do one full sync here."""
+    from agent.locks import running_agent_pid
+
+    config = ctx.config()
+    if config.sync is None:
+        raise StickyAgentError("no [sync] table in the configuration: this trap only captures")
+    pid = running_agent_pid(config.storage.data_dir)
+    if pid and pid > 0:
+        _signal_agent(pid, signal.SIGUSR2)
+        click.echo(f"asked the agent (pid {pid}) to sync now; follow it with: stickyctl status")
+        return
+    from agent.queue import Queue
+    from agent.sync.stickypi import make_sink
+    from agent.sync.worker import SyncWorker
+
+    queue = Queue(config.storage.queue_path, create=False)
+    sync_config = config.sync
+    worker = SyncWorker(config, queue, lambda: make_sink(sync_config))
+    try:
+        while worker.cycle() == 0.0:
+            pass
+    finally:
+        worker.stop()
+        queue.close()
+    if not worker.reachable:
+        raise StickyAgentError(f"the API at {sync_config.url} is unreachable; the queue is kept")
+    published = Queue(config.storage.queue_path, create=False).published()
+    if published.get("sync_error"):
+        raise StickyAgentError(f"sync stopped: {published['sync_error']}")
+    click.echo(f"synced with {sync_config.url}; see stickyctl status")
+
+
+@cli.command()
+@pass_ctx
+def retry(ctx: Context) -> None:
+    """Put images (and annotations) that the server kept refusing back in the queue."""
+    from agent.locks import running_agent_pid
+    from agent.queue import Queue
+    from agent.queue.syncrows import retry_failed
+
+    config = ctx.config()
+    queue = Queue(config.storage.queue_path, create=False)
+    try:
+        n = retry_failed(queue)
+    finally:
+        queue.close()
+    click.echo(f"{n} failed image(s) re-queued")
+    pid = running_agent_pid(config.storage.data_dir)
+    if n and pid and pid > 0 and config.sync is not None:
+        _signal_agent(pid, signal.SIGUSR2)
+
+
+def _signal_agent(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except PermissionError:
+        raise StickyAgentError(
+            f"the agent (pid {pid}) runs as another user; run this command as that user "
+            "(sudo -u sticky-agent stickyctl ...) or as root"
+        ) from None
 
 
 @cli.command()

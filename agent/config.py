@@ -235,6 +235,55 @@ class LocationConfig(_Section):
     alt: float = 0.0
 
 
+class SyncConfig(_Section):
+    """``[sync]``: the Sticky Pi API to push images and annotations to. Absent: capture only."""
+
+    url: str
+    #: A file holding one line ``username:password`` (not readable by others). Default:
+    #: ``$CREDENTIALS_DIRECTORY/<credential_name>`` (systemd ``LoadCredential=``).
+    credentials: Path | None = None
+    credential_name: str = "sticky-api"
+    #: A CA bundle for a server with a private CA (TLS verification is always on).
+    ca_bundle: Path | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    parallelism: int = Field(default=2, ge=1, le=8)
+    order: Literal["oldest", "newest"] = "oldest"
+    batch_size: int = Field(default=32, ge=1, le=500)
+    #: How often to check the API while idle or unreachable (backoff grows to backoff_max).
+    probe_interval: float = 60.0
+    backoff_max: float = 900.0
+    #: Uploads the server keeps rejecting move to ``failed`` after this many tries.
+    max_attempts: int = Field(default=5, ge=1)
+    #: Optional cap on upload speed, kilobits per second (metered links).
+    bandwidth_kbps: float | None = Field(default=None, gt=0)
+    #: Optional cap on uploaded megabytes per UTC day; holds across restarts.
+    daily_budget_mb: float | None = Field(default=None, gt=0)
+
+    @field_validator("connect_timeout", "read_timeout", "probe_interval", "backoff_max", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f'must be an http(s) URL like "https://api.example.org", got "{v}"')
+        return v.rstrip("/")
+
+
+class RetentionConfig(_Section):
+    """``[retention]``: when originals the server holds (same md5, verified) may be deleted."""
+
+    keep_days: float | None = Field(default=None, ge=0)
+    max_data_gb: float | None = Field(default=None, gt=0)
+    #: Keep at least this much disk free; below it captures stop rather than write broken files.
+    min_free_disk_mb: float = Field(default=200.0, ge=0)
+    #: Delete originals the server does NOT hold when the disk is full. Off: never.
+    delete_unsynced: bool = False
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -247,6 +296,8 @@ class Config(_Section):
     flash: FlashConfig = NoFlashConfig(type="none")
     sensors: SensorsConfig = NoSensorsConfig(type="none")
     location: LocationConfig | None = None
+    sync: SyncConfig | None = None
+    retention: RetentionConfig = RetentionConfig()
     log: LogConfig = LogConfig()
     #: Where the file came from (not a key of the file).
     source: Path | None = Field(default=None, exclude=True)
@@ -339,7 +390,13 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     return config_from_mapping(_anchor_paths(data, path.parent), source=path, environ=environ)
 
 
-_PATH_KEYS = (("storage", "data_dir"), ("storage", "queue"), ("camera", "folder"))
+_PATH_KEYS = (
+    ("storage", "data_dir"),
+    ("storage", "queue"),
+    ("camera", "folder"),
+    ("sync", "credentials"),
+    ("sync", "ca_bundle"),
+)
 
 
 def _anchor_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:

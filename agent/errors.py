@@ -58,9 +58,47 @@ class StorageError(StickyAgentError):
     """Writing an image, a thumbnail or the queue database failed (disk full, I/O error)."""
 
 
+class DiskFullError(StorageError):
+    """Too little free disk to write an image safely, and nothing may be deleted to make room."""
+
+
 class QueueError(StorageError):
     """The SQLite queue is unusable: locked, corrupted, or of a newer schema than this agent."""
 
 
 class CaptureBusyError(StickyAgentError):
     """Another capture holds the capture lock and did not release it in time."""
+
+
+class CredentialsError(ConfigError):
+    """The API credentials are missing, malformed, or readable by other users."""
+
+
+class SyncError(StickyAgentError):
+    """Talking to a remote sink failed. Subclasses say whether to retry, back off, or stop."""
+
+
+class SinkUnreachable(SyncError):
+    """The remote could not be reached or is overloaded (timeouts, resets, 429/502/503/504).
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SinkAuthError(SyncError):
+    """The remote refused the credentials (401 even after a fresh token)."""
+
+
+class SinkForbidden(SyncError):
+    """The account may not do this (403: e.g. a read-only user uploading)."""
+
+
+class SinkRejected(SyncError):
+    """The remote refused one request (the Sticky Pi API answers every failure with a 500).
+
+    The client cannot tell why: it must ask the server what it now holds.
+    """

@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.camera import make_camera
@@ -31,6 +32,9 @@ from agent.queue import Queue
 from agent.reconcile import ReconcileReport, reconcile
 from agent.scheduler import CaptureScheduler
 from agent.sensors import make_sensors
+
+if TYPE_CHECKING:
+    from agent.sync.worker import SyncWorker
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +84,11 @@ class Agent:
         self.wake = threading.Event()
         self.stopping = False
         self.manual_requested = False
+        self.sync_requested = False
         self.lock = AgentLock(config.storage.data_dir)
         self.pipeline: Pipeline | None = None
         self.scheduler: CaptureScheduler | None = None
+        self.sync: SyncWorker | None = None
 
     def _publish_next(self, next_time: dt.datetime | None) -> None:
         if self.pipeline is not None:
@@ -93,7 +99,10 @@ class Agent:
 
     def capture_job(self) -> CaptureResult:
         assert self.pipeline is not None
-        return self.pipeline.capturer.capture(manual=False)
+        result = self.pipeline.capturer.capture(manual=False)
+        if result.ok and self.sync is not None:
+            self.sync.wake()
+        return result
 
     def start(self) -> None:
         """Acquire the agent lock, reconcile, open the hardware and start the schedule.
@@ -109,11 +118,20 @@ class Agent:
             )
         try:
             self.pipeline = Pipeline.build(self.config)
+            if self.config.sync is not None:
+                from agent.sync.stickypi import make_sink
+                from agent.sync.worker import SyncWorker
+
+                sync_config = self.config.sync
+                make_sink(sync_config).close()  # refuse to start on bad credentials
+                self.sync = SyncWorker(self.config, self.pipeline.queue, lambda: make_sink(sync_config))
             self.pipeline.reconcile()
             self.pipeline.queue.prune_attempts(self.config.storage.keep_capture_log)
             # After each run, wake the main loop to publish the next slot.
             self.scheduler = CaptureScheduler(self.config.capture, self.capture_job, on_run=self.wake.set)
             self.scheduler.start()
+            if self.sync is not None:
+                self.sync.start()
         except BaseException:
             self.stop()
             raise
@@ -140,7 +158,17 @@ class Agent:
                 assert self.scheduler is not None and self.pipeline is not None
                 if self.manual_requested:
                     self.manual_requested = False
-                    self.pipeline.capturer.capture(manual=True)
+                    result = self.pipeline.capturer.capture(manual=True)
+                    if result.ok and self.sync is not None:
+                        self.sync.wake()
+                if self.sync_requested:
+                    self.sync_requested = False
+                    if self.sync is not None:
+                        self.sync.reachable = None  # probe now, whatever the backoff said
+                        self.sync.wake()
+                if self.sync is not None and not self.sync.alive:
+                    log.error("the sync worker died; restarting it")
+                    self.sync.start()
                 self.scheduler.check_clock()
                 self._publish_next(self.scheduler.next_run_time)
                 if time.monotonic() - last_reconcile > RECONCILE_EVERY_S:
@@ -162,6 +190,10 @@ class Agent:
         self.manual_requested = True
         self.wake.set()
 
+    def request_sync(self, _signum: int | None = None, _frame: FrameType | None = None) -> None:
+        self.sync_requested = True
+        self.wake.set()
+
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
         if signum is not None:
             log.info("received %s: stopping after the capture in progress", signal.Signals(signum).name)
@@ -172,12 +204,16 @@ class Agent:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGUSR1, self.request_capture)
+        signal.signal(signal.SIGUSR2, self.request_sync)
 
     def stop(self) -> None:
         """Stop scheduling, let the capture in progress finish, release everything. Idempotent."""
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None
+        if self.sync is not None:
+            self.sync.stop()
+            self.sync = None
         if self.pipeline is not None:
             try:
                 self.pipeline.queue.publish(next_capture=None, agent_pid=None)

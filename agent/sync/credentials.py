@@ -1,0 +1,72 @@
+"""API credentials: ``username:password`` from a file named in config, or from systemd.
+
+With ``[sync] credentials = "<path>"`` the file is read and refused if other users can
+read it. Without it, ``$CREDENTIALS_DIRECTORY/<credential_name>`` is read (systemd's
+``LoadCredential=``, which makes such files private to the service). The password is
+kept out of ``repr`` so it cannot leak into a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.config import SyncConfig
+from agent.errors import CredentialsError
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.username}:<hidden>"
+
+
+def credentials_path(config: SyncConfig, environ: Mapping[str, str] | None = None) -> Path:
+    """Given the ``[sync]`` config, return where the credentials are read from.
+
+    Raise CredentialsError if neither a file nor ``$CREDENTIALS_DIRECTORY`` is given.
+    """
+    environ = os.environ if environ is None else environ
+    if config.credentials is not None:
+        return config.credentials
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    if directory:
+        return Path(directory) / config.credential_name
+    raise CredentialsError(
+        'no API credentials: set [sync] credentials = "<file with username:password>" or run '
+        f"under systemd with LoadCredential={config.credential_name}:<file>"
+    )
+
+
+def load_credentials(config: SyncConfig, environ: Mapping[str, str] | None = None) -> Credentials:
+    """Given the ``[sync]`` config, return the credentials.
+
+    Raise CredentialsError if the file is missing, readable or writable by others, or not
+    one line ``username:password``. The message never contains the password.
+    """
+    path = credentials_path(config, environ)
+    try:
+        st = path.stat()
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CredentialsError(f"no credentials file at {path}") from None
+    except OSError as e:
+        raise CredentialsError(f"cannot read the credentials file {path}: {e.strerror}") from None
+    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
+        raise CredentialsError(
+            f"the credentials file {path} is readable or writable by every user "
+            f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {path}"
+        )
+    lines = [line.strip() for line in raw.splitlines() if line.strip()]
+    if len(lines) != 1 or ":" not in lines[0]:
+        raise CredentialsError(f"the credentials file {path} must hold one line username:password")
+    username, _, password = lines[0].partition(":")
+    if not username or not password:
+        raise CredentialsError(f"the credentials file {path} has an empty username or password")
+    return Credentials(username, password)

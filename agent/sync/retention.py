@@ -1,0 +1,83 @@
+"""Retention: delete originals the server verifiably holds, by policy, to keep the SD card usable.
+
+Only images in state ``verified`` (the server holds the same md5, confirmed by a
+metadata query) are candidates, oldest first; their thumbnails and rows stay and the
+row becomes ``evicted``. An original the server does not hold is deleted only when the
+operator set ``retention.delete_unsynced`` and the disk is below ``min_free_disk_mb``
+(it becomes ``discarded``, and that is logged as an error).
+
+Policy (``[retention]``): ``keep_days`` (older verified originals go), ``max_data_gb``
+(originals on disk above that go), ``min_free_disk_mb`` (verified originals go while the
+disk is fuller than that; below it captures stop rather than write broken files).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.config import RetentionConfig
+from agent.imagewriter import fsync_dir
+from agent.queue import Image, ImageState, Queue
+from agent.queue.syncrows import bytes_on_disk, evictable
+
+log = logging.getLogger(__name__)
+
+
+def free_mb(path: Path) -> float:
+    """Return the free space, in MB, of the file system holding ``path``."""
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free / 1e6
+
+
+@dataclass
+class RetentionReport:
+    evicted: list[str] = field(default_factory=list)
+    discarded: list[str] = field(default_factory=list)
+    freed_bytes: int = 0
+
+
+def _delete(queue: Queue, data_dir: Path, image: Image, state: ImageState, report: RetentionReport) -> None:
+    path = data_dir / image.path
+    try:
+        path.unlink()
+        fsync_dir(path.parent)
+    except FileNotFoundError:
+        pass
+    queue.set_state(image.id, state)
+    report.freed_bytes += image.size
+    (report.evicted if state == ImageState.EVICTED else report.discarded).append(image.path)
+
+
+def enforce(
+    config: RetentionConfig, queue: Queue, data_dir: Path, now: dt.datetime | None = None
+) -> RetentionReport:
+    """Given the policy, delete what it allows and return what went."""
+    now = now or dt.datetime.now(dt.UTC)
+    report = RetentionReport()
+    data_bytes = bytes_on_disk(queue)
+    for image in evictable(queue, (ImageState.VERIFIED.value,), limit=10_000):
+        too_old = config.keep_days is not None and now - image.datetime > dt.timedelta(days=config.keep_days)
+        too_much = config.max_data_gb is not None and data_bytes > config.max_data_gb * 1e9
+        too_full = free_mb(data_dir) < config.min_free_disk_mb
+        if not (too_old or too_much or too_full):
+            break  # oldest first: once one may stay, the newer ones may too
+        _delete(queue, data_dir, image, ImageState.EVICTED, report)
+        data_bytes -= image.size
+    if config.delete_unsynced and free_mb(data_dir) < config.min_free_disk_mb:
+        for image in evictable(queue, (ImageState.CAPTURED.value,), limit=1000):
+            if free_mb(data_dir) >= config.min_free_disk_mb:
+                break
+            log.error("disk full: deleting %s, which the server does NOT hold (delete_unsynced)", image.path)
+            _delete(queue, data_dir, image, ImageState.DISCARDED, report)
+    if report.evicted:
+        log.info(
+            "retention: deleted %d verified originals (%.1f MB), thumbnails kept",
+            len(report.evicted),
+            report.freed_bytes / 1e6,
+        )
+    return report

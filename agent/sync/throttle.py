@@ -1,0 +1,82 @@
+"""Metered links: a bandwidth cap shared by all uploads, and a daily data budget.
+
+The cap is a token bucket: senders take bytes and wait (on a monotonic clock) until the
+bucket has them. The budget counts bytes uploaded per UTC day in the queue's agent
+state, so it holds across restarts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+
+from agent.queue import Queue
+
+
+class Bandwidth:
+    """A token bucket of ``kbps`` kilobits per second, with one second of burst."""
+
+    def __init__(
+        self,
+        kbps: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = kbps * 1000 / 8  # bytes per second
+        self.capacity = self.rate
+        self._tokens = self.capacity
+        self._last = clock()
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        """Block until ``n`` bytes may be sent."""
+        while n > 0:
+            with self._lock:
+                now = self._clock()
+                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                grant = min(n, int(self._tokens)) if self._tokens >= 1 else 0
+                self._tokens -= grant
+                wait = 0.0 if grant else (1 - self._tokens) / self.rate
+            n -= grant
+            if n > 0:
+                self._sleep(max(wait, min(0.05, n / self.rate)))
+
+
+class DailyBudget:
+    """Bytes uploaded per UTC day, persisted in the queue; ``None`` limit = unlimited."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        limit_mb: float | None,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.queue = queue
+        self.limit = None if limit_mb is None else int(limit_mb * 1_000_000)
+        self.now = now
+        self._lock = threading.Lock()
+
+    def _today(self) -> str:
+        return self.now().strftime("%Y-%m-%d")
+
+    def used(self) -> int:
+        state = self.queue.published()
+        if state.get("budget_day") != self._today():
+            return 0
+        return int(state.get("budget_used", "0"))
+
+    def remaining(self) -> int | None:
+        return None if self.limit is None else max(0, self.limit - self.used())
+
+    def allows(self, n: int) -> bool:
+        return self.limit is None or self.used() + n <= self.limit
+
+    def spend(self, n: int) -> None:
+        with self._lock:
+            used = self.used() + n
+            self.queue.publish(budget_day=self._today(), budget_used=str(used))
