@@ -155,6 +155,43 @@ def _capture_via_agent(config: Config, pid: int, timeout: float) -> dict[str, An
 
 @cli.command()
 @pass_ctx
+def demo(ctx: Context) -> None:
+    """Run the agent AND a local development API server, to watch images arrive (demo only).
+
+    Needs a [sync] url on 127.0.0.1; writes the credentials file it names (demo:demo-password)
+    and serves the API from <data_dir>/../demo-server.
+    """
+    from urllib.parse import urlsplit
+
+    from agent.devserver import parse_user
+    from agent.devserver.app import DevServer
+    from agent.service import Agent
+
+    config = ctx.config()
+    url = urlsplit(config.sync.url) if config.sync else None
+    if config.sync is None or url is None or url.hostname not in ("127.0.0.1", "localhost"):
+        raise StickyAgentError('demo needs [sync] url = "http://127.0.0.1:<port>" in the configuration')
+    creds = config.sync.credentials
+    if creds is None:
+        raise StickyAgentError('demo needs [sync] credentials = "<file>" in the configuration')
+    creds.parent.mkdir(parents=True, exist_ok=True)
+    creds.write_text("demo:demo-password\n")
+    creds.chmod(0o600)
+    server_dir = config.storage.data_dir.parent / "demo-server"
+    server = DevServer(server_dir, [parse_user("demo:demo-password")], host="127.0.0.1", port=url.port or 80)
+    server.start()
+    click.echo(f"demo API server at {server.url} (data in {server_dir}); the agent starts now", err=True)
+    agent = Agent(config)
+    agent.install_signal_handlers()
+    try:
+        agent.start()
+        agent.run_forever()
+    finally:
+        server.stop()
+
+
+@cli.command()
+@pass_ctx
 def sync(ctx: Context) -> None:
     """Sync now: ask the running agent to probe the API and upload, or do one full sync here."""
     from agent.locks import running_agent_pid

@@ -8,6 +8,7 @@ images: a handful of indexed queries, no file walks, no image library.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,42 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
         ][:5]
         if published.get("last_quarantine"):
             out["last_quarantine"] = published["last_quarantine"]
+        out["sync"] = _sync_status(config, queue, published, out["queue"]) if config.sync else None
     finally:
         queue.close()
     return out
+
+
+def _sync_status(
+    config: Config, queue: Queue, published: dict[str, str], totals: dict[str, Any]
+) -> dict[str, Any]:
+    from agent.queue.syncrows import annotation_totals, problems
+
+    assert config.sync is not None
+    last = json.loads(published["sync_last"]) if published.get("sync_last") else None
+    rate = None
+    if last and last.get("bytes_sent") and last.get("seconds"):
+        rate = last["bytes_sent"] / last["seconds"]
+    budget_used = (
+        int(published.get("budget_used", "0"))
+        if published.get("budget_day") == (dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"))
+        else 0
+    )
+    budget = config.sync.daily_budget_mb
+    return {
+        "url": config.sync.url,
+        "reachable": {"yes": True, "no": False}.get(published.get("sync_reachable", "")),
+        "reachable_since": published.get("sync_reachable_since"),
+        "error": published.get("sync_error"),
+        "last_pass": last,
+        "throughput_bytes_per_s": rate,
+        "eta_seconds": totals["waiting_bytes"] / rate if rate and totals["waiting_bytes"] else None,
+        "budget_left_bytes": None if budget is None else max(0, int(budget * 1e6) - budget_used),
+        "annotations": annotation_totals(queue),
+        "problems": [
+            {"name": Path(i.path).name, "state": i.state, "reason": i.last_error} for i in problems(queue)
+        ],
+    }
 
 
 def _size(n: float) -> str:
@@ -131,6 +165,36 @@ def _ago(iso: str | None, now: dt.datetime) -> str:
     if secs < 7200:
         return f"{t:%Y-%m-%d %H:%M:%S} UTC ({secs / 60:.0f} min ago)"
     return f"{t:%Y-%m-%d %H:%M:%S} UTC ({secs / 3600:.1f} h ago)"
+
+
+def _format_sync(sync: dict[str, Any], queue: dict[str, Any], now: dt.datetime) -> list[str]:
+    reach = {True: "reachable", False: "UNREACHABLE", None: "not tried yet"}[sync["reachable"]]
+    since = f" since {_ago(sync['reachable_since'], now)}" if sync.get("reachable_since") else ""
+    lines = [f"api             {sync['url']} {reach}{since}"]
+    if sync.get("error"):
+        lines.append(f"sync problem    {sync['error']}")
+    last = sync.get("last_pass")
+    if last:
+        what = "ok" if last["outcome"] == "ok" else f"{last['outcome']}: {last.get('error')}"
+        lines.append(
+            f"last sync       {_ago(last['started'], now)}, {what}, {last['images_sent']} images "
+            f"({_size(last['bytes_sent'])}) in {last['seconds']:.1f}s"
+        )
+    rate = sync.get("throughput_bytes_per_s")
+    if rate:
+        lines.append(f"throughput      {_size(rate)}/s")
+    lines.append(f"backlog         {queue['waiting']} images, {_size(queue['waiting_bytes'])}")
+    if sync.get("eta_seconds"):
+        lines.append(f"time to drain   ~{sync['eta_seconds'] / 60:.0f} min at the last sync's rate")
+    if sync.get("budget_left_bytes") is not None:
+        lines.append(f"budget left     {_size(sync['budget_left_bytes'])} today (UTC)")
+    if sync.get("annotations"):
+        lines.append(
+            "annotations     " + ", ".join(f"{n} {k}" for k, n in sorted(sync["annotations"].items()))
+        )
+    for p in sync.get("problems", []):
+        lines.append(f"  {p['state'].upper():<11} {p['name']}: {p['reason']}")
+    return lines
 
 
 def format_status(s: dict[str, Any]) -> str:
@@ -185,6 +249,8 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"free disk       UNKNOWN: {disk.get('error')}")
     if s.get("last_quarantine"):
         lines.append(f"quarantined     {s['last_quarantine']}")
+    if s.get("sync"):
+        lines.extend(_format_sync(s["sync"], s["queue"], now))
     errors = s.get("last_errors") or []
     if errors:
         lines.append("last errors")
