@@ -81,7 +81,7 @@ def pending_annotations(queue: Queue, limit: int) -> list[tuple[Annotation, Imag
         .limit(limit)
     )
     with queue.session() as s:
-        return [(a, i) for a, i in s.execute(q).tuples()]
+        return [(a, i) for a, i in s.execute(q)]
 
 
 def set_annotation_state(

@@ -119,11 +119,16 @@ class SyncWorker:
         """Try now (a new capture, ``stickyctl sync``, or the network came back)."""
         self._wake.set()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                # Waiting on a hung server: abandon the request (the thread is a daemon). Safe:
+                # the queue only moves on the server's evidence, so the next start re-checks.
+                log.warning("sync worker still waiting on the network after %gs; not waiting longer", timeout)
+                return
         if self.sink is not None:
             self.sink.close()
 
@@ -172,6 +177,9 @@ class SyncWorker:
         except (SinkAuthError, SinkForbidden) as e:
             log.error("sync stopped: %s", e)
             self._set_reachable(True, str(e))
+            if self.sink is not None:  # read the credentials again next time: an operator may fix them
+                self.sink.close()
+                self.sink = None
             return self.sync.backoff_max
         except StickyAgentError as e:
             log.error("sync pass failed: %s", e)
