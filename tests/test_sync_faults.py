@@ -19,7 +19,6 @@ from test_scheduler import SteppingClock
 from agent.config import load_config
 from agent.devserver import parse_user
 from agent.devserver.app import DevServer
-from agent.queue import Queue
 from agent.queue.syncrows import add_annotation, annotation_totals
 from agent.service import Agent, Pipeline
 from agent.sync.stickypi import api_datetime, make_sink
