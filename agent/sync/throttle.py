@@ -73,10 +73,15 @@ class DailyBudget:
     def remaining(self) -> int | None:
         return None if self.limit is None else max(0, self.limit - self.used())
 
-    def allows(self, n: int) -> bool:
-        return self.limit is None or self.used() + n <= self.limit
+    def reserve(self, n: int) -> bool:
+        """Count ``n`` bytes against today's budget if they fit; return False if they do not.
 
-    def spend(self, n: int) -> None:
+        Check and count are one step (parallel uploads cannot overshoot), and bytes are
+        counted before they are sent: a refused or interrupted upload used the link too.
+        """
         with self._lock:
-            used = self.used() + n
-            self.queue.publish(budget_day=self._today(), budget_used=str(used))
+            used = self.used()
+            if self.limit is not None and used + n > self.limit:
+                return False
+            self.queue.publish(budget_day=self._today(), budget_used=str(used + n))
+            return True

@@ -76,6 +76,7 @@ class PassStats:
     bytes_sent: int = 0
     verified: int = 0
     annotations_sent: int = 0
+    refused: int = 0  # uploads the server did not take (still absent after the re-check)
     outcome: str = "ok"
     error: str | None = None
 
@@ -204,7 +205,10 @@ class SyncWorker:
             if batch or stats.annotations_sent or stats.error:
                 self.queue.publish(sync_last=json.dumps(asdict(stats)))
         enforce(self.config.retention, self.queue, self.config.storage.data_dir)
-        return len(batch) == self.sync.batch_size
+        # More waits if the batch was full; but if the server refused every image in it, go on
+        # only after the probe interval, so a server that refuses everything does not burn
+        # every image's tries within seconds.
+        return len(batch) == self.sync.batch_size and stats.refused < len(batch)
 
     def _decide(self, images: list[Image], remote: Mapping[ImageKey, RemoteImage]) -> list[Image]:
         """Move images by what the server holds; return those it does not hold."""
@@ -256,6 +260,7 @@ class SyncWorker:
             remote = self.sink.lookup_images([(i.device, i.datetime) for i in tried])
             still_absent = self._decide(tried, remote)
             stats.verified += len(tried) - len(still_absent)
+            stats.refused = len(still_absent)
             for img in still_absent:
                 error = errors.get(img.id, "the server answered the upload but does not hold the image")
                 if record_sync_failure(self.queue, img.id, error, self.sync.max_attempts):
@@ -278,13 +283,12 @@ class SyncWorker:
             log.error("quarantined %s: %s", img.path, why)
             self.queue.set_state(img.id, ImageState.QUARANTINED, error=why)
             return False
-        if not self.budget.allows(len(data)):
+        if not self.budget.reserve(len(data)):
             raise BudgetExhausted(
                 f"today's upload budget ({self.sync.daily_budget_mb} MB) is spent; "
                 "uploads resume at 00:00 UTC"
             )
         self.sink.upload_image(path, data, img.md5, throttle=self.bandwidth)
-        self.budget.spend(len(data))
         self.queue.set_state(img.id, ImageState.UPLOADED)
         return True
 
