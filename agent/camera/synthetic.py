@@ -29,7 +29,7 @@ from agent.errors import CameraError
 _REF_WIDTH = 4056  # insect lengths (6-80 px) are given at this frame width
 _FIELD_SCALE = 16  # smooth fields are computed at 1/16 of the frame size
 _BAND_ROWS = 256  # noise is added this many rows at a time
-_NOISE_SIGMA = 2.2
+_NOISE_SIGMA = 2.8
 # One independent random stream per purpose: (seed, tag[, index]).
 _CARD, _ARRIVALS, _INSECT, _CAPTURE = 0, 1, 2, 3
 # Maps a uniform random byte to 128 + Gaussian noise (Pillow ``point`` table, R, G, B).
@@ -102,11 +102,11 @@ class SyntheticCamera:
         rng = np.random.default_rng([self._seed, _CARD])
         fw, fh = -(-self.width // _FIELD_SCALE) + 1, -(-self.height // _FIELD_SCALE) + 1
         base = np.array([220, 200, 40], np.float32) + rng.uniform(-12, 12, 3).astype(np.float32)
-        blotch = 0.035 * _smooth(rng, (5, 7), (fw, fh)) + 0.015 * _smooth(rng, (24, 32), (fw, fh))
+        blotch = 0.022 * _smooth(rng, (5, 7), (fw, fh)) + 0.01 * _smooth(rng, (24, 32), (fw, fh))
         self._albedo = base * (1 + blotch)[..., None]
         ys, xs = np.mgrid[-1 : 1 : fh * 1j, -1 : 1 : fw * 1j].astype(np.float32)
         xs *= self.width / self.height
-        vignette = 1 / (1 + 0.16 * (xs**2 + ys**2)) ** 2
+        vignette = 1 / (1 + 0.11 * (xs**2 + ys**2)) ** 2
         hx, hy = rng.uniform(0.15, 0.45) * rng.choice([-1, 1]), rng.uniform(-0.35, 0.35)
         d2 = (xs - hx) ** 2 + (ys - hy) ** 2
         self._illum = vignette * (1 + rng.uniform(0.18, 0.3) * np.exp(-d2 / rng.uniform(0.4, 0.8)))
@@ -186,9 +186,10 @@ class SyntheticCamera:
         """Given frame coordinates, return the card's rendered colour there (float32 RGB)."""
         fy = min(low.shape[0] - 1, max(0, round(y / _FIELD_SCALE)))
         fx = min(low.shape[1] - 1, max(0, round(x / _FIELD_SCALE)))
-        return low[fy, fx].astype(np.float32)
+        return np.asarray(low[fy, fx], dtype=np.float32)
 
     def _draw_dust(self, img: Image.Image, low: np.ndarray) -> None:
+        """Draw the seed's faint dust specks, a little darker or paler than the card."""
         draw = ImageDraw.Draw(img)
         for x, y, r, factor in self._dust:
             c = np.clip(self._local(low, x, y) * factor, 0, 255)
@@ -202,7 +203,7 @@ class SyntheticCamera:
         cx, cy = ins.x * self.width, ins.y * self.height
         card = self._local(low, cx, cy)
         light = float(card.mean() / self._albedo.mean())
-        patch = Image.new("RGBA", (2 * half * ss,) * 2, (*(int(v) for v in card), 0))  # type: ignore[arg-type]
+        patch = Image.new("RGBA", (2 * half * ss,) * 2, (*(int(v) for v in card), 0))
         draw = ImageDraw.Draw(patch)
         s, co, si = length * ss, math.cos(ins.angle), math.sin(ins.angle)
 
@@ -217,19 +218,19 @@ class SyntheticCamera:
         def lit(rgb: tuple[float, float, float], f: float = 1.0, alpha: int = 255) -> tuple[int, ...]:
             return (*(min(255, int(c * f * light)) for c in rgb), alpha)
 
-        w, lw = ins.aspect, max(1, round(0.03 * s))
+        w, lw = ins.aspect, max(1, round(0.02 * s))
         if ins.wings:
-            wing = lit((235, 232, 215), alpha=int(255 * ins.wings))
+            wing = lit((215, 215, 210), alpha=int(255 * ins.wings))
             edge = lit((120, 110, 80), alpha=int(200 * ins.wings))
             for side in (-1, 1):
                 phi = math.pi - side * ins.spread
-                u, v = 0.18 + 0.32 * math.cos(phi), side * 0.04 + 0.32 * math.sin(phi)
-                draw.polygon(ellipse(u, v, 0.34, 0.1 + 0.1 * w, phi), fill=wing, outline=edge)
+                u, v = 0.2 + 0.4 * math.cos(phi), side * 0.04 + 0.4 * math.sin(phi)
+                draw.polygon(ellipse(u, v, 0.42, 0.09 + 0.08 * w, phi), fill=wing, outline=edge)
         if ins.legs:
             for side in (-1, 1):
                 for u0, du in ((0.28, 0.2), (0.2, 0.02), (0.12, -0.22)):
-                    knee = pt(u0 + du * 0.5, side * (0.28 + 0.1 * w))
-                    foot = pt(u0 + du, side * (0.45 + 0.1 * w))
+                    knee = pt(u0 + du * 0.5, side * (0.2 + 0.1 * w))
+                    foot = pt(u0 + du * 1.3, side * (0.3 + 0.1 * w))
                     draw.line([pt(u0, side * 0.05), knee, foot], fill=lit(ins.colour, 1.2), width=lw)
             for side in (-1, 1):
                 draw.line([pt(0.44, side * 0.03), pt(0.62, side * 0.13)], fill=lit(ins.colour), width=lw)
@@ -239,7 +240,7 @@ class SyntheticCamera:
             draw.polygon(ellipse(-0.16, 0, 0.32, w / 2), fill=lit(ins.colour, 1.15))
             draw.polygon(ellipse(0.2, 0, 0.14, w * 0.44), fill=lit(ins.colour))
             draw.polygon(ellipse(0.4, 0, 0.08, w * 0.36), fill=lit(ins.colour, 0.8))
-            draw.polygon(ellipse(0.22, -0.03, 0.04, 0.025), fill=(255, 250, 235, 110))
+            draw.polygon(ellipse(0.21, -0.02, 0.06, 0.025, 0.3), fill=(255, 250, 235, 40))
         small = patch.reduce(ss).filter(ImageFilter.GaussianBlur(0.35 * max(1.0, length / 40)))
         img.paste(small, (round(cx) - half, round(cy) - half), small)
 
