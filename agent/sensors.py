@@ -4,19 +4,28 @@ Backends, chosen by ``[sensors] type`` or ``$STICKY_AGENT_SENSORS``:
 
 - ``none``: every reading unknown (the record gets the spec's unknown values).
 - ``fake``: fixed, configurable readings (demos and tests); records each read.
+- ``hat``: the Sticky Pi hat: a DHT22 (or a BME280) through its Linux IIO driver
+  (:mod:`agent.iio`), and the battery through the MCP3001 ADC (gpiozero), its voltage
+  turned into a 0-100 level by a LiPo discharge curve.
 
-Real sensors (DHT22 / BME280 through IIO sysfs, the MCP3001 battery ADC) arrive
-with the hardware issue as further classes here. A sensor that fails must return
-unknown values and never stop a capture: :func:`read_safely` enforces that.
+A sensor that fails must return unknown values and never stop a capture:
+:class:`HatSensors` turns each sensor's failure into ``None`` and a counted warning, and
+:func:`read_safely` catches anything a backend still raises.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import logging
+import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from agent.config import SensorsConfig
+from agent.config import HatSensorsConfig, SensorsConfig
+from agent.iio import DRIVER_NAMES, IioClimate
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +37,8 @@ class Readings:
     temperature: float | None = None  # degrees C
     humidity: float | None = None  # relative humidity, %
     battery: float | None = None  # 0-100
+    #: What failed in this read (``"climate: ..."``), for the capture's metadata.
+    errors: tuple[str, ...] = ()
 
 
 class Sensors(Protocol):
@@ -58,20 +69,174 @@ class FakeSensors:
         return self.readings
 
 
-def make_sensors(config: SensorsConfig) -> Sensors:
-    """Given the ``[sensors]`` config, return its backend."""
+#: LiPo cell voltage (V) -> remaining charge (%), at a light load; linear in between.
+LIPO_CURVE: tuple[tuple[float, float], ...] = (
+    (3.30, 0.0),
+    (3.50, 5.0),
+    (3.60, 10.0),
+    (3.70, 20.0),
+    (3.80, 40.0),
+    (3.90, 60.0),
+    (4.00, 80.0),
+    (4.10, 90.0),
+    (4.20, 100.0),
+)
+
+
+def lipo_level(voltage: float, curve: tuple[tuple[float, float], ...] = LIPO_CURVE) -> float:
+    """Given a LiPo cell voltage, return its charge level 0-100 (clamped outside the curve)."""
+    volts = [v for v, _ in curve]
+    if not voltage > volts[0]:  # also NaN
+        return curve[0][1]
+    if voltage >= volts[-1]:
+        return curve[-1][1]
+    i = bisect.bisect_right(volts, voltage)
+    (v0, p0), (v1, p1) = curve[i - 1], curve[i]
+    return p0 + (p1 - p0) * (voltage - v0) / (v1 - v0)
+
+
+class AnalogInput(Protocol):
+    """What the battery needs of an ADC: gpiozero's ``MCP3001`` or a test fake."""
+
+    @property
+    def value(self) -> float:
+        """The input as a fraction of the reference voltage, 0..1."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Battery:
+    """The battery level through the hat's MCP3001 ADC and a voltage divider.
+
+    The ADC is opened at the first read (and again after a failed open), so a missing
+    SPI bus costs a battery reading, never the agent's start.
+    """
+
+    def __init__(
+        self, config: HatSensorsConfig, pin_factory: Any = None, adc: AnalogInput | None = None
+    ) -> None:
+        self.config = config
+        self.pin_factory = pin_factory
+        self.adc = adc
+
+    def _open(self) -> AnalogInput:
+        if self.adc is None:
+            from gpiozero import MCP3001
+
+            from agent.flash import _make_pin_factory
+
+            c = self.config
+            factory = self.pin_factory
+            if factory is None and c.pin_factory is not None:
+                factory = _make_pin_factory(c.pin_factory)
+            self.adc = MCP3001(
+                max_voltage=c.battery_vref,
+                clock_pin=c.battery_clock_pin,
+                mosi_pin=c.battery_mosi_pin,
+                miso_pin=c.battery_miso_pin,
+                select_pin=c.battery_select_pin,
+                pin_factory=factory,
+            )
+        return self.adc
+
+    def voltage(self) -> float:
+        """Return the battery voltage. Raise whatever the ADC raises."""
+        fraction = min(1.0, max(0.0, float(self._open().value)))
+        return fraction * self.config.battery_vref * self.config.battery_divider
+
+    def level(self) -> float:
+        """Return the charge level, 0-100."""
+        return round(lipo_level(self.voltage()), 1)
+
+    def close(self) -> None:
+        if self.adc is not None:
+            with contextlib.suppress(Exception):
+                self.adc.close()
+            self.adc = None
+
+
+class HatSensors:
+    """The Sticky Pi hat: climate through IIO, battery through the MCP3001.
+
+    ``read`` never raises: a sensor that fails gives unknown values, a warning, and one
+    more in ``failures[<sensor>]`` (``"climate"``, ``"battery"``).
+    """
+
+    def __init__(
+        self,
+        config: HatSensorsConfig,
+        pin_factory: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+        adc: AnalogInput | None = None,
+    ) -> None:
+        self.config = config
+        self.climate = (
+            IioClimate(
+                DRIVER_NAMES[config.climate],
+                root=config.iio_root,
+                attempts=config.climate_attempts,
+                retry_delay=config.climate_retry_delay,
+                sleep=sleep,
+            )
+            if config.climate != "none"
+            else None
+        )
+        self.battery = Battery(config, pin_factory=pin_factory, adc=adc) if config.battery else None
+        self.failures: Counter[str] = Counter()
+        self.reads = 0
+
+    def read(self) -> Readings:
+        self.reads += 1
+        temperature = humidity = level = None
+        errors: list[str] = []
+        if self.climate is not None:
+            try:
+                climate = self.climate.read()
+                temperature, humidity = climate.temperature, climate.humidity
+            except Exception as e:  # any sensor fault becomes unknown values
+                errors.append(self._failed(f"climate ({self.config.climate})", "climate", e))
+        if self.battery is not None:
+            try:
+                level = self.battery.level()
+            except Exception as e:
+                errors.append(self._failed("battery (MCP3001)", "battery", e))
+        return Readings(temperature, humidity, level, tuple(errors))
+
+    def _failed(self, what: str, key: str, e: Exception) -> str:
+        self.failures[key] += 1
+        log.warning(
+            "%s sensor failed (%d failures since start), recording unknown values: %s",
+            what,
+            self.failures[key],
+            e,
+        )
+        return f"{key}: {type(e).__name__}: {e}"
+
+    def close(self) -> None:
+        if self.battery is not None:
+            self.battery.close()
+
+
+def make_sensors(config: SensorsConfig, pin_factory: Any = None) -> Sensors:
+    """Given the ``[sensors]`` config, return its backend. Never raises for absent hardware:
+    a missing sensor reads as unknown."""
     if config.type == "fake":
         return FakeSensors(config.temperature, config.humidity, config.battery)
+    if config.type == "hat":
+        return HatSensors(config, pin_factory=pin_factory)
     return NoSensors()
 
 
 def read_safely(sensors: Sensors) -> tuple[Readings, str | None]:
-    """Given a sensor backend, return its readings and ``None``, or unknown readings and the error.
+    """Given a sensor backend, return its readings and ``None``, or unknown readings and the error
+    (also the errors of a partly failed read, which keeps its good values).
 
     Never raises: a failing sensor must not cost a capture.
     """
     try:
-        return sensors.read(), None
+        readings = sensors.read()
+        return readings, "; ".join(readings.errors) or None
     except Exception as e:  # any sensor fault becomes unknown values
         log.warning("sensor read failed, recording unknown values: %s", e)
         return Readings(), f"{type(e).__name__}: {e}"

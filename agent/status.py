@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.clock import TIMESYNC_MARKER, last_sync_time
+from agent.clock import clock_state
 from agent.config import Config
 from agent.device import device_id
 from agent.errors import StickyAgentError
@@ -52,11 +52,16 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
         out["disk"] = {"path": str(data_dir), "free_bytes": usage.free, "total_bytes": usage.total}
     except OSError as e:
         out["disk"] = {"path": str(data_dir), "error": str(e)}
-    sync = last_sync_time()
+    clock = clock_state(now)
+    sync = clock.last_sync
     out["clock"] = {
         "now": _iso(now),
-        "ntp_synchronised": TIMESYNC_MARKER.exists(),
+        "ntp_synchronised": clock.synchronised,
         "last_sync": _iso(dt.datetime.fromtimestamp(sync, dt.UTC)) if sync else None,
+        "source": clock.source,
+        "rtc_device": clock.rtc_device,
+        "trusted": clock.trusted,
+        "detail": clock.detail,
     }
     queue_path = config.storage.queue_path
     if not queue_path.exists():
@@ -213,8 +218,9 @@ def format_status(s: dict[str, Any]) -> str:
         state = "NOT RUNNING: no scheduled captures (start it: systemctl start sticky-agent)"
     lines.append(f"agent           {state}")
     clock = s["clock"]
-    sync = "NTP synchronised" if clock["ntp_synchronised"] else "not NTP synchronised"
-    lines.append(f"clock           {clock['now']} ({sync})")
+    trust = "trusted" if clock.get("trusted") else "NOT TRUSTED"
+    source = clock.get("source")
+    lines.append(f"clock           {clock['now']} ({trust}, source {source}: {clock.get('detail')})")
     if s.get("queue") is None:
         lines.append(f"queue           {s.get('queue_error')}")
     else:
