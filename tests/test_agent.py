@@ -142,7 +142,10 @@ def test_capture_failure_exits_non_zero_without_traceback(write_config: Callable
     cfg = write_config(camera={"type": "picamera2"})
     result = run_stickyctl("--config", str(cfg), "capture")
     assert result.returncode == 1
-    assert result.stderr.startswith("stickyctl: error: camera type 'picamera2' is not available")
+    # The camera fails at open (after the capture pipeline's own ERROR log line), not at build.
+    assert result.stderr.splitlines()[-1].startswith(
+        "stickyctl: error: capture failed: picamera2 camera: picamera2 is not installed"
+    )
     assert "Traceback" not in result.stderr
     debug = run_stickyctl("--config", str(cfg), "--debug", "capture")
     assert "Traceback" in debug.stderr

@@ -6,8 +6,8 @@ A backend is chosen by ``[camera] type`` in the config, or for one run by
 - ``synthetic`` (:mod:`agent.camera.synthetic`): renders a realistic sticky card,
   deterministic for a seed; any laptop.
 - ``replay`` (:mod:`agent.camera.replay`): cycles through the JPEGs of a folder.
-- ``picamera2``: the Raspberry Pi camera; arrives with the hardware issue. Its
-  module will be the only place that imports ``picamera2``/``libcamera``.
+- ``picamera2`` (:mod:`agent.camera.picamera2`): the Raspberry Pi camera. Its
+  module is the only place that imports ``picamera2``/``libcamera``.
 
 Every backend passes the same contract tests (``tests/test_camera_contract.py``).
 """
@@ -15,7 +15,7 @@ Every backend passes the same contract tests (``tests/test_camera_contract.py``)
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from agent.errors import CameraError
@@ -39,6 +39,8 @@ class Frame:
     sensor: str
     exposure_us: float | None = None
     analogue_gain: float | None = None
+    #: Other per-frame facts the camera reported, e.g. ``SensorTemperature`` (°C), ``Lux``.
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 class Camera(Protocol):
