@@ -378,6 +378,21 @@ def devserver(host: str, port: int, data_dir: Path, users: tuple[str, ...], toke
     serve(host, port, data_dir, accounts, token_lifetime)
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def doctor(ctx: Context, as_json: bool) -> None:
+    """Check the trap: config, disk, camera, flash, sensors, clock, API, service (exit 1 on a FAIL)."""
+    from agent.doctor import as_json as results_json
+    from agent.doctor import failed, format_results, run_checks
+
+    setup_logging("warning", ctx.debug)
+    results = run_checks(ctx.path)
+    click.echo(results_json(results) if as_json else format_results(results))
+    if failed(results):
+        raise StickyAgentError(f"{len(failed(results))} check(s) failed; each FAIL line says how to fix it")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``stickyctl``; return the exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])

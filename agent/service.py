@@ -6,6 +6,10 @@ capture schedule. Then the main thread wakes every few seconds to publish a
 heartbeat, pull the schedule back after a backward clock step, and re-run
 reconciliation daily. SIGTERM/SIGINT stop it cleanly: no new capture starts,
 the capture in progress finishes, the camera and flash are released.
+
+Under systemd (``Type=notify``, :mod:`agent.sdnotify`) it sends ``READY=1`` once the
+queue and schedule are up, ``STATUS=`` with the next capture, ``WATCHDOG=1`` from the
+main loop only while the scheduler runs and the sync worker lives, and ``STOPPING=1``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from agent.locks import AgentLock, capture_lock, running_agent_pid
 from agent.queue import Queue
 from agent.reconcile import ReconcileReport, reconcile
 from agent.scheduler import CaptureScheduler
+from agent.sdnotify import Notifier, watchdog_interval
 from agent.sensors import make_sensors
 
 if TYPE_CHECKING:
@@ -89,6 +94,36 @@ class Agent:
         self.pipeline: Pipeline | None = None
         self.scheduler: CaptureScheduler | None = None
         self.sync: SyncWorker | None = None
+        #: systemd notifications (READY, STATUS, WATCHDOG, STOPPING); a no-op outside systemd.
+        #: With a watchdog, the main loop wakes at least twice per WatchdogSec.
+        self.notifier = Notifier.from_env()
+        watchdog = watchdog_interval()
+        self.heartbeat_s = min(HEARTBEAT_S, watchdog) if watchdog else HEARTBEAT_S
+        self._sd_status: str | None = None
+
+    def _notify_status(self, text: str) -> None:
+        """Tell systemd what we are doing (``systemctl status`` shows it), once per change."""
+        if text != self._sd_status:
+            self._sd_status = text
+            self.notifier.notify(f"STATUS={text}")
+
+    def _health_problem(self) -> str | None:
+        """Return why the agent is not doing its job (the watchdog then goes unfed), or None."""
+        if self.scheduler is None or not self.scheduler.running:
+            return "the capture scheduler is not running"
+        if self.sync is not None and not self.sync.alive:
+            return "the sync worker is dead"
+        return None
+
+    def _feed_watchdog(self) -> None:
+        """Send WATCHDOG=1 only while the scheduler runs and the sync worker (if any) lives:
+        a trap that stopped capturing must be restarted by systemd, not look healthy."""
+        problem = self._health_problem()
+        if problem is None:
+            self.notifier.notify("WATCHDOG=1")
+        elif self._sd_status is None or not self._sd_status.startswith("unhealthy"):
+            log.error("%s: not feeding the systemd watchdog", problem)
+            self._notify_status(f"unhealthy: {problem}")
 
     def _publish_next(self, next_time: dt.datetime | None) -> None:
         if self.pipeline is not None:
@@ -96,6 +131,9 @@ class Agent:
                 next_capture=next_time.isoformat() if next_time else None,
                 heartbeat=dt.datetime.now(dt.UTC).isoformat(),
             )
+        if self._health_problem() is None:
+            when = f"{next_time.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC" if next_time else "none scheduled"
+            self._notify_status(f"capturing; next capture {when}")
 
     def capture_job(self) -> CaptureResult:
         assert self.pipeline is not None
@@ -149,6 +187,7 @@ class Agent:
             self.config.camera.type,
             self.scheduler.next_run_time,
         )
+        self.notifier.notify("READY=1")
 
     def run_forever(self) -> None:
         """Serve until :meth:`request_stop` (or SIGTERM/SIGINT) is called, then stop cleanly."""
@@ -156,6 +195,7 @@ class Agent:
         try:
             while not self._wait():
                 assert self.scheduler is not None and self.pipeline is not None
+                self._feed_watchdog()  # before the work: a manual capture gets a full period
                 if self.manual_requested:
                     self.manual_requested = False
                     result = self.pipeline.capturer.capture(manual=True)
@@ -171,6 +211,7 @@ class Agent:
                     self.sync.start()
                 self.scheduler.check_clock()
                 self._publish_next(self.scheduler.next_run_time)
+                self._feed_watchdog()  # and before a daily reconciliation
                 if time.monotonic() - last_reconcile > RECONCILE_EVERY_S:
                     last_reconcile = time.monotonic()
                     try:
@@ -182,7 +223,7 @@ class Agent:
 
     def _wait(self) -> bool:
         """Wait up to a heartbeat for a stop or a manual request; return True to stop."""
-        self.wake.wait(HEARTBEAT_S)
+        self.wake.wait(self.heartbeat_s)
         self.wake.clear()
         return self.stopping
 
@@ -208,6 +249,8 @@ class Agent:
 
     def stop(self) -> None:
         """Stop scheduling, let the capture in progress finish, release everything. Idempotent."""
+        if self.scheduler is not None or self.pipeline is not None:
+            self.notifier.notify("STOPPING=1\nSTATUS=stopping after the capture in progress")
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None
