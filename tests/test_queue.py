@@ -185,3 +185,22 @@ def test_reconcile_removes_partials_and_orphan_thumbnails(captured: tuple[Pipeli
     assert path.exists() and len(pipeline.queue.images()) == 1
     # a second pass finds nothing to do
     assert not reconcile(pipeline.queue, data_dir).changed
+
+
+def test_an_older_queue_is_migrated_in_place_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite"
+    with sqlite3.connect(path) as c:  # a queue written by the first release (schema 1)
+        for statement in MIGRATIONS[0]:
+            c.execute(statement)
+        c.execute(
+            "INSERT INTO images (device, datetime, path, md5, size, width, height, metadata, created_at,"
+            " updated_at) VALUES ('0a1b2c3d', '2026-06-01 12:00:00', 'a.jpg', ?, 5, 4, 3, '{}',"
+            " '2026-06-01 12:00:00', '2026-06-01 12:00:00')",
+            ("0" * 32,),
+        )
+        c.execute("PRAGMA user_version = 1")
+    q = Queue(path)
+    assert q.schema_version == SCHEMA_VERSION
+    assert "ix_images_state_size" in {i["name"] for i in inspect(q.engine).get_indexes("images")}
+    assert q.totals_by_state()["captured"].count == 1
+    q.close()

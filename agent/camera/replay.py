@@ -8,6 +8,7 @@ time, the frame reports it, like a real camera would.
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import piexif
@@ -26,8 +27,8 @@ class ReplayCamera:
         self.sensor = config.sensor
         self._files: list[Path] = []
         self._next = 0
-        #: Every file delivered, in order (for tests and for the bench).
-        self.delivered: list[Path] = []
+        #: The files delivered last, in order (for tests), bounded for long runs.
+        self.delivered: collections.deque[Path] = collections.deque(maxlen=100)
 
     def open(self) -> None:
         self._files = sorted(p for p in self.folder.glob("*.jpg") if p.is_file())

@@ -129,6 +129,9 @@ class Image(Base):
     __table_args__ = (
         UniqueConstraint("device", "datetime", name="uq_images_device_datetime"),
         Index("ix_images_state_datetime", "state", "datetime"),
+        # covering indexes for status: totals by state, latest problems
+        Index("ix_images_state_size", "state", "size"),
+        Index("ix_images_state_updated", "state", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -249,6 +252,11 @@ MIGRATIONS: list[list[str]] = [
             value TEXT NOT NULL,
             updated_at DATETIME NOT NULL
         )""",
+    ],
+    # 2: status reads counts and bytes by state from an index, not the whole table
+    [
+        "CREATE INDEX ix_images_state_size ON images (state, size)",
+        "CREATE INDEX ix_images_state_updated ON images (state, updated_at)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
