@@ -25,6 +25,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from agent import __version__
+from agent.buttons import ManualButton, StatusLed
 from agent.camera import make_camera
 from agent.capture import Capturer, CaptureResult
 from agent.config import Config
@@ -39,6 +40,7 @@ from agent.sdnotify import Notifier, watchdog_interval
 from agent.sensors import make_sensors
 
 if TYPE_CHECKING:
+    from agent.detect.worker import DetectionWorker
     from agent.sync.worker import SyncWorker
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,9 @@ class Pipeline:
     def close(self) -> None:
         self.capturer.close()
         self.capturer.flash.close()
+        close_sensors = getattr(self.capturer.sensors, "close", None)
+        if close_sensors is not None:
+            close_sensors()  # releases the hat's ADC
         self.queue.close()
 
 
@@ -94,6 +99,10 @@ class Agent:
         self.pipeline: Pipeline | None = None
         self.scheduler: CaptureScheduler | None = None
         self.sync: SyncWorker | None = None
+        self.detection: DetectionWorker | None = None
+        self.button: ManualButton | None = None
+        self.led: StatusLed | None = None
+        self._last_capture_ok = True
         #: systemd notifications (READY, STATUS, WATCHDOG, STOPPING); a no-op outside systemd.
         #: With a watchdog, the main loop wakes at least twice per WatchdogSec.
         self.notifier = Notifier.from_env()
@@ -138,9 +147,29 @@ class Agent:
     def capture_job(self) -> CaptureResult:
         assert self.pipeline is not None
         result = self.pipeline.capturer.capture(manual=False)
-        if result.ok and self.sync is not None:
-            self.sync.wake()
+        self._after_capture(result)
         return result
+
+    def _after_capture(self, result: CaptureResult) -> None:
+        """Wake the workers that take a new image further, and show the outcome on the LED."""
+        if result.ok:
+            for worker in (self.sync, self.detection):
+                if worker is not None:
+                    worker.wake()
+            if self.led is not None:
+                self.led.captured()
+        self._last_capture_ok = result.ok
+        self._update_led()
+
+    def _update_led(self) -> None:
+        if self.led is None:
+            return
+        if not self._last_capture_ok or self._health_problem() is not None:
+            self.led.set_state("error")
+        elif self.sync is not None and self.sync.reachable is False:
+            self.led.set_state("offline")
+        else:
+            self.led.set_state("ok")
 
     def start(self) -> None:
         """Acquire the agent lock, reconcile, open the hardware and start the schedule.
@@ -163,13 +192,23 @@ class Agent:
                 sync_config = self.config.sync
                 make_sink(sync_config).close()  # refuse to start on bad credentials
                 self.sync = SyncWorker(self.config, self.pipeline.queue, lambda: make_sink(sync_config))
+            if self.config.detector.type != "none":
+                from agent.detect import make_detector
+                from agent.detect.worker import DetectionWorker
+
+                self.detection = DetectionWorker(
+                    make_detector(self.config.detector), self.pipeline.queue, data_dir
+                )
             self.pipeline.reconcile()
             self.pipeline.queue.prune_attempts(self.config.storage.keep_capture_log)
             # After each run, wake the main loop to publish the next slot.
             self.scheduler = CaptureScheduler(self.config.capture, self.capture_job, on_run=self.wake.set)
             self.scheduler.start()
-            if self.sync is not None:
-                self.sync.start()
+            for worker in (self.sync, self.detection):
+                if worker is not None:
+                    worker.start()
+            self.led = StatusLed(self.config.led)
+            self.button = ManualButton(self.config.button, self.request_capture)
         except BaseException:
             self.stop()
             raise
@@ -198,19 +237,19 @@ class Agent:
                 self._feed_watchdog()  # before the work: a manual capture gets a full period
                 if self.manual_requested:
                     self.manual_requested = False
-                    result = self.pipeline.capturer.capture(manual=True)
-                    if result.ok and self.sync is not None:
-                        self.sync.wake()
+                    self._after_capture(self.pipeline.capturer.capture(manual=True))
                 if self.sync_requested:
                     self.sync_requested = False
                     if self.sync is not None:
                         self.sync.reachable = None  # probe now, whatever the backoff said
                         self.sync.wake()
-                if self.sync is not None and not self.sync.alive:
-                    log.error("the sync worker died; restarting it")
-                    self.sync.start()
+                for name, worker in (("sync", self.sync), ("detection", self.detection)):
+                    if worker is not None and not worker.alive:
+                        log.error("the %s worker died; restarting it", name)
+                        worker.start()
                 self.scheduler.check_clock()
                 self._publish_next(self.scheduler.next_run_time)
+                self._update_led()
                 self._feed_watchdog()  # and before a daily reconciliation
                 if time.monotonic() - last_reconcile > RECONCILE_EVERY_S:
                     last_reconcile = time.monotonic()
@@ -251,12 +290,21 @@ class Agent:
         """Stop scheduling, let the capture in progress finish, release everything. Idempotent."""
         if self.scheduler is not None or self.pipeline is not None:
             self.notifier.notify("STOPPING=1\nSTATUS=stopping after the capture in progress")
+        if self.button is not None:  # no new presses while stopping
+            self.button.close()
+            self.button = None
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None
         if self.sync is not None:
             self.sync.stop()
             self.sync = None
+        if self.detection is not None:
+            self.detection.stop()
+            self.detection = None
+        if self.led is not None:
+            self.led.close()
+            self.led = None
         if self.pipeline is not None:
             try:
                 self.pipeline.queue.publish(next_capture=None, agent_pid=None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-from pathlib import Path
 from typing import Any
 
 from agent import __version__
@@ -19,8 +18,8 @@ from agent.config import Config
 from agent.device import device_id
 from agent.errors import StickyAgentError
 from agent.locks import running_agent_pid
-from agent.queue import Queue
-from agent.queue.schema import WAITING_STATES
+from agent.queue.readonly import QueueReader
+from agent.queue.states import WAITING_STATES
 
 #: The agent publishes a heartbeat every few seconds; older than this means it is stuck.
 STALE_HEARTBEAT_S = 60
@@ -68,7 +67,7 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
         out["queue"] = None
         out["queue_error"] = f"no queue at {queue_path} yet: the agent has not run"
         return out
-    queue = Queue(queue_path, create=False)
+    queue = QueueReader(queue_path)
     try:
         published = queue.published()
         heartbeat = _parse(published.get("heartbeat"))
@@ -78,51 +77,49 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
             stale=bool(pid and heartbeat and (now - heartbeat).total_seconds() > STALE_HEARTBEAT_S),
         )
         out["next_capture"] = published.get("next_capture") if pid else None
-        attempts = queue.attempts(limit=1)
-        last = attempts[0] if attempts else None
-        out["last_capture"] = (
-            {
-                "time": _iso(last.started_at),
-                "outcome": last.outcome,
-                "manual": bool(last.manual),
-                "error": last.error,
-            }
-            if last
-            else None
-        )
+        attempts = queue.attempts(limit=20)
+        out["last_capture"] = {**attempts[0], "time": _iso(attempts[0]["time"])} if attempts else None
         ok = queue.attempts(limit=1, outcome="ok")
-        out["last_image_time"] = _iso(ok[0].started_at) if ok else None
+        out["last_image_time"] = _iso(ok[0]["time"]) if ok else None
         out["captures_24h"] = queue.attempt_counts(now - dt.timedelta(hours=24))
         totals = queue.totals_by_state()
+        waiting = [totals[s] for s in WAITING_STATES if s in totals]
         out["queue"] = {
             "path": str(queue_path),
-            "states": {s: {"count": t.count, "bytes": t.bytes} for s, t in sorted(totals.items())},
-            "total": sum(t.count for t in totals.values()),
-            "waiting": sum(totals[s].count for s in WAITING_STATES if s in totals),
-            "waiting_bytes": sum(totals[s].bytes for s in WAITING_STATES if s in totals),
+            "states": {s: {"count": n, "bytes": b} for s, (n, b) in sorted(totals.items())},
+            "total": sum(n for n, _ in totals.values()),
+            "waiting": sum(n for n, _ in waiting),
+            "waiting_bytes": sum(b for _, b in waiting),
         }
         oldest = queue.oldest_waiting()
-        out["oldest_waiting"] = (
-            {"name": Path(oldest.path).name, "datetime": _iso(oldest.datetime)} if oldest else None
-        )
+        out["oldest_waiting"] = {**oldest, "datetime": _iso(oldest["datetime"])} if oldest else None
         out["last_errors"] = [
-            {"time": _iso(a.started_at), "outcome": a.outcome, "error": a.error}
-            for a in queue.attempts(limit=20)
-            if a.outcome != "ok"
+            {"time": _iso(a["time"]), "outcome": a["outcome"], "error": a["error"]}
+            for a in attempts
+            if a["outcome"] != "ok"
         ][:5]
         if published.get("last_quarantine"):
             out["last_quarantine"] = published["last_quarantine"]
         out["sync"] = _sync_status(config, queue, published, out["queue"]) if config.sync else None
+        out["insects"] = _insects(queue, now) if config.detector.type != "none" else None
     finally:
         queue.close()
     return out
 
 
-def _sync_status(
-    config: Config, queue: Queue, published: dict[str, str], totals: dict[str, Any]
-) -> dict[str, Any]:
-    from agent.queue.syncrows import annotation_totals, problems
+def _insects(queue: QueueReader, now: dt.datetime) -> dict[str, Any]:
+    counts = queue.insect_counts(now - dt.timedelta(hours=24))
+    last = counts["last_image"]
+    return {
+        "last_image": {**last, "datetime": _iso(last["datetime"])} if last else None,
+        "last_24h": counts["insects_since"],
+        "images_24h": counts["images_since"],
+    }
 
+
+def _sync_status(
+    config: Config, queue: QueueReader, published: dict[str, str], totals: dict[str, Any]
+) -> dict[str, Any]:
     assert config.sync is not None
     last = json.loads(published["sync_last"]) if published.get("sync_last") else None
     rate = None
@@ -143,10 +140,8 @@ def _sync_status(
         "throughput_bytes_per_s": rate,
         "eta_seconds": totals["waiting_bytes"] / rate if rate and totals["waiting_bytes"] else None,
         "budget_left_bytes": None if budget is None else max(0, int(budget * 1e6) - budget_used),
-        "annotations": annotation_totals(queue),
-        "problems": [
-            {"name": Path(i.path).name, "state": i.state, "reason": i.last_error} for i in problems(queue)
-        ],
+        "annotations": queue.annotation_totals(),
+        "problems": queue.problems(),
     }
 
 
@@ -257,6 +252,18 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"quarantined     {s['last_quarantine']}")
     if s.get("sync"):
         lines.extend(_format_sync(s["sync"], s["queue"], now))
+    insects = s.get("insects")
+    if insects:
+        last = insects["last_image"]
+        lines.append(
+            "insects         "
+            + (
+                f"{last['insects']} on the last image ({last['name']}), "
+                if last
+                else "no image annotated yet, "
+            )
+            + f"{insects['last_24h']} on {insects['images_24h']} images in the last 24 h"
+        )
     errors = s.get("last_errors") or []
     if errors:
         lines.append("last errors")

@@ -1,18 +1,6 @@
-"""The queue's tables, the image state machine, and the versioned schema migrations.
+"""The queue's tables and the versioned schema migrations.
 
-Image states (the only hand-off between the capture side and the sync side)::
-
-    captured ──upload answered──▶ uploaded ──server metadata shows same md5──▶ verified ──retention──▶ evicted
-       │  ▲                                                                        (original deleted,
-       │  └──────── stickyctl retry ◀──── failed  (server kept rejecting it)        thumbnails + row kept)
-       ├──▶ conflict     server holds this (device, datetime) with another md5: never overwritten
-       ├──▶ quarantined  the file no longer matches its md5 or does not parse (SD corruption)
-       ├──▶ missing      reconciliation found the row's file gone (any state that had a file)
-       └──▶ discarded    deleted without reaching the server, only if retention.delete_unsynced is set
-
-A row leaves ``captured`` only on evidence (a server answer, a hash, a stat),
-never on an assumption: the queue is at-least-once, and a row is done only when
-the server acknowledged it. Rows are never deleted.
+The state machines live in :mod:`agent.queue.states`.
 
 Schema versions live in ``PRAGMA user_version``; :data:`MIGRATIONS` lists, for
 each version, the SQL that brings the previous version to it. A database newer
@@ -22,7 +10,6 @@ than this agent is refused rather than guessed at.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from typing import Any
 
 from sqlalchemy import (
@@ -38,60 +25,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from agent.queue.states import TRANSITIONS, WAITING_STATES, AnnotationState, ImageState
 
-class ImageState(enum.StrEnum):
-    CAPTURED = "captured"
-    UPLOADED = "uploaded"
-    VERIFIED = "verified"
-    EVICTED = "evicted"
-    FAILED = "failed"
-    CONFLICT = "conflict"
-    QUARANTINED = "quarantined"
-    MISSING = "missing"
-    DISCARDED = "discarded"  # deleted unsynced to free the disk: only with retention.delete_unsynced
-
-
-#: Allowed transitions; anything else is a bug and raises.
-TRANSITIONS: dict[ImageState, frozenset[ImageState]] = {
-    ImageState.CAPTURED: frozenset(
-        {
-            ImageState.UPLOADED,
-            ImageState.VERIFIED,
-            ImageState.FAILED,
-            ImageState.CONFLICT,
-            ImageState.QUARANTINED,
-            ImageState.MISSING,
-            ImageState.DISCARDED,
-        }
-    ),
-    ImageState.UPLOADED: frozenset(
-        {
-            ImageState.VERIFIED,
-            ImageState.CAPTURED,
-            ImageState.CONFLICT,
-            ImageState.FAILED,
-            ImageState.QUARANTINED,
-            ImageState.MISSING,
-        }
-    ),
-    ImageState.VERIFIED: frozenset({ImageState.EVICTED, ImageState.MISSING}),
-    ImageState.EVICTED: frozenset(),
-    ImageState.FAILED: frozenset({ImageState.CAPTURED, ImageState.MISSING}),
-    ImageState.CONFLICT: frozenset({ImageState.CAPTURED, ImageState.MISSING}),
-    ImageState.QUARANTINED: frozenset(),
-    ImageState.MISSING: frozenset({ImageState.CAPTURED}),
-    ImageState.DISCARDED: frozenset(),
-}
-
-
-class AnnotationState(enum.StrEnum):
-    PENDING = "pending"  # waiting for its image to be verified on the server, then sent
-    UPLOADED = "uploaded"  # the server holds it (confirmed by a metadata query)
-    FAILED = "failed"  # the server kept refusing it
-
-
-#: States whose original is still waiting to reach the server.
-WAITING_STATES = (ImageState.CAPTURED, ImageState.UPLOADED, ImageState.FAILED)
+__all__ = ["TRANSITIONS", "WAITING_STATES", "AnnotationState", "ImageState"]
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):

@@ -1,7 +1,8 @@
-"""Queue queries and moves of the sync side (kept apart from the capture side's store)."""
+"""Queue queries and moves of the sync and detection side (apart from the capture side's store)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -138,3 +139,48 @@ def problems(queue: Queue, limit: int = 5) -> list[Image]:
     )
     with queue.session() as s:
         return list(s.scalars(q))
+
+
+#: States whose original is on disk, so a detector can read it.
+WITH_FILE = (
+    ImageState.CAPTURED.value,
+    ImageState.UPLOADED.value,
+    ImageState.VERIFIED.value,
+    ImageState.FAILED.value,
+)
+
+
+def images_to_detect(
+    queue: Queue, algo_name: str, algo_version: str, skip: set[int], limit: int = 1
+) -> list[Image]:
+    """Return the newest images with a file and no annotation by this algorithm version."""
+    done = (
+        select(Annotation.id)
+        .where(Annotation.image_id == Image.id)
+        .where(Annotation.algo_name == algo_name, Annotation.algo_version == algo_version)
+        .exists()
+    )
+    q = select(Image).where(Image.state.in_(WITH_FILE), ~done).order_by(Image.datetime.desc())
+    if skip:
+        q = q.where(Image.id.not_in(skip))
+    with queue.session() as s:
+        return list(s.scalars(q.limit(limit)))
+
+
+def insect_counts(queue: Queue, since: dt.datetime) -> dict[str, Any]:
+    """Return the insect count of the newest annotated image and the sum since ``since``."""
+    q = select(Image.path, Image.datetime, Annotation.n_objects).join(
+        Annotation, Annotation.image_id == Image.id
+    )
+    with queue.session() as s:
+        last = s.execute(q.order_by(Image.datetime.desc()).limit(1)).first()
+        total = s.scalar(
+            select(func.coalesce(func.sum(Annotation.n_objects), 0))
+            .join(Image, Annotation.image_id == Image.id)
+            .where(Image.datetime >= since)
+        )
+    return {
+        "last_image": None if last is None else {"datetime": last[1].isoformat(), "insects": int(last[2])},
+        "since": since.isoformat(),
+        "insects_since": int(total or 0),
+    }

@@ -59,8 +59,14 @@ def enforce(
     """Given the policy, delete what it allows and return what went."""
     now = now or dt.datetime.now(dt.UTC)
     report = RetentionReport()
+    if (
+        config.keep_days is None
+        and config.max_data_gb is None
+        and free_mb(data_dir) >= config.min_free_disk_mb
+    ):
+        return report  # nothing could be due: no query (this runs after every sync pass)
     data_bytes = bytes_on_disk(queue)
-    for image in evictable(queue, (ImageState.VERIFIED.value,), limit=10_000):
+    for image in evictable(queue, (ImageState.VERIFIED.value,), limit=500):
         too_old = config.keep_days is not None and now - image.datetime > dt.timedelta(days=config.keep_days)
         too_much = config.max_data_gb is not None and data_bytes > config.max_data_gb * 1e9
         too_full = free_mb(data_dir) < config.min_free_disk_mb

@@ -79,9 +79,11 @@ class DailyBudget:
         Check and count are one step (parallel uploads cannot overshoot), and bytes are
         counted before they are sent: a refused or interrupted upload used the link too.
         """
+        if self.limit is None:
+            return True  # no budget: nothing to count, no write per upload
         with self._lock:
             used = self.used()
-            if self.limit is not None and used + n > self.limit:
+            if used + n > self.limit:
                 return False
             self.queue.publish(budget_day=self._today(), budget_used=str(used + n))
             return True

@@ -1,0 +1,125 @@
+"""Read-only queries for ``stickyctl status``, with the standard ``sqlite3`` module.
+
+Status runs often, by hand, on a Pi Zero: it must not pay ~250 ms (seconds on a Pi) to
+import SQLAlchemy's ORM for a handful of indexed queries. This module reads the same
+tables as :mod:`agent.queue.store` (the schema is in :mod:`agent.queue.schema`) and
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from agent.errors import QueueError
+from agent.queue.states import WAITING_STATES, ImageState
+
+PROBLEM_STATES = (ImageState.CONFLICT, ImageState.FAILED, ImageState.QUARANTINED)
+
+
+def _time(value: str | None) -> dt.datetime | None:
+    """Parse a stored datetime (naive UTC text) as an aware UTC datetime."""
+    return None if value is None else dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+
+
+def _stored(when: dt.datetime) -> str:
+    """Format an aware datetime the way the queue stores it."""
+    return when.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class QueueReader:
+    """A read-only view of the queue file."""
+
+    def __init__(self, path: Path) -> None:
+        """Open ``path`` read-only. Raise QueueError if it is not a readable queue database."""
+        try:
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=15)
+            self.db.execute("SELECT 1 FROM images LIMIT 1")
+        except sqlite3.Error as e:
+            raise QueueError(f"cannot read the queue database {path}: {e}") from e
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _all(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise QueueError(f"reading the queue failed: {e}") from e
+
+    def published(self) -> dict[str, str]:
+        return {k: v for k, v in self._all("SELECT key, value FROM agent_state")}
+
+    def attempts(self, limit: int, outcome: str | None = None) -> list[dict[str, Any]]:
+        """Return the latest capture attempts, newest first."""
+        where, args = ("WHERE outcome = ?", (outcome,)) if outcome else ("", ())
+        rows = self._all(
+            f"SELECT started_at, outcome, manual, error FROM capture_attempts {where}"
+            " ORDER BY id DESC LIMIT ?",
+            *args,
+            limit,
+        )
+        return [{"time": _time(t), "outcome": o, "manual": bool(m), "error": e} for t, o, m, e in rows]
+
+    def attempt_counts(self, since: dt.datetime) -> dict[str, int]:
+        rows = self._all(
+            "SELECT outcome, count(*) FROM capture_attempts WHERE started_at >= ? GROUP BY outcome",
+            _stored(since),
+        )
+        return {o: int(n) for o, n in rows}
+
+    def totals_by_state(self) -> dict[str, tuple[int, int]]:
+        """Return ``{state: (count, bytes)}`` (from the covering index on state, size)."""
+        rows = self._all("SELECT state, count(*), coalesce(sum(size), 0) FROM images GROUP BY state")
+        return {st: (int(n), int(b)) for st, n, b in rows}
+
+    def oldest_waiting(self) -> dict[str, Any] | None:
+        states = [s.value for s in WAITING_STATES]
+        rows = self._all(
+            f"SELECT path, datetime FROM images WHERE state IN ({_marks(len(states))})"
+            " ORDER BY datetime LIMIT 1",
+            *states,
+        )
+        return {"name": Path(rows[0][0]).name, "datetime": _time(rows[0][1])} if rows else None
+
+    def problems(self, limit: int = 5) -> list[dict[str, Any]]:
+        """Return the latest conflicts, failures and quarantines with their reasons."""
+        states = [s.value for s in PROBLEM_STATES]
+        rows = self._all(
+            f"SELECT path, state, last_error FROM images WHERE state IN ({_marks(len(states))})"
+            " ORDER BY updated_at DESC LIMIT ?",
+            *states,
+            limit,
+        )
+        return [{"name": Path(p).name, "state": s, "reason": e} for p, s, e in rows]
+
+    def annotation_totals(self) -> dict[str, int]:
+        return {s: int(n) for s, n in self._all("SELECT state, count(*) FROM annotations GROUP BY state")}
+
+    def insect_counts(self, since: dt.datetime) -> dict[str, Any]:
+        """Return the insect count of the newest annotated image and the total since ``since``."""
+        last = self._all(
+            "SELECT i.path, i.datetime, a.n_objects FROM annotations a JOIN images i ON a.image_id = i.id"
+            " ORDER BY i.datetime DESC LIMIT 1"
+        )
+        total = self._all(
+            "SELECT coalesce(sum(a.n_objects), 0), count(*) FROM annotations a"
+            " JOIN images i ON a.image_id = i.id WHERE i.datetime >= ?",
+            _stored(since),
+        )[0]
+        return {
+            "last_image": (
+                {"name": Path(last[0][0]).name, "datetime": _time(last[0][1]), "insects": int(last[0][2])}
+                if last
+                else None
+            ),
+            "since": since,
+            "insects_since": int(total[0]),
+            "images_since": int(total[1]),
+        }
