@@ -472,6 +472,30 @@ class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class NoDetectorConfig(_Section):
+    type: Literal["none"]
+
+
+class BuiltinDetectorConfig(_Section):
+    """``[detector] type = "builtin"``: OpenCV segmentation (:mod:`agent.detect.builtin`)."""
+
+    type: Literal["builtin"]
+    #: A parameters JSON to use instead of the one shipped in the package.
+    params: Path | None = None
+    #: Long side, in pixels, the image is reduced to before detection (time and memory).
+    max_side: int = Field(default=1296, ge=320, le=8192)
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
+
+DetectorConfig = Annotated[NoDetectorConfig | BuiltinDetectorConfig, Field(discriminator="type")]
+
+
 class Config(_Section):
     device: DeviceConfig = DeviceConfig()
     storage: StorageConfig = StorageConfig()
@@ -485,6 +509,7 @@ class Config(_Section):
     sync: SyncConfig | None = None
     retention: RetentionConfig = RetentionConfig()
     log: LogConfig = LogConfig()
+    detector: DetectorConfig = NoDetectorConfig(type="none")
     #: Where the file came from (not a key of the file).
     source: Path | None = Field(default=None, exclude=True)
 
@@ -496,7 +521,7 @@ class Config(_Section):
         return data
 
 
-_TAGGED = {"camera", "flash", "sensors"}
+_TAGGED = {"camera", "flash", "sensors", "detector"}
 
 
 def _format_error(err: Mapping[str, Any]) -> str:
@@ -583,6 +608,7 @@ _PATH_KEYS = (
     ("sensors", "iio_root"),
     ("sync", "credentials"),
     ("sync", "ca_bundle"),
+    ("detector", "params"),
 )
 
 

@@ -1,0 +1,122 @@
+"""Insect detection on the trap's pictures: the detector seam and the annotations it yields.
+
+A detector turns one JPEG into insect outlines (OpenCV contours in the full-resolution
+image's pixels); :func:`to_annotations` turns those into the ``annotations`` list that
+``/put_uid_annotations`` takes (see ``sticky-pi-api.md``), stored under the detector's
+``name`` (the API's ``algo_name``, at most 64 characters) and ``version`` (``algo_version``,
+at most 46: ``<unix timestamp>-<md5 of the parameters>``).
+
+Detectors are chosen by ``[detector] type`` in the config:
+
+- ``none``: no detection (the default).
+- ``builtin`` (:mod:`agent.detect.builtin`): classical segmentation with OpenCV and
+  NumPy, its few parameters in ``params.json`` (trained by :mod:`agent.detect.train`).
+
+This module imports neither OpenCV nor the detector: ``make_detector`` loads it lazily.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, overload
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.errors import StickyAgentError
+
+if TYPE_CHECKING:
+    from agent.config import BuiltinDetectorConfig, DetectorConfig, NoDetectorConfig
+
+__all__ = [
+    "ALGO_NAME_MAX",
+    "ALGO_VERSION_MAX",
+    "Detector",
+    "DetectorError",
+    "Outline",
+    "make_detector",
+    "to_annotations",
+]
+
+ALGO_NAME_MAX = 64
+ALGO_VERSION_MAX = 46
+FILL_COLOUR = "#ff0000"
+STROKE_COLOUR = "#0000ff"
+
+
+class DetectorError(StickyAgentError):
+    """A detector cannot run: its parameters are missing or invalid, or an image cannot be decoded."""
+
+
+@dataclass(frozen=True)
+class Outline:
+    """One insect: ``contour`` is an int32 OpenCV contour, shape (N, 1, 2), full-resolution pixels."""
+
+    contour: NDArray[np.int32]
+
+    def __post_init__(self) -> None:
+        c = self.contour
+        if c.dtype != np.int32 or c.ndim != 3 or c.shape[1:] != (1, 2) or c.shape[0] < 3:
+            raise ValueError(f"an outline must be an int32 array of shape (N >= 3, 1, 2), got {c.shape}")
+
+    @property
+    def points(self) -> list[tuple[int, int]]:
+        """Return the vertices as ``(x, y)`` pairs."""
+        return [(int(x), int(y)) for x, y in self.contour.reshape(-1, 2)]
+
+
+class Detector(Protocol):
+    """Finds insects on one picture. ``name`` and ``version`` identify its annotations on the server."""
+
+    name: str
+    version: str
+
+    def detect(self, jpeg: bytes) -> list[Outline]:
+        """Given a JPEG's bytes, return the insects' outlines. Raise DetectorError if it cannot be decoded."""
+        ...
+
+
+@overload
+def make_detector(config: NoDetectorConfig) -> None: ...
+@overload
+def make_detector(config: BuiltinDetectorConfig) -> Detector: ...
+@overload
+def make_detector(config: DetectorConfig) -> Detector | None: ...
+def make_detector(config: DetectorConfig) -> Detector | None:
+    """Given the ``[detector]`` config, return its detector, or None for ``type = "none"``.
+
+    Raise DetectorError if the detector cannot be loaded (OpenCV missing, bad parameters).
+    """
+    if config.type == "none":
+        return None
+    try:
+        from agent.detect.builtin import BuiltinDetector
+    except ImportError as e:
+        raise DetectorError(
+            f"detector type 'builtin' needs OpenCV and NumPy ({e}); on a Pi: "
+            "sudo apt install python3-opencv, elsewhere: pip install opencv-python-headless"
+        ) from e
+    return BuiltinDetector(params_path=config.params, max_side=config.max_side)
+
+
+def to_annotations(
+    outlines: list[Outline],
+    fill_colour: str = FILL_COLOUR,
+    stroke_colour: str = STROKE_COLOUR,
+    value: int = 0,
+) -> list[dict[str, Any]]:
+    """Given outlines, return ``/put_uid_annotations`` annotation dicts (JSON-ready, plain ints).
+
+    Each is ``{"contour": [[[x, y]], ...], "name": "insect", "fill_colour", "stroke_colour",
+    "value"}``.
+    """
+    return [
+        {
+            "contour": [[[x, y]] for x, y in o.points],
+            "name": "insect",
+            "fill_colour": fill_colour,
+            "stroke_colour": stroke_colour,
+            "value": value,
+        }
+        for o in outlines
+    ]

@@ -1,0 +1,101 @@
+"""The detection worker: finds the insects on each new image, at low priority, off the capture path.
+
+It wakes after each capture (and every minute), takes the newest image with a file and no
+annotation by the current detector version, runs the detector on it, and stores the
+outlines as an annotation row; the sync worker sends it once its image is verified on the
+server. A detector failure is logged and counted and the image is skipped (it is still
+uploaded); the worker never delays a capture: it runs in its own thread at a lower CPU
+priority, and only talks to the capture side through the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from agent.errors import StickyAgentError
+from agent.queue import Queue
+from agent.queue.syncrows import add_annotation, images_to_detect
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from agent.detect import Detector
+
+log = logging.getLogger(__name__)
+
+IDLE_S = 60.0
+NICENESS = 10
+
+
+class DetectionWorker:
+    """Runs ``detector`` on queued images, in a thread of its own."""
+
+    def __init__(self, detector: Detector, queue: Queue, data_dir: Path) -> None:
+        self.detector = detector
+        self.queue = queue
+        self.data_dir = data_dir
+        self.failures = 0
+        self.detected = 0
+        self._failed_ids: set[int] = set()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="detect", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:  # Linux: a thread's id is a "process" for setpriority; lower ours
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
+        except (OSError, AttributeError):
+            log.debug("could not lower the detection thread's priority")
+        while not self._stopping:
+            if not self.step():
+                self._wake.wait(IDLE_S)
+                self._wake.clear()
+
+    def step(self) -> bool:
+        """Detect insects on one waiting image; return False if none was waiting."""
+        try:
+            todo = images_to_detect(
+                self.queue, self.detector.name, self.detector.version, skip=self._failed_ids
+            )
+        except StickyAgentError as e:
+            log.error("detection: cannot read the queue: %s", e)
+            return False
+        if not todo:
+            return False
+        image = todo[0]
+        try:
+            from agent.detect import to_annotations
+
+            outlines = self.detector.detect((self.data_dir / image.path).read_bytes())
+            add_annotation(
+                self.queue, image.id, self.detector.name, self.detector.version, to_annotations(outlines)
+            )
+        except Exception as e:  # any detector fault: count it, skip the image, go on
+            self.failures += 1
+            self._failed_ids.add(image.id)
+            log.error("detection failed on %s: %s: %s", image.path, type(e).__name__, e)
+            self.queue.publish(detect_failures=str(self.failures), detect_error=f"{image.path}: {e}")
+            return True
+        self.detected += 1
+        log.info("detected %d insects on %s", len(outlines), image.path)
+        return True
