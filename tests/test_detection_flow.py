@@ -1,0 +1,121 @@
+"""Annotations flow from capture through the queue to the server: the detection worker finds the
+insects on a captured real trap image, the sync worker sends the outlines after their image is
+verified, and the devserver stores exactly those contours. A detector failure is counted and
+the image still goes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import requests
+from stickypi_spec import REAL_IMAGES
+
+from agent.config import load_config
+from agent.detect import make_detector
+from agent.detect.worker import DetectionWorker
+from agent.devserver import parse_user
+from agent.devserver.app import DevServer
+from agent.queue.syncrows import annotation_totals
+from agent.service import Pipeline
+from agent.status import collect_status
+from agent.sync.stickypi import api_datetime, make_sink
+from agent.sync.worker import SyncWorker
+
+
+def setup(tmp_path: Path, write_config: Callable[..., Path], server: DevServer) -> Pipeline:
+    creds = tmp_path / "creds"
+    creds.write_text("trap:secret\n")
+    creds.chmod(0o600)
+    cfg = write_config(
+        camera={"type": "replay", "folder": str(REAL_IMAGES)},
+        sync={"url": server.url, "credentials": str(creds)},
+        detector={"type": "builtin"},
+    )
+    return Pipeline.build(load_config(cfg, environ={}))
+
+
+def drain(worker: SyncWorker) -> None:
+    for _ in range(20):
+        if worker.cycle() > 0:
+            return
+
+
+def test_detected_outlines_reach_the_server_after_their_image(
+    tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    with DevServer(tmp_path / "server", [parse_user("trap:secret")]) as server:
+        pipeline = setup(tmp_path, write_config, server)
+        config = pipeline.config
+        # the replay camera's second file: a 2022 trap image (4056 x 3040) with many insects
+        pipeline.capturer.capture()
+        result = pipeline.capturer.capture()
+        assert result.ok and result.image is not None
+        image = result.image
+        detector = make_detector(config.detector)
+        detection = DetectionWorker(detector, pipeline.queue, config.storage.data_dir)
+        assert detection.step() and detection.step() and not detection.step()  # both, then idle
+        assert detection.failures == 0
+
+        sync = SyncWorker(config, pipeline.queue, lambda: make_sink(config.sync))
+        drain(sync)
+        assert annotation_totals(pipeline.queue) == {"uploaded": 2}
+
+        token = requests.post(server.url + "/get_token", auth=("trap", "secret"), timeout=10).json()["token"]
+        key = [{"device": image.device, "datetime": api_datetime(image.datetime)}]
+        rows = requests.post(
+            server.url + "/get_uid_annotations/data", json=key, auth=(token, ""), timeout=10
+        ).json()
+        assert len(rows) == 1
+        row = rows[0]
+        assert (row["algo_name"], row["algo_version"]) == (detector.name, detector.version)
+        body = json.loads(row["json"])
+        assert body["metadata"]["md5"] == image.md5
+        stored = body["annotations"]
+        assert row["n_objects"] == len(stored) > 5  # a real trap card has insects
+        with pipeline.queue.session() as s:
+            from agent.queue import Annotation
+
+            ours = s.query(Annotation).filter_by(image_id=image.id).one()
+        assert stored == json.loads(ours.json)  # exactly what the detector found
+        for a in stored:
+            contour = np.asarray(a["contour"])
+            assert contour.ndim == 3 and contour.shape[1:] == (1, 2) and contour.shape[0] >= 3
+            assert a["name"] == "insect"
+            assert (contour[..., 0] < image.width).all() and (contour[..., 1] < image.height).all()
+
+        status = collect_status(config)
+        assert status["insects"]["last_image"]["insects"] == len(stored)
+        with pipeline.queue.session() as s:
+            total = sum(a.n_objects for a in s.query(Annotation))
+        assert status["insects"]["images_24h"] == 2 and status["insects"]["last_24h"] == total
+        pipeline.close()
+
+
+class BrokenDetector:
+    name = "broken"
+    version = "1-" + "0" * 32
+
+    def detect(self, jpeg: bytes) -> list[object]:
+        raise RuntimeError("model file unreadable")
+
+
+def test_a_detector_failure_is_counted_and_the_image_still_goes(
+    tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    with DevServer(tmp_path / "server", [parse_user("trap:secret")]) as server:
+        pipeline = setup(tmp_path, write_config, server)
+        config = pipeline.config
+        assert pipeline.capturer.capture().ok
+        detection = DetectionWorker(BrokenDetector(), pipeline.queue, config.storage.data_dir)  # type: ignore[arg-type]
+        assert detection.step()
+        assert not detection.step()  # the failed image is not retried in a loop
+        assert detection.failures == 1
+        assert pipeline.queue.published()["detect_failures"] == "1"
+        sync = SyncWorker(config, pipeline.queue, lambda: make_sink(config.sync))
+        drain(sync)
+        assert pipeline.queue.totals_by_state()["verified"].count == 1
+        assert server.requests["/put_uid_annotations"] == 0
+        pipeline.close()
