@@ -196,8 +196,12 @@ class Agent:
                 from agent.detect import make_detector
                 from agent.detect.worker import DetectionWorker
 
+                sync = self.sync
                 self.detection = DetectionWorker(
-                    make_detector(self.config.detector), self.pipeline.queue, data_dir
+                    make_detector(self.config.detector),
+                    self.pipeline.queue,
+                    data_dir,
+                    on_detected=sync.wake if sync is not None else None,
                 )
             self.pipeline.reconcile()
             self.pipeline.queue.prune_attempts(self.config.storage.keep_capture_log)

@@ -20,6 +20,7 @@ from agent.queue import Queue
 from agent.queue.syncrows import add_annotation, images_to_detect
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from agent.detect import Detector
@@ -33,8 +34,16 @@ NICENESS = 10
 class DetectionWorker:
     """Runs ``detector`` on queued images, in a thread of its own."""
 
-    def __init__(self, detector: Detector, queue: Queue, data_dir: Path) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        queue: Queue,
+        data_dir: Path,
+        on_detected: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_detected`` is called after each stored annotation (the agent wakes the sync)."""
         self.detector = detector
+        self.on_detected = on_detected
         self.queue = queue
         self.data_dir = data_dir
         self.failures = 0
@@ -98,4 +107,6 @@ class DetectionWorker:
             return True
         self.detected += 1
         log.info("detected %d insects on %s", len(outlines), image.path)
+        if self.on_detected is not None:
+            self.on_detected()
         return True
