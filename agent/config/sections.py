@@ -1,0 +1,177 @@
+"""Configuration of the other sections: device, storage, capture, location, sync, retention, log, detector."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+)
+
+from agent.config.base import MIN_INTERVAL_S, _parse_clock_time, _Section, parse_duration
+from agent.naming import DEVICE_ID_RE
+
+
+class DeviceConfig(_Section):
+    #: 8 lower-case hex digits; default: the last 8 hex digits of the CPU serial.
+    id: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, v: str | None) -> str | None:
+        if v is not None and not DEVICE_ID_RE.match(v):
+            raise ValueError(f'must be 8 lower-case hex digits like "5c173ff2", got "{v}"')
+        return v
+
+
+class StorageConfig(_Section):
+    data_dir: Path = Path("/var/lib/sticky-agent/images")
+    #: SQLite queue file; default ``<data_dir>/queue.sqlite``.
+    queue: Path | None = None
+    #: How many capture attempts the log table keeps (oldest pruned).
+    keep_capture_log: int = Field(default=10_000, ge=100)
+
+    @property
+    def queue_path(self) -> Path:
+        return self.queue if self.queue is not None else self.data_dir / "queue.sqlite"
+
+
+class WindowConfig(_Section):
+    """A daily time window (local time); ``start > end`` spans midnight (e.g. night only)."""
+
+    start: dt.time
+    end: dt.time
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time(cls, v: object) -> dt.time:
+        return _parse_clock_time(v)
+
+    def contains(self, t: dt.time) -> bool:
+        if self.start <= self.end:
+            return self.start <= t < self.end
+        return t >= self.start or t < self.end
+
+
+class CaptureConfig(_Section):
+    #: Time between captures (``"20m"``); at least 10 s.
+    interval: float = 1200.0
+    #: Optional cron expression (5 fields, local time) used instead of ``interval``.
+    cron: str | None = None
+    #: Optional daily window outside which scheduled captures are skipped.
+    window: WindowConfig | None = None
+    jpeg_quality: int = Field(default=90, ge=50, le=100)
+    #: How long a capture may wait for another capture's lock.
+    lock_timeout: float = 60.0
+
+    @field_validator("interval", "lock_timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
+
+    @field_validator("interval")
+    @classmethod
+    def _min_interval(cls, v: float) -> float:
+        if v < MIN_INTERVAL_S:
+            raise ValueError(f'must be a duration >= {MIN_INTERVAL_S}s, got "{v:g}s"')
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(v)
+        except ValueError as e:
+            raise ValueError(f'not a 5-field cron expression ("*/20 * * * *"): {e}') from e
+        return v
+
+
+class LocationConfig(_Section):
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+    alt: float = 0.0
+
+
+class SyncConfig(_Section):
+    """``[sync]``: the Sticky Pi API to push images and annotations to. Absent: capture only."""
+
+    url: str
+    #: A file holding one line ``username:password`` (not readable by others). Default:
+    #: ``$CREDENTIALS_DIRECTORY/<credential_name>`` (systemd ``LoadCredential=``).
+    credentials: Path | None = None
+    credential_name: str = "sticky-api"
+    #: A CA bundle for a server with a private CA (TLS verification is always on).
+    ca_bundle: Path | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    parallelism: int = Field(default=2, ge=1, le=8)
+    order: Literal["oldest", "newest"] = "oldest"
+    batch_size: int = Field(default=32, ge=1, le=500)
+    #: How often to check the API while idle or unreachable (backoff grows to backoff_max).
+    probe_interval: float = 60.0
+    backoff_max: float = 900.0
+    #: Uploads the server keeps rejecting move to ``failed`` after this many tries.
+    max_attempts: int = Field(default=5, ge=1)
+    #: Optional cap on upload speed, kilobits per second (metered links).
+    bandwidth_kbps: float | None = Field(default=None, gt=0)
+    #: Optional cap on uploaded megabytes per UTC day; holds across restarts.
+    daily_budget_mb: float | None = Field(default=None, gt=0)
+
+    @field_validator("connect_timeout", "read_timeout", "probe_interval", "backoff_max", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f'must be an http(s) URL like "https://api.example.org", got "{v}"')
+        return v.rstrip("/")
+
+
+class RetentionConfig(_Section):
+    """``[retention]``: when originals the server holds (same md5, verified) may be deleted."""
+
+    keep_days: float | None = Field(default=None, ge=0)
+    max_data_gb: float | None = Field(default=None, gt=0)
+    #: Keep at least this much disk free; below it captures stop rather than write broken files.
+    min_free_disk_mb: float = Field(default=200.0, ge=0)
+    #: Delete originals the server does NOT hold when the disk is full. Off: never.
+    delete_unsynced: bool = False
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class NoDetectorConfig(_Section):
+    type: Literal["none"]
+
+
+class BuiltinDetectorConfig(_Section):
+    """``[detector] type = "builtin"``: OpenCV segmentation (:mod:`agent.detect.builtin`)."""
+
+    type: Literal["builtin"]
+    #: A parameters JSON to use instead of the one shipped in the package.
+    params: Path | None = None
+    #: Long side, in pixels, the image is reduced to before detection (time and memory).
+    max_side: int = Field(default=1296, ge=320, le=8192)
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
+
+DetectorConfig = Annotated[NoDetectorConfig | BuiltinDetectorConfig, Field(discriminator="type")]
