@@ -1,0 +1,150 @@
+"""stickyctl commands of the sync side: sync, retry, devserver, demo."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+from agent.cli import Context, _signal_agent, cli, pass_ctx
+from agent.errors import StickyAgentError
+
+
+@cli.command()
+@pass_ctx
+def demo(ctx: Context) -> None:
+    """Run the agent AND a local development API server, to watch images arrive (demo only).
+
+    Needs a [sync] url on 127.0.0.1; writes the credentials file it names (demo:demo-password)
+    and serves the API from <data_dir>/../demo-server.
+    """
+    from urllib.parse import urlsplit
+
+    from agent.devserver import parse_user
+    from agent.devserver.app import DevServer
+    from agent.service import Agent
+
+    config = ctx.config()
+    url = urlsplit(config.sync.url) if config.sync else None
+    if config.sync is None or url is None or url.hostname not in ("127.0.0.1", "localhost"):
+        raise StickyAgentError('demo needs [sync] url = "http://127.0.0.1:<port>" in the configuration')
+    creds = config.sync.credentials
+    if creds is None:
+        raise StickyAgentError('demo needs [sync] credentials = "<file>" in the configuration')
+    creds.parent.mkdir(parents=True, exist_ok=True)
+    creds.write_text("demo:demo-password\n")
+    creds.chmod(0o600)
+    server_dir = config.storage.data_dir.parent / "demo-server"
+    server = DevServer(server_dir, [parse_user("demo:demo-password")], host="127.0.0.1", port=url.port or 80)
+    server.start()
+    click.echo(f"demo API server at {server.url} (data in {server_dir}); the agent starts now", err=True)
+    agent = Agent(config)
+    agent.install_signal_handlers()
+    try:
+        agent.start()
+        agent.run_forever()
+    finally:
+        server.stop()
+
+
+@cli.command()
+@pass_ctx
+def sync(ctx: Context) -> None:
+    """Sync now: ask the running agent to probe the API and upload, or do one full sync here."""
+    from agent.locks import running_agent_pid
+
+    config = ctx.config()
+    if config.sync is None:
+        raise StickyAgentError("no [sync] table in the configuration: this trap only captures")
+    pid = running_agent_pid(config.storage.data_dir)
+    if pid and pid > 0:
+        _signal_agent(pid, signal.SIGUSR2)
+        click.echo(f"asked the agent (pid {pid}) to sync now; follow it with: stickyctl status")
+        return
+    from agent.queue import Queue
+    from agent.sync.stickypi import make_sink
+    from agent.sync.worker import SyncWorker
+
+    queue = Queue(config.storage.queue_path, create=False)
+    sync_config = config.sync
+    worker = SyncWorker(config, queue, lambda: make_sink(sync_config))
+    try:
+        while worker.cycle() == 0.0:
+            pass
+    finally:
+        worker.stop()
+        queue.close()
+    if not worker.reachable:
+        raise StickyAgentError(f"the API at {sync_config.url} is unreachable; the queue is kept")
+    published = Queue(config.storage.queue_path, create=False).published()
+    if published.get("sync_error"):
+        raise StickyAgentError(f"sync stopped: {published['sync_error']}")
+    click.echo(f"synced with {sync_config.url}; see stickyctl status")
+
+
+@cli.command()
+@pass_ctx
+def retry(ctx: Context) -> None:
+    """Put images (and annotations) that the server kept refusing back in the queue."""
+    from agent.locks import running_agent_pid
+    from agent.queue import Queue
+    from agent.queue.syncrows import retry_failed
+
+    config = ctx.config()
+    queue = Queue(config.storage.queue_path, create=False)
+    try:
+        n = retry_failed(queue)
+    finally:
+        queue.close()
+    click.echo(f"{n} failed image(s) re-queued")
+    pid = running_agent_pid(config.storage.data_dir)
+    if n and pid and pid > 0 and config.sync is not None:
+        _signal_agent(pid, signal.SIGUSR2)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="TCP port (0: any free port).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder of the server's database, images and signing secret (created if needed).",
+)
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    required=True,
+    metavar="NAME:PASSWORD[:ROLE]",
+    help="An account; ROLE is read, write (default) or admin. Repeatable.",
+)
+@click.option(
+    "--token-lifetime",
+    default=86400.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds a token lives (24 h on the real server).",
+)
+def devserver(host: str, port: int, data_dir: Path, users: tuple[str, ...], token_lifetime: float) -> None:
+    """Serve a local Sticky Pi API for development, demos and tests.
+
+    A DEVELOPMENT TOOL, NOT FOR PRODUCTION: plain HTTP, passwords on the command
+    line. It speaks the wire protocol of the real Sticky Pi server, quirks
+    included (every failed upload is a 500 with an HTML body). Stop it with Ctrl-C.
+    """
+    from agent.devserver import parse_user
+    from agent.devserver.app import serve
+
+    try:
+        accounts = [parse_user(u) for u in users]
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--user") from None
+    serve(host, port, data_dir, accounts, token_lifetime)
