@@ -15,6 +15,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
+from agent.background import BackgroundWorker
 from agent.errors import StickyAgentError
 from agent.queue import Queue
 from agent.queue.syncrows import add_annotation, images_to_detect
@@ -31,8 +32,10 @@ IDLE_S = 60.0
 NICENESS = 10
 
 
-class DetectionWorker:
+class DetectionWorker(BackgroundWorker):
     """Runs ``detector`` on queued images, in a thread of its own."""
+
+    thread_name = "detect"
 
     def __init__(
         self,
@@ -49,36 +52,16 @@ class DetectionWorker:
         self.failures = 0
         self.detected = 0
         self._failed_ids: set[int] = set()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="detect", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _run(self) -> None:
+    def _before_loop(self) -> None:
         try:  # Linux: a thread's id is a "process" for setpriority; lower ours
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
         except (OSError, AttributeError):
             log.debug("could not lower the detection thread's priority")
-        while not self._stopping:
-            if not self.step():
-                self._wake.wait(IDLE_S)
-                self._wake.clear()
+
+    def cycle(self) -> float:
+        return 0.0 if self.step() else IDLE_S
 
     def step(self) -> bool:
         """Detect insects on one waiting image; return False if none was waiting."""

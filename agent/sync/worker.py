@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass
 from hashlib import md5 as md5_of
 from pathlib import Path
 
+from agent.background import BackgroundWorker
 from agent.config import Config
 from agent.errors import (
     SinkAuthError,
@@ -85,8 +85,10 @@ class BudgetExhausted(SyncError):
     """Today's data budget is spent; uploads resume tomorrow (UTC)."""
 
 
-class SyncWorker:
+class SyncWorker(BackgroundWorker):
     """Moves queued images and annotations to a sink, in a thread of its own."""
+
+    thread_name = "sync"
 
     def __init__(
         self,
@@ -106,43 +108,15 @@ class SyncWorker:
         self.budget = DailyBudget(queue, self.sync.daily_budget_mb)
         self.reachable: bool | None = None
         self.failures = 0
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    # -- thread ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="sync", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        """Try now (a new capture, ``stickyctl sync``, or the network came back)."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                # Waiting on a hung server: abandon the request (the thread is a daemon). Safe:
-                # the queue only moves on the server's evidence, so the next start re-checks.
-                log.warning("sync worker still waiting on the network after %gs; not waiting longer", timeout)
-                return
-        if self.sink is not None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the thread; a request to a hung server is abandoned (the thread is a daemon),
+        which is safe: the queue only moves on the server's evidence, so the next start re-checks."""
+        stopped = super().stop(timeout)
+        if stopped and self.sink is not None:
             self.sink.close()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _run(self) -> None:
-        while not self._stopping:
-            delay = self.cycle()
-            if delay > 0:
-                self._wake.wait(delay)
-            self._wake.clear()
+        return stopped
 
     # -- one cycle ------------------------------------------------------------------------
 
