@@ -3,7 +3,8 @@
 The data path, one module per step::
 
     scheduler -> capture (camera + flash + sensors) -> imagewriter (EXIF, atomic
-    write, thumbnails, md5) -> queue (SQLite) -> [detector, sync: later issues]
+    write, thumbnails, md5) -> queue (SQLite) -> detect (annotations into the queue)
+    -> sync (images, then their annotations, to the Sticky Pi API)
 
 ``stickyctl`` (``agent.cli``) is the command-line entry point.
 """
