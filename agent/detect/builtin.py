@@ -79,7 +79,7 @@ class Params:
     close: float = 3.0
     min_area: float = 100.0
     drop_border: bool = True
-    simplify: float = 1.0
+    simplify: float = 0.5
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Params:
