@@ -5,12 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 DEFAULT_CONFIG_PATH = Path("/etc/sticky-agent/agent.toml")
 CONFIG_ENV = "STICKY_AGENT_CONFIG"
@@ -67,3 +64,9 @@ def _parse_fraction_duration(value: object) -> float:
 
 #: gpiozero pin factories by name (``mock`` runs anywhere); ``None``: gpiozero's own choice.
 PinFactoryName = Literal["mock", "lgpio", "rpigpio", "pigpio", "native"]
+
+
+#: A duration field: ``"20m"``, ``"1h30m"``, ``"45s"`` or a number of seconds.
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: A short hardware duration: also ``"0.05s"`` and ``"50ms"``.
+ShortDuration = Annotated[float, BeforeValidator(_parse_fraction_duration)]

@@ -12,7 +12,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent.config.base import PinFactoryName, _parse_fraction_duration, _Section, parse_duration
+from agent.config.base import Duration, PinFactoryName, ShortDuration, _Section, parse_duration
 
 
 class SyntheticCameraConfig(_Section):
@@ -178,12 +178,7 @@ class GpioFlashConfig(_Section):
     #: (``$GPIOZERO_PIN_FACTORY`` or the Pi's own).
     pin_factory: Literal["mock", "lgpio", "rpigpio", "pigpio", "native"] | None = None
     #: Time the flash is on before the exposure starts.
-    warmup: float = 0.0
-
-    @field_validator("warmup", mode="before")
-    @classmethod
-    def _duration(cls, v: object) -> float:
-        return parse_duration(v)
+    warmup: Duration = 0.0
 
 
 FlashConfig = Annotated[NoFlashConfig | GpioFlashConfig, Field(discriminator="type")]
@@ -212,7 +207,7 @@ class HatSensorsConfig(_Section):
     #: Reads per capture before the climate sensor is given up as unknown (DHT reads often fail).
     climate_attempts: int = Field(default=3, ge=1, le=10)
     #: Wait between two climate read attempts (a DHT22 needs about 2 s between samples).
-    climate_retry_delay: float = Field(default=2.0, ge=0, le=10)
+    climate_retry_delay: ShortDuration = Field(default=2.0, ge=0, le=10)
     #: Read the battery through the hat's MCP3001 ADC.
     battery: bool = True
     #: Battery voltage over ADC input voltage: ``(R1 + R2) / R2`` for a divider R1 (battery side)
@@ -228,11 +223,6 @@ class HatSensorsConfig(_Section):
     battery_select_pin: int = Field(default=8, ge=0, le=27)
     pin_factory: PinFactoryName | None = None
 
-    @field_validator("climate_retry_delay", mode="before")
-    @classmethod
-    def _duration(cls, v: object) -> float:
-        return _parse_fraction_duration(v)
-
 
 SensorsConfig = Annotated[NoSensorsConfig | FakeSensorsConfig | HatSensorsConfig, Field(discriminator="type")]
 
@@ -244,13 +234,8 @@ class ButtonConfig(_Section):
     #: BCM pin (GPIO 22 on the Sticky Pi hat).
     pin: int = Field(default=22, ge=0, le=27)
     #: Presses closer together than this (contact bounce) count once.
-    bounce: float = Field(default=0.05, ge=0, le=5)
+    bounce: ShortDuration = Field(default=0.05, ge=0, le=5)
     pin_factory: PinFactoryName | None = None
-
-    @field_validator("bounce", mode="before")
-    @classmethod
-    def _duration(cls, v: object) -> float:
-        return _parse_fraction_duration(v)
 
 
 class LedConfig(_Section):

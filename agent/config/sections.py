@@ -12,7 +12,7 @@ from pydantic import (
     field_validator,
 )
 
-from agent.config.base import MIN_INTERVAL_S, _parse_clock_time, _Section, parse_duration
+from agent.config.base import MIN_INTERVAL_S, Duration, _parse_clock_time, _Section
 from agent.naming import DEVICE_ID_RE
 
 
@@ -59,19 +59,14 @@ class WindowConfig(_Section):
 
 class CaptureConfig(_Section):
     #: Time between captures (``"20m"``); at least 10 s.
-    interval: float = 1200.0
+    interval: Duration = 1200.0
     #: Optional cron expression (5 fields, local time) used instead of ``interval``.
     cron: str | None = None
     #: Optional daily window outside which scheduled captures are skipped.
     window: WindowConfig | None = None
     jpeg_quality: int = Field(default=90, ge=50, le=100)
     #: How long a capture may wait for another capture's lock.
-    lock_timeout: float = 60.0
-
-    @field_validator("interval", "lock_timeout", mode="before")
-    @classmethod
-    def _duration(cls, v: object) -> float:
-        return parse_duration(v)
+    lock_timeout: Duration = 60.0
 
     @field_validator("interval")
     @classmethod
@@ -110,25 +105,20 @@ class SyncConfig(_Section):
     credential_name: str = "sticky-api"
     #: A CA bundle for a server with a private CA (TLS verification is always on).
     ca_bundle: Path | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float = 120.0
+    connect_timeout: Duration = 10.0
+    read_timeout: Duration = 120.0
     parallelism: int = Field(default=2, ge=1, le=8)
     order: Literal["oldest", "newest"] = "oldest"
     batch_size: int = Field(default=32, ge=1, le=500)
     #: How often to check the API while idle or unreachable (backoff grows to backoff_max).
-    probe_interval: float = 60.0
-    backoff_max: float = 900.0
+    probe_interval: Duration = 60.0
+    backoff_max: Duration = 900.0
     #: Uploads the server keeps rejecting move to ``failed`` after this many tries.
     max_attempts: int = Field(default=5, ge=1)
     #: Optional cap on upload speed, kilobits per second (metered links).
     bandwidth_kbps: float | None = Field(default=None, gt=0)
     #: Optional cap on uploaded megabytes per UTC day; holds across restarts.
     daily_budget_mb: float | None = Field(default=None, gt=0)
-
-    @field_validator("connect_timeout", "read_timeout", "probe_interval", "backoff_max", mode="before")
-    @classmethod
-    def _duration(cls, v: object) -> float:
-        return parse_duration(v)
 
     @field_validator("url")
     @classmethod
