@@ -178,7 +178,8 @@ def _format_sync(sync: dict[str, Any], queue: dict[str, Any], now: dt.datetime) 
         what = "ok" if last["outcome"] == "ok" else f"{last['outcome']}: {last.get('error')}"
         lines.append(
             f"last sync       {_ago(last['started'], now)}, {what}, {last['images_sent']} images "
-            f"({_size(last['bytes_sent'])}) in {last['seconds']:.1f}s"
+            f"({_size(last['bytes_sent'])}), {last.get('annotations_sent', 0)} annotations "
+            f"in {last['seconds']:.1f}s"
         )
     rate = sync.get("throughput_bytes_per_s")
     if rate:
