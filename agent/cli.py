@@ -15,13 +15,16 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from agent import __version__
 from agent.config import Config, load_config, resolve_config_path
 from agent.errors import StickyAgentError
+
+if TYPE_CHECKING:
+    from agent.queue import Image
 
 log = logging.getLogger("agent")
 
@@ -105,27 +108,23 @@ def capture(ctx: Context, timeout: float) -> None:
     config = ctx.config()
     pid = running_agent_pid(config.storage.data_dir)
     if pid and pid > 0:
-        result = _capture_via_agent(config, pid, timeout)
+        outcome, image, error = _capture_via_agent(config, pid, timeout)
     else:
         from agent.service import Pipeline
 
         pipeline = Pipeline.build(config)
         try:
             r = pipeline.capturer.capture(manual=True)
-            result = {
-                "outcome": r.outcome,
-                "path": str(config.storage.data_dir / r.image.path) if r.image else None,
-                "md5": r.image.md5 if r.image else None,
-                "error": r.error,
-            }
+            outcome, image, error = r.outcome, r.image, r.error
         finally:
             pipeline.close()
-    if result["outcome"] != "ok":
-        raise StickyAgentError(f"capture {result['outcome']}: {result['error']}")
-    click.echo(f"{result['path']}  md5 {result['md5']}")
+    if outcome != "ok" or image is None:
+        raise StickyAgentError(f"capture {outcome}: {error}")
+    click.echo(f"{config.storage.data_dir / image.path}  md5 {image.md5}")
 
 
-def _capture_via_agent(config: Config, pid: int, timeout: float) -> dict[str, Any]:
+def _capture_via_agent(config: Config, pid: int, timeout: float) -> tuple[str, Image | None, str | None]:
+    """Ask the running agent for a manual capture; return its outcome, image and error."""
     from agent.queue import Queue
 
     queue = Queue(config.storage.queue_path, create=False)
@@ -138,12 +137,7 @@ def _capture_via_agent(config: Config, pid: int, timeout: float) -> dict[str, An
             for a in queue.attempts(limit=5):
                 if a.id > last_id and a.manual:
                     image = next((i for i in queue.images(limit=5) if i.id == a.image_id), None)
-                    return {
-                        "outcome": a.outcome,
-                        "path": str(config.storage.data_dir / image.path) if image else None,
-                        "md5": image.md5 if image else None,
-                        "error": a.error,
-                    }
+                    return a.outcome, image, a.error
             time.sleep(0.2)
     finally:
         queue.close()
