@@ -34,18 +34,11 @@ from agent.exif import ExifSummary, read_exif
 from agent.imagewriter import atomic_write, ensure_dir, fsync_dir, make_thumbnails
 from agent.naming import PARTIAL_SUFFIX, THUMBNAIL_DIRS, parse_image_name, thumbnail_path
 from agent.queue import ImageState, Queue
+from agent.queue.states import STATES_WITH_FILE
 
 log = logging.getLogger(__name__)
 
 QUARANTINE_DIR = "quarantine"
-#: States whose original should be on disk.
-STATES_WITH_FILE = {
-    ImageState.CAPTURED.value,
-    ImageState.UPLOADED.value,
-    ImageState.VERIFIED.value,
-    ImageState.FAILED.value,
-    ImageState.CONFLICT.value,
-}
 
 
 @dataclass
@@ -171,7 +164,7 @@ def reconcile(queue: Queue, data_dir: Path) -> ReconcileReport:
             except ImageFormatError as e:
                 log.error("cannot rebuild thumbnails of %s: %s", rel, e)
     for rel, (image_id, state) in rows.items():
-        if state in STATES_WITH_FILE and rel not in on_disk:
+        if state in STATES_WITH_FILE and rel not in on_disk:  # StrEnum: compares with the text
             try:
                 queue.set_state(image_id, ImageState.MISSING, error="file gone from the data folder")
                 report.missing.append(rel)

@@ -16,6 +16,7 @@ from agent.config import load_config
 from agent.errors import QueueError
 from agent.naming import thumbnail_path
 from agent.queue import ImageState, Queue
+from agent.queue.readonly import QueueReader
 from agent.queue.schema import MIGRATIONS, SCHEMA_VERSION, TRANSITIONS, Base
 from agent.reconcile import reconcile
 from agent.service import Pipeline
@@ -106,8 +107,11 @@ def test_totals_and_oldest_waiting(tmp_path: Path) -> None:
     totals = q.totals_by_state()
     assert totals["captured"].count == 3 and totals["captured"].bytes == 1001 + 1002 + 1003
     assert totals["verified"].count == 1
-    oldest = q.oldest_waiting()
-    assert oldest is not None and oldest.id == ids[1]
+    reader = QueueReader(tmp_path / "q.sqlite")  # what stickyctl status reads
+    assert reader.totals_by_state() == {"captured": (3, 1001 + 1002 + 1003), "verified": (1, 1000)}
+    oldest = reader.oldest_waiting()
+    assert oldest is not None and oldest["name"] == "img1.jpg"  # ids[1]: ids[0] is verified
+    reader.close()
 
 
 def test_prune_keeps_the_newest_attempts(tmp_path: Path) -> None:

@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import QueueError
-from agent.queue.states import WAITING_STATES, ImageState
-
-PROBLEM_STATES = (ImageState.CONFLICT, ImageState.FAILED, ImageState.QUARANTINED)
+from agent.queue.states import PROBLEM_STATES, WAITING_STATES
 
 
 def _time(value: str | None) -> dt.datetime | None:

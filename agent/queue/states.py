@@ -73,3 +73,13 @@ class AnnotationState(enum.StrEnum):
 
 #: States whose original is still waiting to reach the server.
 WAITING_STATES = (ImageState.CAPTURED, ImageState.UPLOADED, ImageState.FAILED)
+#: States whose original is on disk (everything before eviction, except quarantine and loss).
+STATES_WITH_FILE = (
+    ImageState.CAPTURED,
+    ImageState.UPLOADED,
+    ImageState.VERIFIED,
+    ImageState.FAILED,
+    ImageState.CONFLICT,
+)
+#: States an operator must look at: shown with their reasons in ``stickyctl status``.
+PROBLEM_STATES = (ImageState.CONFLICT, ImageState.FAILED, ImageState.QUARANTINED)

@@ -26,7 +26,6 @@ from agent.queue.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     TRANSITIONS,
-    WAITING_STATES,
     AgentState,
     CaptureAttempt,
     Image,
@@ -211,18 +210,6 @@ class Queue:
         with self.session() as s:
             return {st: StateTotals(int(n), int(b)) for st, n, b in s.execute(q)}
 
-    def oldest_waiting(self) -> Image | None:
-        q = (
-            select(Image)
-            .where(Image.state.in_([st.value for st in WAITING_STATES]))
-            .order_by(Image.datetime)
-            .limit(1)
-        )
-        with self.session() as s:
-            return s.scalar(q)
-
-    # -- capture attempts ----------------------------------------------------------------
-
     def record_attempt(
         self,
         *,
@@ -251,15 +238,6 @@ class Queue:
             q = q.where(CaptureAttempt.outcome == outcome)
         with self.session() as s:
             return list(s.scalars(q))
-
-    def attempt_counts(self, since: dt.datetime) -> dict[str, int]:
-        q = (
-            select(CaptureAttempt.outcome, func.count())
-            .where(CaptureAttempt.started_at >= since)
-            .group_by(CaptureAttempt.outcome)
-        )
-        with self.session() as s:
-            return {o: int(n) for o, n in s.execute(q)}
 
     def prune_attempts(self, keep: int) -> int:
         """Delete all but the newest ``keep`` capture attempts; return how many went."""

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
 
 from agent.queue.schema import Annotation, AnnotationState, Image, ImageState, utcnow
+from agent.queue.states import STATES_WITH_FILE
 from agent.queue.store import Queue
 
 #: Images the server may not hold yet: the sync worker looks at these.
 TO_SYNC = (ImageState.CAPTURED.value, ImageState.UPLOADED.value)
-PROBLEM_STATES = (ImageState.CONFLICT.value, ImageState.FAILED.value, ImageState.QUARANTINED.value)
 #: Images the server verifiably holds: their annotations may go.
 ON_SERVER = (ImageState.VERIFIED.value, ImageState.EVICTED.value)
 
@@ -113,41 +112,16 @@ def evictable(queue: Queue, states: tuple[str, ...], limit: int = 500) -> list[I
 
 def bytes_on_disk(queue: Queue) -> int:
     """Return the size of all originals still on disk according to the queue."""
-    with_file = (
-        ImageState.CAPTURED.value,
-        ImageState.UPLOADED.value,
-        ImageState.VERIFIED.value,
-        ImageState.FAILED.value,
-        ImageState.CONFLICT.value,
+    q = select(func.coalesce(func.sum(Image.size), 0)).where(
+        Image.state.in_([st.value for st in STATES_WITH_FILE])
     )
-    q = select(func.coalesce(func.sum(Image.size), 0)).where(Image.state.in_(with_file))
     with queue.session() as s:
         return int(s.scalar(q) or 0)
 
 
-def problems(queue: Queue, limit: int = 5) -> list[Image]:
-    """Return the latest conflicts and failures with their reasons."""
-    q = (
-        select(Image)
-        .where(
-            Image.state.in_(
-                (ImageState.CONFLICT.value, ImageState.FAILED.value, ImageState.QUARANTINED.value)
-            )
-        )
-        .order_by(Image.updated_at.desc())
-        .limit(limit)
-    )
-    with queue.session() as s:
-        return list(s.scalars(q))
-
-
 #: States whose original is on disk, so a detector can read it.
-WITH_FILE = (
-    ImageState.CAPTURED.value,
-    ImageState.UPLOADED.value,
-    ImageState.VERIFIED.value,
-    ImageState.FAILED.value,
-)
+# (A conflict's annotations could never be sent: the server holds another image.)
+WITH_FILE = tuple(st.value for st in STATES_WITH_FILE if st != ImageState.CONFLICT)
 
 
 def images_to_detect(
@@ -165,22 +139,3 @@ def images_to_detect(
         q = q.where(Image.id.not_in(skip))
     with queue.session() as s:
         return list(s.scalars(q.limit(limit)))
-
-
-def insect_counts(queue: Queue, since: dt.datetime) -> dict[str, Any]:
-    """Return the insect count of the newest annotated image and the sum since ``since``."""
-    q = select(Image.path, Image.datetime, Annotation.n_objects).join(
-        Annotation, Annotation.image_id == Image.id
-    )
-    with queue.session() as s:
-        last = s.execute(q.order_by(Image.datetime.desc()).limit(1)).first()
-        total = s.scalar(
-            select(func.coalesce(func.sum(Annotation.n_objects), 0))
-            .join(Image, Annotation.image_id == Image.id)
-            .where(Image.datetime >= since)
-        )
-    return {
-        "last_image": None if last is None else {"datetime": last[1].isoformat(), "insects": int(last[2])},
-        "since": since.isoformat(),
-        "insects_since": int(total or 0),
-    }
