@@ -113,42 +113,12 @@ def test_every_image_and_annotation_arrives_exactly_once_through_faults(
     pipeline.close()
 
 
-class HangingServer:
-    """Accepts connections and never answers (a server wedged behind a load balancer)."""
-
-    def __init__(self) -> None:
-        import socket
-        import threading
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.sock.close()
-        for c in self.conns:
-            c.close()
-
-
 @pytest.mark.slow
 def test_captures_stay_on_time_while_the_server_hangs(
     tmp_path: Path, write_config: Callable[..., Path]
 ) -> None:
-    hang = HangingServer()
+    # a server wedged behind a load balancer: every request is read and never answered
+    hang = FaultProxy(("127.0.0.1", 9), schedule=lambda _n: Fault.STALL, stall_seconds=300).start()
     cfg = write_config(
         capture={"interval": "10s"},
         camera={"width": 1296, "height": 972},
@@ -169,11 +139,11 @@ def test_captures_stay_on_time_while_the_server_hangs(
             done.wait(0.2)
         attempts = queue.attempts(limit=5)
         assert len(attempts) >= 2, "no scheduled captures while the server hung"
-        assert hang.conns, "the sync worker never reached the hanging server"
+        assert hang.counts[Fault.STALL] >= 1, "the sync worker never reached the hanging server"
         for a in attempts:
             slot = a.started_at.replace(microsecond=0) - dt.timedelta(seconds=a.started_at.second % 10)
             late = (a.started_at - slot).total_seconds()
             assert a.outcome == "ok" and late < 1.0, f"capture started {late:.2f}s after its slot"
     finally:
         agent.stop()
-        hang.close()
+        hang.stop()
