@@ -29,8 +29,8 @@ from agent.imagewriter import write_image_bytes
 from agent.locks import capture_lock
 from agent.naming import image_path
 from agent.queue import Image, Queue
+from agent.retention import enforce, free_mb
 from agent.sensors import Sensors, read_safely
-from agent.sync.retention import enforce, free_mb
 
 log = logging.getLogger(__name__)
 

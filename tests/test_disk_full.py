@@ -52,9 +52,7 @@ def test_a_low_disk_evicts_verified_originals_before_giving_up(
         original = pipeline.config.storage.data_dir / first.image.path
         # the disk is low until that original is gone
         monkeypatch.setattr("agent.capture.free_mb", lambda _p: 5000.0 if not original.exists() else 100.0)
-        monkeypatch.setattr(
-            "agent.sync.retention.free_mb", lambda _p: 5000.0 if not original.exists() else 100.0
-        )
+        monkeypatch.setattr("agent.retention.free_mb", lambda _p: 5000.0 if not original.exists() else 100.0)
         assert pipeline.capturer.capture().ok
         assert not original.exists()
         states = {i.id: i.state for i in pipeline.queue.images()}

@@ -40,9 +40,9 @@ from agent.naming import image_path, thumbnail_path
 from agent.queue import Image, ImageState
 from agent.queue.schema import Annotation
 from agent.queue.syncrows import add_annotation, pending_annotations
+from agent.retention import enforce
 from agent.service import Pipeline
 from agent.sync.credentials import Credentials, load_credentials
-from agent.sync.retention import enforce
 from agent.sync.stickypi import StickyPiSink, make_sink
 from agent.sync.throttle import Bandwidth, DailyBudget
 from agent.sync.worker import SyncWorker, backoff_delay

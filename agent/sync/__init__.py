@@ -5,5 +5,4 @@
 - :mod:`agent.sync.credentials`: API credentials from a file or systemd credentials
 - :mod:`agent.sync.throttle`: bandwidth cap and daily data budget
 - :mod:`agent.sync.worker`: the worker thread: probe, back off, batch, verify
-- :mod:`agent.sync.retention`: delete originals the server verifiably holds
 """

@@ -51,7 +51,7 @@ from agent.queue.syncrows import (
     set_annotation_state,
     sync_batch,
 )
-from agent.sync.retention import enforce
+from agent.retention import enforce
 from agent.sync.sink import AnnotationBatch, ImageKey, RemoteImage, Sink
 from agent.sync.throttle import Bandwidth, DailyBudget
 
