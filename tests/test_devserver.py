@@ -143,7 +143,7 @@ def test_bad_token_is_401(server: DevServer) -> None:
     token = get_token(server)
     forged = token[:-1] + ("0" if token[-1] != "0" else "1")
     for bad in ("not-a-token", forged, "YWxpY2U.99999999999.abc"):
-        r = post(server, "/get_images/metadata", [], bad)
+        r = post(server, "/get_images/metadata", [key(NEW)], bad)
         assert r.status_code == 401
         assert r.text == "Unauthorized Access"
         assert r.headers["WWW-Authenticate"] == 'Basic realm="Authentication Required"'
@@ -152,19 +152,19 @@ def test_bad_token_is_401(server: DevServer) -> None:
 def test_expired_token_is_401(server: DevServer, clock: Clock) -> None:
     token = get_token(server)
     clock.now += 3599
-    assert post(server, "/get_images/metadata", [], token).status_code == 200
+    assert post(server, "/get_images/metadata", [key(NEW)], token).status_code == 200
     clock.now += 2
-    r = post(server, "/get_images/metadata", [], token)
+    r = post(server, "/get_images/metadata", [key(NEW)], token)
     assert r.status_code == 401
     assert r.text == "Unauthorized Access"
-    assert post(server, "/get_images/metadata", [], get_token(server)).status_code == 200
+    assert post(server, "/get_images/metadata", [key(NEW)], get_token(server)).status_code == 200
 
 
 def test_token_survives_restart(tmp_path: Path, clock: Clock) -> None:
     with DevServer(tmp_path / "srv", USERS, clock=clock) as first:
         token = get_token(first)
     with DevServer(tmp_path / "srv", USERS, clock=clock) as second:
-        assert post(second, "/get_images/metadata", [], token).status_code == 200
+        assert post(second, "/get_images/metadata", [key(NEW)], token).status_code == 200
 
 
 # -- routing and content types --------------------------------------------------------------------
@@ -193,7 +193,61 @@ def test_thumbnail_underscore_is_500(server: DevServer) -> None:
     assert post(server, "/get_images/thumbnail-mini", [key(NEW)], token).status_code == 200
 
 
+@pytest.mark.parametrize("what", ["metadata", "image", "thumbnail", "thumbnail-mini"])
+def test_an_empty_key_list_on_get_images_is_a_500(server: DevServer, what: str) -> None:
+    """The real server builds ``SELECT ... WHERE `` with no condition for ``[]``."""
+    token = get_token(server)
+    assert_html_500(post(server, f"/get_images/{what}", [], token))
+    assert post(server, f"/get_images/{what}", [key(NEW)], token).json() == []
+
+
+def test_an_empty_key_list_on_get_uid_annotations_is_an_empty_answer(server: DevServer) -> None:
+    token = get_token(server)
+    for what in ("metadata", "data"):
+        r = post(server, f"/get_uid_annotations/{what}", [], token)
+        assert (r.status_code, r.json()) == (200, [])
+
+
+def test_a_get_route_is_405(server: DevServer) -> None:
+    r = requests.get(f"{server.url}/get_images/metadata", auth=("alice", "secret"), timeout=10)
+    assert r.status_code == 405
+
+
+def test_a_token_may_ask_for_a_new_token(server: DevServer, clock: Clock) -> None:
+    token = get_token(server)
+    clock.now += 10
+    r = requests.post(f"{server.url}/get_token", auth=(token, ""), timeout=10)
+    assert r.status_code == 200
+    assert r.json()["expiration"] == int(T0 + 10 + 3600)
+
+
+def test_invalid_json_is_400_and_json_not_a_list_is_500(server: DevServer) -> None:
+    token = get_token(server)
+    r = requests.post(
+        f"{server.url}/get_images/metadata",
+        data="[{",
+        headers={"Content-Type": "application/json"},
+        auth=(token, ""),
+        timeout=10,
+    )
+    assert r.status_code == 400
+    assert_html_500(post(server, "/get_images/metadata", {"device": "512858f4"}, token))
+    assert_html_500(post(server, "/get_images/metadata", [{"device": "512858f4"}], token))  # no datetime
+    assert_html_500(post(server, "/get_images/metadata", [{**key(NEW), "datetime": "yesterday"}], token))
+
+
 # -- images -----------------------------------------------------------------------------------------
+
+
+def test_a_key_asked_twice_matches_its_image_once(server: DevServer) -> None:
+    token = get_token(server)
+    assert upload(server, token, NEW, blob(NEW)).status_code == 200
+    legacy_form = {"device": "512858f4", "datetime": "2022-05-17_18-46-57"}
+    rows = post(server, "/get_images/metadata", [key(NEW), key(NEW), legacy_form], token).json()
+    assert len(rows) == 1
+    body = annotation_body(NEW, md5(blob(NEW)))
+    assert post(server, "/put_uid_annotations", body, token).status_code == 200
+    assert len(post(server, "/get_uid_annotations/metadata", [key(NEW), key(NEW)], token).json()) == 1
 
 
 def test_upload_real_image_then_metadata(server: DevServer) -> None:
@@ -323,17 +377,29 @@ def test_several_files_commit_each_on_its_own(server: DevServer) -> None:
     assert len(metadata(server, token, NEW, NEW2)) == 2  # NEW2 was committed before NEW failed
 
 
+def assert_403(r: requests.Response) -> None:
+    """A role refusal as flask-httpauth sends it: the 401's body and header with status 403."""
+    assert r.status_code == 403
+    assert r.text == "Unauthorized Access"
+    assert r.headers["WWW-Authenticate"] == 'Basic realm="Authentication Required"'
+
+
 def test_read_only_user_gets_403(server: DevServer) -> None:
     token = get_token(server, "reader", "r")
-    assert upload(server, token, NEW, blob(NEW)).status_code == 403
-    assert post(server, "/put_uid_annotations", [], token).status_code == 403
+    assert_403(upload(server, token, NEW, blob(NEW)))
+    assert_403(post(server, "/put_uid_annotations", [], token))
+    # the role is checked before the body is read: no 415 and no 500 for a read-only user
+    r = requests.post(f"{server.url}/put_uid_annotations", data="x", auth=(token, ""), timeout=10)
+    assert_403(r)
+    no_file = requests.post(f"{server.url}/_put_new_images", data={"a": "b"}, auth=(token, ""), timeout=10)
+    assert_403(no_file)
     assert post(server, "/get_images/metadata", [key(NEW)], token).json() == []
 
 
 def test_delete_images_is_admin_only(server: DevServer) -> None:
     token = get_token(server)
     assert upload(server, token, NEW, blob(NEW)).status_code == 200
-    assert post(server, "/delete_images", [key(NEW)], token).status_code == 403
+    assert_403(post(server, "/delete_images", [key(NEW)], token))
     admin = get_token(server, "root", "toor")
     r = post(server, "/delete_images", [key(NEW), key(NEW2)], admin)
     assert r.status_code == 200

@@ -57,8 +57,6 @@ CONTOUR = [[[1, 2]], [[3, 4]], [[5, 6]]]
 OUTLINES = [
     {"contour": CONTOUR, "name": "insect", "fill_colour": "#ff0000", "stroke_colour": "#0000ff", "value": 0}
 ]
-#: What a pass may ask the server when it has nothing to send.
-READ_ONLY_ROUTES = {"/get_token", "/get_images/metadata", "/get_uid_annotations/metadata"}
 
 
 # -- clocks ------------------------------------------------------------------------------------
@@ -197,12 +195,13 @@ class Trap:
         self,
         config: Config | None = None,
         sink_factory: Callable[[], Any] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> SyncWorker:
         config = config or self.config
         sync = config.sync
         assert sync is not None
         factory = sink_factory or (lambda: make_sink(sync))
-        worker = SyncWorker(config, self.queue, factory, rng=random.Random(7))
+        worker = SyncWorker(config, self.queue, factory, rng=random.Random(7), clock=clock)
         self.workers.append(worker)
         return worker
 
@@ -367,10 +366,9 @@ def test_first_sync_uploads_every_image_once_and_a_second_sync_sends_nothing(
     before = collections.Counter(server.requests)
     assert drain(worker) > 0
     assert delta(server, before) == {}
-    # A restarted agent (a new worker): a probe, no upload.
+    # A restarted agent (a new worker): a probe (one /get_token, never an empty key list), no upload.
     assert drain(trap.worker()) > 0
-    sent = delta(server, before)
-    assert set(sent) <= READ_ONLY_ROUTES and sent["/get_images/metadata"] >= 1
+    assert delta(server, before) == {"/get_token": 1}
     assert trap.states() == {"verified": 5}
 
 
@@ -425,8 +423,8 @@ def test_a_conflict_is_never_overwritten_and_is_shown(
 def test_a_lost_upload_answer_is_found_on_the_server_not_sent_again(
     server: DevServer, make_trap: Callable[..., Trap]
 ) -> None:
-    # Requests: 1 get_token, 2 probe, 3 lookup, 4 the upload: stored, then the connection drops.
-    proxy = FaultProxy.for_url(server.url, schedule=scripted(*[Fault.NONE] * 3, Fault.DROP_AFTER))
+    # Requests: 1 get_token (the probe), 2 lookup, 3 the upload: stored, then the connection drops.
+    proxy = FaultProxy.for_url(server.url, schedule=scripted(*[Fault.NONE] * 2, Fault.DROP_AFTER))
     with proxy:
         trap = make_trap(proxy.url, parallelism=1)
         (img,) = trap.capture(1)
@@ -673,37 +671,156 @@ def test_a_file_the_server_keeps_refusing_fails_after_max_attempts_and_retry_req
     assert worker.cycle() == 1.0  # one pass: the others go, the bad one is refused once
     assert [trap.state(i) for i in others] == [ImageState.VERIFIED] * 2
     assert (trap.state(bad), trap.row(bad).attempts) == (ImageState.CAPTURED, 1)
-    worker.cycle()
-    worker.cycle()
+    for _ in range(2):  # the trap captures on; the server takes those, so it is the image
+        trap.capture(1)
+        worker.cycle()
 
     row = trap.row(bad)
     assert row.state == ImageState.FAILED and row.attempts == 3
     assert "gave up after 3 tries" in (row.last_error or "") and "500" in (row.last_error or "")
-    assert server.requests["/_put_new_images"] == 2 + 3
+    assert server.requests["/_put_new_images"] == 4 + 3
     before = collections.Counter(server.requests)
     drain(worker)
     assert delta(server, before)["/_put_new_images"] == 0  # the queue moved on
-    assert len(Api(server).all_images()) == 2
+    assert len(Api(server).all_images()) == 4
 
     retried = run_stickyctl("--config", str(trap.config.source), "retry")
     assert retried.returncode == 0, retried.stderr
     assert "1 failed image(s) re-queued" in retried.stdout
     assert (trap.state(bad), trap.row(bad).attempts) == (ImageState.CAPTURED, 0)
+    trap.capture(1)
     worker.cycle()
-    assert server.requests["/_put_new_images"] == 2 + 3 + 1  # tried again
+    assert server.requests["/_put_new_images"] == 7 + 2  # tried again (with a new capture)
     assert trap.row(bad).attempts == 1
 
 
-def test_a_batch_the_server_refuses_entirely_waits_before_trying_again(
+def test_a_batch_the_server_refuses_entirely_is_an_outage_counted_against_no_image(
     server: DevServer, make_trap: Callable[..., Trap]
 ) -> None:
     trap = make_trap(server.url, batch_size=2, max_attempts=3)
     bad = [trap.add_unparseable_image(dt.datetime(2026, 1, 1, 11, m, 0, tzinfo=UTC)) for m in (0, 1)]
     worker = trap.worker()
-    # a full batch, every image refused: not "more to do at once", but the probe interval
-    assert worker.cycle() == 1.0
-    assert [trap.row(b).attempts for b in bad] == [1, 1]
+    # a full batch, every image refused: maybe an outage. Back off, count nothing against them.
+    assert 2.5 <= worker.cycle() <= 5.0
+    assert [trap.row(b).attempts for b in bad] == [0, 0]
     assert [trap.state(b) for b in bad] == [ImageState.CAPTURED] * 2
+    assert "refuses every upload" in trap.queue.published()["sync_error"]
+
+
+def outage(server: DevServer, monkeypatch: pytest.MonkeyPatch) -> Callable[[bool], None]:
+    """Return a switch: on, the server answers every upload with its 500 (its storage is down)
+    while it still answers metadata queries."""
+    from agent.devserver.store import StoreError
+
+    put_image = server.app.store.put_image
+
+    def switch(down: bool) -> None:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise StoreError("storage unavailable")
+
+        monkeypatch.setattr(server.app.store, "put_image", refuse if down else put_image)
+
+    return switch
+
+
+def test_sixty_seconds_of_500s_leave_no_image_failed(
+    server: DevServer, make_trap: Callable[..., Trap], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trap = make_trap(server.url, batch_size=8, max_attempts=3)
+    trap.capture(6)
+    worker = trap.worker()
+    down = outage(server, monkeypatch)
+    down(True)
+    elapsed, cycles = 0.0, 0
+    while elapsed < 60:  # a minute of outage, the trap capturing on
+        trap.capture(1)
+        elapsed += worker.cycle()
+        cycles += 1
+    assert cycles >= 4
+    assert trap.states()["failed"] == 0
+    assert all(r.attempts == 0 for r in trap.queue.images(limit=100))
+    # while refusing, a pass sends one canary (the newest image), not the whole batch
+    before = collections.Counter(server.requests)
+    worker.cycle()
+    assert delta(server, before)["/_put_new_images"] == 1
+
+    down(False)
+    drain(worker)
+    assert set(trap.states()) == {"verified"}
+    assert len(Api(server).all_images()) == sum(trap.states().values())
+    assert worker.failures == 0 and "sync_error" not in trap.queue.published()
+
+
+def test_images_the_server_refuses_do_not_block_the_queue(
+    server: DevServer, make_trap: Callable[..., Trap]
+) -> None:
+    trap = make_trap(server.url, batch_size=2, max_attempts=2)
+    bad = [trap.add_unparseable_image(dt.datetime(2026, 1, 1, 11, m, 0, tzinfo=UTC)) for m in (0, 1)]
+    good = trap.capture(3)  # newer than the bad ones, behind them in the queue
+    worker = trap.worker()
+    for _ in range(12):
+        worker.cycle()
+        if all(trap.state(g) == ImageState.VERIFIED for g in good):
+            break
+    assert [trap.state(g) for g in good] == [ImageState.VERIFIED] * 3
+    for _ in range(6):
+        worker.cycle()
+    assert [trap.state(b) for b in bad] == [ImageState.FAILED] * 2  # counted once the server took others
+
+
+def test_failed_images_get_one_more_try_by_themselves_on_a_slow_schedule(
+    server: DevServer, make_trap: Callable[..., Trap]
+) -> None:
+    trap = make_trap(server.url, max_attempts=2, retry_failed_interval="1h")
+    bad = trap.add_unparseable_image(dt.datetime(2026, 1, 1, 11, 0, 0, tzinfo=UTC))
+    clock = Clock()
+    worker = trap.worker(clock=clock)
+    for _ in range(2):
+        trap.capture(1)
+        worker.cycle()
+    assert trap.state(bad) == ImageState.FAILED
+    uploads = server.requests["/_put_new_images"]
+    clock.now += 3599
+    trap.capture(1)
+    worker.cycle()
+    assert server.requests["/_put_new_images"] == uploads + 1  # the new capture only
+    assert trap.state(bad) == ImageState.FAILED
+
+    clock.now += 2  # an hour since the last retry: one more try, by itself
+    trap.capture(1)
+    worker.cycle()
+    assert server.requests["/_put_new_images"] == uploads + 1 + 2
+    row = trap.row(bad)
+    assert (row.state, row.attempts) == (ImageState.FAILED, 2)  # refused again: failed again at once
+
+    # a restarted agent keeps the schedule (kept in the queue)
+    later = trap.worker(clock=clock)
+    trap.capture(1)
+    later.cycle()
+    assert trap.state(bad) == ImageState.FAILED and trap.row(bad).attempts == 2
+
+
+def test_a_500_is_an_answer_not_unreachable(
+    server: DevServer, make_trap: Callable[..., Trap], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.devserver.store import StoreError
+    from agent.errors import SinkRejected
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("database down")
+
+    monkeypatch.setattr(server.app, "get_token", broken)
+    trap = make_trap(server.url)
+    trap.capture(1)
+    worker = trap.worker()
+    assert 2.5 <= worker.cycle() <= 5.0  # back off
+    published = trap.queue.published()
+    assert published["sync_reachable"] == "yes"
+    assert "/get_token: the API answered 500 INTERNAL SERVER ERROR" in published["sync_error"]
+    assert isinstance(worker.last_error, SinkRejected)
+    monkeypatch.undo()
+    drain(worker)
+    assert trap.states() == {"verified": 1} and worker.last_error is None
 
 
 # -- annotations -------------------------------------------------------------------------------

@@ -115,6 +115,8 @@ class SyncConfig(_Section):
     backoff_max: Duration = 900.0
     #: Uploads the server keeps rejecting move to ``failed`` after this many tries.
     max_attempts: int = Field(default=5, ge=1)
+    #: ``failed`` images get one more try by themselves this often (nobody may be there to retry).
+    retry_failed_interval: Duration = Field(default=3600.0, ge=60, le=7 * 86400)
     #: Optional cap on upload speed, kilobits per second (metered links).
     bandwidth_kbps: float | None = Field(default=None, gt=0)
     #: Optional cap on uploaded megabytes per UTC day; holds across restarts.

@@ -4,9 +4,11 @@ Behaviour (``../shared/specs/sticky-pi-api.md``, quirks included): every API rou
 ``POST`` behind HTTP Basic (``user:password``, or ``token:`` with an empty password); a wrong
 password or a bad or expired token is a 401 ``Unauthorized Access``; JSON routes without
 ``Content-Type: application/json`` are a 415; a read-only user uploading is a 403, and so is a
-non-admin deleting; every other failure, upload failures above all, is a 500 with Werkzeug's
-HTML error page, never JSON. Download URLs are ``GET /files/<kind>/<device>/<file name>`` signed
-with the data folder's secret, valid 7 days.
+non-admin deleting (flask-httpauth's ``Unauthorized Access`` body, checked before the body is
+read); an empty key list on ``/get_images/<what>`` is a 500 (the real server's ``WHERE`` with no
+condition) and a key asked twice matches its image once; every other failure, upload failures
+above all, is a 500 with Werkzeug's HTML error page, never JSON. Download URLs are
+``GET /files/<kind>/<device>/<file name>`` signed with the data folder's secret, valid 7 days.
 
 :func:`make_app` builds the application, :func:`serve` runs it in the foreground
 (``stickyctl devserver``) and :class:`DevServer` runs it in a background thread for tests.
@@ -82,6 +84,13 @@ def _unauthorized() -> Response:
     )
 
 
+def _forbidden() -> Response:
+    """A role refusal as flask-httpauth answers it: the 401's body and header, status 403."""
+    response = _unauthorized()
+    response.status_code = 403
+    return response
+
+
 def _json(data: object) -> Response:
     return Response(json.dumps(data), mimetype="application/json")
 
@@ -101,6 +110,16 @@ def _json_list(request: Request) -> list[dict[str, Any]]:
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
         raise StoreError("the body must be a JSON list of dicts")
     return data
+
+
+def _unique_keys(queries: list[dict[str, Any]]) -> list[tuple[str, dt.datetime]]:
+    """Given ``{"device", "datetime"}`` queries, return their keys, each once, in order.
+
+    The real server selects ``WHERE (datetime, device) IN (...)``: a key asked twice still
+    matches its row once. Raise :class:`StoreError` for a missing or malformed key.
+    """
+    keys = [(_str(q, "device"), parse_datetime(q.get("datetime"))) for q in queries]
+    return list(dict.fromkeys(keys))
 
 
 def _str(query: dict[str, Any], key: str) -> str:
@@ -153,6 +172,8 @@ class WSGIApp:
             user = self.authenticate(request)
             if user is None:
                 return _unauthorized()
+            if not self.allowed(endpoint, user):
+                return _forbidden()
             handler: Callable[..., Response] = getattr(self, endpoint)
             return handler(request, user, **args)
         except HTTPException as exc:
@@ -183,6 +204,16 @@ class WSGIApp:
             return None
         return user
 
+    @staticmethod
+    def allowed(endpoint: str, user: User) -> bool:
+        """Given a route and its authenticated user, return whether the user's role may call it
+        (checked before the body is read, as ``login_required(role=...)`` does)."""
+        if endpoint in ("put_new_images", "put_uid_annotations"):
+            return user.can_write
+        if endpoint == "delete_images":
+            return user.is_admin
+        return True
+
     # -- routes (each given the request, the user and the URL's arguments) --------------------
 
     def get_token(self, request: Request, user: User) -> Response:
@@ -195,9 +226,11 @@ class WSGIApp:
         queries = _json_list(request)
         if what not in IMAGE_WHATS:
             raise StoreError(f"unknown image kind {what!r}")
+        if not queries:  # the real server builds "... WHERE " with no condition
+            raise StoreError("an empty key list: the SQL query has an empty WHERE clause")
         rows = []
-        for q in queries:
-            row = self.store.get_image(_str(q, "device"), parse_datetime(q.get("datetime")))
+        for device, when in _unique_keys(queries):  # one SQL query: each image once
+            row = self.store.get_image(device, when)
             if row is not None:
                 rows.append(self._with_url(request, row, what))
         return _json(rows)
@@ -216,8 +249,6 @@ class WSGIApp:
 
     def put_new_images(self, request: Request, user: User) -> Response:
         """Store each multipart file part (field name = file name), each committed on its own."""
-        if not user.can_write:
-            raise Forbidden()
         parts = list(request.files.items(multi=True))
         if not parts:
             raise StoreError("no file in the request")
@@ -231,8 +262,6 @@ class WSGIApp:
 
     def put_uid_annotations(self, request: Request, user: User) -> Response:
         """Store each ``{"metadata", "annotations"}`` item; return the rows with ``"json": ""``."""
-        if not user.can_write:
-            raise Forbidden()
         items = _json_list(request)
         now = self._now()
         return _json([self.store.put_annotations(i, self.user_ids[user.name], now) for i in items])
@@ -243,15 +272,12 @@ class WSGIApp:
         if what not in ANNOTATION_WHATS:
             raise StoreError(f"unknown annotation kind {what!r}")
         rows: list[dict[str, Any]] = []
-        for q in queries:
-            when = parse_datetime(q.get("datetime"))
-            rows.extend(self.store.get_annotations(_str(q, "device"), when, with_json=what == "data"))
+        for device, when in _unique_keys(queries):
+            rows.extend(self.store.get_annotations(device, when, with_json=what == "data"))
         return _json(rows)
 
     def delete_images(self, request: Request, user: User) -> Response:
         """Delete each ``{"device", "datetime"}`` (admin only); return the deleted rows."""
-        if not user.is_admin:
-            raise Forbidden()
         rows = []
         for q in _json_list(request):
             row = self.store.delete_image(_str(q, "device"), parse_datetime(q.get("datetime")))

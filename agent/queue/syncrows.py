@@ -55,6 +55,33 @@ def retry_failed(queue: Queue) -> int:
         return int(getattr(n, "rowcount", 0) or 0)
 
 
+def retry_failed_once(queue: Queue, max_attempts: int) -> int:
+    """Give every ``failed`` image (and annotation) one more try: back in the queue with
+    ``max_attempts - 1`` attempts, so one more refusal makes it ``failed`` again. Return how
+    many images."""
+    attempts = max(0, max_attempts - 1)
+    with queue.session() as s:
+        n = s.execute(
+            update(Image)
+            .where(Image.state == ImageState.FAILED.value)
+            .values(state=ImageState.CAPTURED.value, attempts=attempts, updated_at=utcnow())
+        )
+        s.execute(
+            update(Annotation)
+            .where(Annotation.state == AnnotationState.FAILED.value)
+            .values(state=AnnotationState.PENDING.value, attempts=attempts, updated_at=utcnow())
+        )
+        return int(getattr(n, "rowcount", 0) or 0)
+
+
+def waiting_totals(queue: Queue) -> tuple[int, int]:
+    """Return the count and bytes of images waiting for the server (``captured``/``uploaded``)."""
+    q = select(func.count(), func.coalesce(func.sum(Image.size), 0)).where(Image.state.in_(TO_SYNC))
+    with queue.session() as s:
+        n, size = s.execute(q).one()
+    return int(n), int(size)
+
+
 def add_annotation(
     queue: Queue, image_id: int, algo_name: str, algo_version: str, annotations: list[dict[str, Any]]
 ) -> Annotation:

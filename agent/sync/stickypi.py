@@ -164,7 +164,8 @@ class StickyPiSink:
                 f"{route}: the API account {self._credentials.username!r} may not do this (403); "
                 "it needs read-write access"
             )
-        raise SinkRejected(f"{route}: the API refused the request ({status})")
+        reason = " ".join((response.reason or "").split())[:60]
+        raise SinkRejected(f"{route}: the API answered {status} {reason}".rstrip())
 
     def _ensure_token(self, force: bool = False) -> str:
         with self._token_lock:
@@ -200,12 +201,14 @@ class StickyPiSink:
     # -- the Sink protocol ----------------------------------------------------------------
 
     def probe(self) -> None:
-        rows = self._post_json("/get_images/metadata", [])
-        if not isinstance(rows, list):
-            raise SinkRejected("/get_images/metadata: the API did not answer a list")
+        """Check reachability and credentials with a fresh ``/get_token`` (never an empty
+        ``/get_images`` query: the real server answers that with a 500)."""
+        self._ensure_token(force=True)
 
     def lookup_images(self, keys: list[ImageKey]) -> dict[ImageKey, RemoteImage]:
         found: dict[ImageKey, RemoteImage] = {}
+        if not keys:  # the real server answers an empty key list with a 500
+            return found
         for i in range(0, len(keys), LOOKUP_CHUNK):
             body = [{"device": d, "datetime": api_datetime(t)} for d, t in keys[i : i + LOOKUP_CHUNK]]
             for row in self._post_json("/get_images/metadata", body):
@@ -221,6 +224,8 @@ class StickyPiSink:
         self._post("/_put_new_images", body)
 
     def lookup_annotations(self, keys: list[ImageKey]) -> set[tuple[ImageKey, str, str]]:
+        if not keys:
+            return set()
         ids = {img.remote_id: key for key, img in self.lookup_images(keys).items()}
         out: set[tuple[ImageKey, str, str]] = set()
         for i in range(0, len(keys), LOOKUP_CHUNK):
