@@ -164,7 +164,7 @@ class StickyPiSink:
             try:
                 ssl.create_default_context(cafile=str(ca_bundle))
             except (OSError, ssl.SSLError) as e:
-                why = getattr(e, "strerror", None) or "not a PEM bundle of CA certificates"
+                why = "not a PEM bundle of CA certificates" if isinstance(e, ssl.SSLError) else e.strerror
                 raise ConfigError(f"sync.ca_bundle: cannot use {ca_bundle}: {why}") from None
         self.url = url.rstrip("/")
         self._credentials = credentials
@@ -183,7 +183,6 @@ class StickyPiSink:
         self.session.verify = str(ca_bundle) if ca_bundle else True
         self.session.headers["User-Agent"] = f"sticky-agent/{__version__}"
         self.session.trust_env = False  # no surprise proxies or .netrc credentials
-        self.session.max_redirects = 0
         #: Requests sent, by route (for status and benchmarks).
         self.requests_sent = 0
 
