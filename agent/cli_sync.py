@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from agent.cli import Context, _signal_agent, cli, pass_ctx
-from agent.errors import StickyAgentError
+from agent.errors import StickyAgentError, describe_unexpected
 
 
 @cli.command()
@@ -72,11 +72,16 @@ def sync(ctx: Context) -> None:
     try:
         while worker.cycle() == 0.0:
             pass
+    except StickyAgentError:
+        raise
+    except Exception as e:  # one line, not a traceback (--debug shows it)
+        raise StickyAgentError(f"sync failed unexpectedly: {describe_unexpected(e)}") from e
     finally:
         worker.stop()
         queue.close()
     if not worker.reachable:
-        raise StickyAgentError(f"the API at {sync_config.url} is unreachable; the queue is kept")
+        why = Queue(config.storage.queue_path, create=False).published().get("sync_error")
+        raise StickyAgentError(f"the API at {sync_config.url} is unreachable ({why}); the queue is kept")
     published = Queue(config.storage.queue_path, create=False).published()
     if published.get("sync_error"):
         raise StickyAgentError(f"sync stopped: {published['sync_error']}")
