@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, run_stickyctl
 from test_image_format import tiny_jpeg
 
-from agent.camera import Frame
+from agent.camera import Frame, Lighting, no_lighting
 from agent.config import load_config
 from agent.device import device_id
 from agent.errors import DeviceIdError, StickyAgentError
@@ -82,9 +82,10 @@ class GatedCamera:
     def open(self) -> None:
         pass
 
-    def capture(self, quality: int) -> Frame:
-        self.exposing.set()
-        assert self.release.wait(30)
+    def capture(self, quality: int, flash: Lighting = no_lighting) -> Frame:
+        with flash():
+            self.exposing.set()
+            assert self.release.wait(30)
         return Frame(jpeg=tiny_jpeg(), width=64, height=48, sensor=self.sensor)
 
     def close(self) -> None:

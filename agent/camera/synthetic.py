@@ -22,7 +22,7 @@ from statistics import NormalDist
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from agent.camera import Frame
+from agent.camera import Frame, Lighting, no_lighting
 from agent.config import SyntheticCameraConfig
 from agent.errors import CameraError
 
@@ -135,8 +135,9 @@ class SyntheticCamera:
         """Stop delivering frames; safe to call twice. Captures and insects are kept."""
         self._open = False
 
-    def capture(self, quality: int) -> Frame:
-        """Given a JPEG quality (1-100), return the next frame of the card.
+    def capture(self, quality: int, flash: Lighting = no_lighting) -> Frame:
+        """Given a JPEG quality (1-100), return the next frame of the card; ``flash`` is lit
+        while the card is rendered (the exposure), not while it is encoded.
 
         Raise CameraError if the camera is not open or the quality is out of range.
         """
@@ -145,6 +146,23 @@ class SyntheticCamera:
         if not 1 <= quality <= 100:
             raise CameraError(f"synthetic camera: JPEG quality must be 1-100, got {quality}")
         k = self.captures
+        with flash():
+            img, exposure, gain, n = self._expose(k)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=quality)
+        self.captures += 1
+        self.insects_on_card = n
+        return Frame(
+            jpeg=buf.getvalue(),
+            width=self.width,
+            height=self.height,
+            sensor=self.sensor,
+            exposure_us=round(exposure, 1),
+            analogue_gain=round(gain, 3),
+        )
+
+    def _expose(self, k: int) -> tuple[Image.Image, float, float, int]:
+        """Given a capture index, render the card: the image, exposure, gain and insect count."""
         rng = np.random.default_rng([self._seed, _CAPTURE, k])
         exposure = float(np.clip(self._exposure_us * (1 + 0.04 * rng.standard_normal()), 1e4, 3e4))
         gain = float(np.clip(self._gain * (1 + 0.02 * rng.standard_normal()), 1.0, 2.0))
@@ -158,18 +176,7 @@ class SyntheticCamera:
         for insect in self._insects[:n]:
             self._draw_insect(img, insect, low)
         self._add_noise(img, rng)
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=quality)
-        self.captures += 1
-        self.insects_on_card = n
-        return Frame(
-            jpeg=buf.getvalue(),
-            width=self.width,
-            height=self.height,
-            sensor=self.sensor,
-            exposure_us=round(exposure, 1),
-            analogue_gain=round(gain, 3),
-        )
+        return img, exposure, gain, n
 
     def _insects_at(self, k: int) -> int:
         """Given a capture index, return how many insects are on the card then."""
