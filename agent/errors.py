@@ -66,6 +66,14 @@ class QueueError(StorageError):
     """The SQLite queue is unusable: locked, corrupted, or of a newer schema than this agent."""
 
 
+class QueueFullError(QueueError, DiskFullError):
+    """The queue database cannot grow: the disk (or SQLite's page limit) is full."""
+
+
+class DuplicateImageError(QueueError):
+    """The queue already has an image with this device and second, or at this path."""
+
+
 class CaptureBusyError(StickyAgentError):
     """Another capture holds the capture lock and did not release it in time."""
 
