@@ -299,7 +299,7 @@ class WebApp:
 
     def on_export_csv(self, request: Request) -> Response:
         reader = self._reader()
-        names = list(dashboard.sinks(dashboard.collect(self.config)).keys())
+        names = dashboard.sink_names(self.config)
 
         def body() -> Iterator[bytes]:
             try:

@@ -40,6 +40,11 @@ def collect(config: Config, now: dt.datetime | None = None) -> dict[str, Any]:
     return status
 
 
+def sink_names(config: Config) -> list[str]:
+    """Given the config, return the names of its sinks (the keys of :func:`sinks`)."""
+    return [STICKY_PI_SINK] if config.sync is not None else []
+
+
 def sinks(status: dict[str, Any], last_verified: dt.datetime | None = None) -> dict[str, dict[str, Any]]:
     """Given collect_status data, return ``{sink name: its state}``: where it sends to, whether it
     is reachable, images waiting / verified / failed, the last error, the last success."""
