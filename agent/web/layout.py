@@ -24,7 +24,7 @@ def page(title: str, body: Markup | str, csrf: str, device: str | None, active: 
             "<!doctype html>\n"
             '<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            '<meta name="csrf-token" content="{csrf}">'
+            '<meta name="csrf-token" content="{csrf}"><link rel="icon" href="data:,">'
             "<title>{title} · trap {device}</title>"
             '<link rel="stylesheet" href="/static/app.css"><script src="/static/app.js" defer></script>'
             "</head><body><header><strong>trap {device}</strong><nav>{nav}</nav>"

@@ -163,8 +163,8 @@ def _axis(
         tx = x + 4 if right else x - 4
         anchor = "start" if right else "end"
         out.append(
-            Markup('<text class="tick" x="{:.1f}" y="{:.1f}" text-anchor="{}">{:.0f}{}</text>').format(
-                tx, off + v * k + 4, anchor, v, unit
+            Markup('<text class="tick" x="{:.1f}" y="{:.1f}" text-anchor="{}">{:g}{}</text>').format(
+                tx, off + v * k + 4, anchor, round(v, 1), unit
             )
         )
     return out
@@ -172,14 +172,14 @@ def _axis(
 
 def counts_html(hours: list[Hour], days: int) -> Markup:
     choices = Markup(" ").join(
-        Markup('<a href="/counts?days={0}"{1}>{0} days</a>').format(
-            d, Markup(' class="on"') if d == days else ""
+        Markup('<a href="/counts?days={0}"{1}>{0} day{2}</a>').format(
+            d, Markup(' class="on"') if d == days else "", "" if d == 1 else "s"
         )
         for d in (1, 3, 7, 14)
     )
     total_new = sum(h.new_insects for h in hours)
     last = next((h.on_card for h in reversed(hours) if h.on_card is not None), None)
     summary = Markup(
-        '<p id="counts-summary">{} new insects in the last {} days; {} on the card now.</p>'
+        '<p id="counts-summary">{} new insects in the last {} day(s); {} on the card now.</p>'
     ).format(total_new, days, "?" if last is None else last)
     return Markup("<p>{}</p>{}{}").format(choices, summary, counts_svg(hours))
