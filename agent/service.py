@@ -42,6 +42,7 @@ from agent.sensors import make_sensors
 if TYPE_CHECKING:
     from agent.detect.worker import DetectionWorker
     from agent.sync.worker import SyncWorker
+    from agent.web.app import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class Agent:
         self.detection: DetectionWorker | None = None
         self.button: ManualButton | None = None
         self.led: StatusLed | None = None
+        #: The trap's web page (``[web] enabled``), served from a thread of this process.
+        self.web: WebServer | None = None
         self._last_capture_ok = True
         #: systemd notifications (READY, STATUS, WATCHDOG, STOPPING); a no-op outside systemd.
         #: With a watchdog, the main loop wakes at least twice per WatchdogSec.
@@ -256,6 +259,11 @@ class Agent:
                     worker.start()
             self.led = StatusLed(self.config.led)
             self.button = ManualButton(self.config.button, self.request_capture)
+            if self.config.web.enabled:
+                from agent.web.app import WebServer
+
+                self.web = WebServer(self)
+                self.web.start()
         except BaseException:
             self.stop()
             raise
@@ -336,6 +344,9 @@ class Agent:
         """Stop scheduling, let the capture in progress finish, release everything. Idempotent."""
         if self.scheduler is not None or self.pipeline is not None:
             self.notifier.notify("STOPPING=1\nSTATUS=stopping after the capture in progress")
+        if self.web is not None:  # no new requests (and no preview) while stopping
+            self.web.stop()
+            self.web = None
         if self.button is not None:  # no new presses while stopping
             self.button.close()
             self.button = None

@@ -61,6 +61,20 @@ class ReplayCamera:
             exposure_us=_exposure_us(data),
         )
 
+    def preview(self, width: int) -> Frame:
+        """Return the file delivered last (the next one before any capture) without advancing
+        the sequence; the web page scales it to ``width``. Raise CameraError if not open."""
+        if not self._files:
+            raise CameraError("replay camera: preview before open()")
+        path = self.delivered[-1] if self.delivered else self._files[self._next % len(self._files)]
+        try:
+            data = path.read_bytes()
+            with Image.open(path) as im:
+                w, h = im.size
+        except OSError as e:
+            raise CameraError(f"replay camera: cannot read {path}: {e}") from e
+        return Frame(jpeg=data, width=w, height=h, sensor=self.sensor, exposure_us=_exposure_us(data))
+
     def close(self) -> None:
         self._files = []
 
