@@ -29,6 +29,7 @@ from helpers.hostile_server import (
     Answer,
     HostileServer,
     dribble,
+    dribble_headers,
     huge_answer,
     json_answer,
     raw_answer,
@@ -184,6 +185,46 @@ def test_no_answer_at_all_is_unreachable_after_the_read_timeout(server: HostileS
     with pytest.raises(SinkUnreachable) as caught:
         sink.lookup_images([KEY])
     assert not isinstance(caught.value, SinkProtocolError)
+
+
+def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``call`` in a daemon thread; return it and the list its exception goes to."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def test_headers_dribbled_forever_are_abandoned_after_the_read_timeout(server: HostileServer) -> None:
+    server.serve(METADATA, dribble_headers(every=0.05))
+    sink = StickyPiSink(server.url, CREDS, connect_timeout=1, read_timeout=1)
+    t0 = time.monotonic()
+    thread, errors = in_thread(lambda: sink.lookup_images([KEY]))
+    thread.join(10)
+    assert not thread.is_alive(), "still reading headers after 10 s"
+    assert time.monotonic() - t0 < 5
+    assert len(errors) == 1 and isinstance(errors[0], SinkUnreachable)
+    assert "took over 1s" in str(errors[0])
+
+
+def test_closing_the_sink_stops_a_request_waiting_for_its_answer(server: HostileServer) -> None:
+    server.serve(METADATA, stall())
+    sink = StickyPiSink(server.url, CREDS, connect_timeout=1, read_timeout=60)
+    thread, errors = in_thread(lambda: sink.lookup_images([KEY]))
+    assert server.received.wait(10)
+    t0 = time.monotonic()
+    sink.close()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - t0 < 2
+    assert len(errors) == 1 and isinstance(errors[0], SinkUnreachable)
+    assert "stopping" in str(errors[0])
 
 
 def test_closing_the_sink_stops_an_answer_being_read(server: HostileServer) -> None:

@@ -34,7 +34,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.exceptions import HTTPError
 
@@ -48,9 +47,10 @@ from agent.errors import (
     SinkRejected,
     SinkUnreachable,
 )
-from agent.sync import answers
+from agent.sync import answers, deadline
 from agent.sync.answers import parse_api_datetime
 from agent.sync.credentials import Credentials, load_credentials
+from agent.sync.deadline import Deadlines
 from agent.sync.sink import AnnotationBatch, ImageKey, RemoteImage
 from agent.sync.throttle import Bandwidth
 
@@ -177,7 +177,8 @@ class StickyPiSink:
         self._closing = threading.Event()
         self._warned_skew = False
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._deadlines = Deadlines()
+        adapter = self._deadlines.adapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.verify = str(ca_bundle) if ca_bundle else True
@@ -189,6 +190,7 @@ class StickyPiSink:
     def close(self) -> None:
         """Stop: a read in progress ends at its next piece, and no request starts after."""
         self._closing.set()
+        self._deadlines.close()
         self.session.close()
 
     # -- transport ----------------------------------------------------------------------
@@ -207,12 +209,23 @@ class StickyPiSink:
                 stream=True,
                 **kw,
             )
-        except requests.Timeout as e:
-            raise SinkUnreachable(f"{route}: no answer in time ({type(e).__name__})") from None
-        except requests.ConnectionError as e:
-            raise SinkUnreachable(f"{route}: cannot reach {self.url} ({type(e).__name__})") from None
-        except (requests.RequestException, OSError) as e:
+        except (requests.RequestException, OSError, ValueError) as e:
+            self._raise_if_cut(route)
+            if isinstance(e, requests.Timeout):
+                raise SinkUnreachable(f"{route}: no answer in time ({type(e).__name__})") from None
+            if isinstance(e, requests.ConnectionError):
+                raise SinkUnreachable(f"{route}: cannot reach {self.url} ({type(e).__name__})") from None
+            if isinstance(e, ValueError) and not isinstance(e, requests.RequestException):
+                raise
             raise SinkUnreachable(f"{route}: request failed ({type(e).__name__})") from None
+
+    def _raise_if_cut(self, route: str) -> None:
+        """Raise SinkUnreachable if the request being made was cut by its deadline or a stop."""
+        request = deadline.current()
+        if (request is not None and request.stopped) or self._closing.is_set():
+            raise SinkUnreachable(f"{route}: stopped, the sync is stopping")
+        if request is not None and request.expired:
+            raise SinkUnreachable(f"{route}: the answer took over {self.timeout[1]:g}s")
 
     def _check(self, route: str, response: requests.Response) -> requests.Response:
         status = response.status_code
@@ -251,7 +264,6 @@ class StickyPiSink:
                 raise SinkProtocolError(
                     too_big if declared.strip().isdigit() else f"{route}: a malformed Content-Length"
                 )
-            deadline = time.monotonic() + self.timeout[1]
             raw = response.raw
             read = getattr(raw, "read1", None) or raw.read
             body = bytearray()
@@ -260,26 +272,25 @@ class StickyPiSink:
                     body += piece
                     if len(body) > limit:
                         raise SinkProtocolError(too_big)
-                    if self._closing.is_set():
-                        raise SinkUnreachable(f"{route}: stopped reading the answer, the sync is stopping")
-                    if time.monotonic() > deadline:
-                        raise SinkUnreachable(f"{route}: the answer took over {self.timeout[1]:g}s")
-            except (requests.RequestException, OSError, HTTPError) as e:
+                    self._raise_if_cut(route)
+            except (requests.RequestException, OSError, ValueError, HTTPError) as e:
+                self._raise_if_cut(route)
                 raise SinkUnreachable(f"{route}: the answer was cut ({type(e).__name__})") from None
+            self._raise_if_cut(route)  # a cut socket reads as the end of a close-delimited body
         return bytes(body)
 
     def _new_token(self) -> None:
         creds = self._credentials
-        response = self._send("/get_token", (creds.username, creds.password))
-        if response.status_code == 401:
-            response.close()
-            raise SinkAuthError(
-                f"the API refused the username/password of {creds.username!r} (401); "
-                "check the credentials file"
-            )
-        token, expiration = answers.token_answer(
-            self._read("/get_token", self._check("/get_token", response))
-        )
+        with self._deadlines.watch(self.timeout[1]):
+            response = self._send("/get_token", (creds.username, creds.password))
+            if response.status_code == 401:
+                response.close()
+                raise SinkAuthError(
+                    f"the API refused the username/password of {creds.username!r} (401); "
+                    "check the credentials file"
+                )
+            body = self._read("/get_token", self._check("/get_token", response))
+        token, expiration = answers.token_answer(body)
         now = self._clock()
         if expiration < now + TOKEN_MARGIN_S:
             # Expired on arrival: one of the clocks is wrong. Asking again would get the same,
@@ -304,12 +315,13 @@ class StickyPiSink:
     def _post(self, route: str, make_kwargs: Callable[[], dict[str, Any]]) -> bytes:
         """POST with the token; on a 401 renew the token once and try again. Return the body."""
         token = self._ensure_token()
-        response = self._send(route, (token, ""), **make_kwargs())
-        if response.status_code == 401:
-            response.close()
-            token = self._ensure_token(force=True)
+        with self._deadlines.watch(self.timeout[1]):
             response = self._send(route, (token, ""), **make_kwargs())
-        return self._read(route, self._check(route, response))
+            if response.status_code == 401:
+                response.close()
+                token = self._ensure_token(force=True)
+                response = self._send(route, (token, ""), **make_kwargs())
+            return self._read(route, self._check(route, response))
 
     def _post_json(self, route: str, body: Any) -> bytes:
         return self._post(route, lambda: {"json": body})
