@@ -77,6 +77,11 @@ def row(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in {**good, **fields}.items() if v is not None}
 
 
+def with_length(value: str) -> Answer:
+    """``[]`` with a ``Content-Length`` header of ``value``, the connection closed after it."""
+    return Answer(200, {"Content-Length": value}, lambda: [b"[]"], length=False)
+
+
 # -- every bad answer is one typed, clean error (item 3) -------------------------------------
 
 BAD_ANSWERS: dict[str, tuple[str, Answer]] = {
@@ -100,6 +105,9 @@ BAD_ANSWERS: dict[str, tuple[str, Answer]] = {
     "metadata: HTML": (METADATA, html("oops")),
     "metadata: nested 100000 deep": (METADATA, raw_answer(b"[" * 100_000 + b"]" * 100_000, 200, "x")),
     "metadata: a 304": (METADATA, Answer(304, {}, lambda: [b""])),
+    "metadata: redirect to a bad URL": (METADATA, redirect("http://[" + BODY_MARKER)),
+    "metadata: Content-Length '²'": (METADATA, with_length("\xb2")),
+    "metadata: two Content-Lengths": (METADATA, with_length("2, 2")),
 }  # fmt: skip
 
 

@@ -24,6 +24,7 @@ import base64
 import datetime as dt
 import logging
 import math
+import re
 import secrets
 import ssl
 import threading
@@ -126,6 +127,19 @@ class MultipartBody:
         return chunk
 
 
+_MOVED_LOCATION = "X-Sticky-Agent-Location"
+
+
+def _set_location_aside(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    """A response hook: move ``Location`` aside. ``requests`` works out where a redirect goes even
+    when not following it, and raises ValueError on a malformed one; the API never redirects,
+    so :meth:`StickyPiSink._check` reports any redirect, naming its target from this copy."""
+    location = response.headers.pop("Location", None)
+    if location is not None:
+        response.headers[_MOVED_LOCATION] = location
+    return response
+
+
 class _BasicUtf8(AuthBase):
     """HTTP Basic auth encoded as UTF-8, as the real server (werkzeug) decodes it (``requests``
     would encode as Latin-1 and fail on any other character)."""
@@ -184,11 +198,12 @@ class StickyPiSink:
         self.session.verify = str(ca_bundle) if ca_bundle else True
         self.session.headers["User-Agent"] = f"sticky-agent/{__version__}"
         self.session.trust_env = False  # no surprise proxies or .netrc credentials
+        self.session.hooks["response"].append(_set_location_aside)
         #: Requests sent, by route (for status and benchmarks).
         self.requests_sent = 0
 
     def close(self) -> None:
-        """Stop: a read in progress ends at its next piece, and no request starts after."""
+        """Stop: every request in flight is cut at once, and no request starts after."""
         self._closing.set()
         self._deadlines.close()
         self.session.close()
@@ -233,8 +248,11 @@ class StickyPiSink:
             return response
         response.close()  # an error's body is never read: it could be anything, of any size
         if 300 <= status < 400:
-            where = urlsplit(response.headers.get("Location", ""))
-            target = f" to {where.scheme}://{where.hostname}" if where.scheme and where.hostname else ""
+            try:
+                where = urlsplit(response.headers.get(_MOVED_LOCATION, ""))
+                target = f" to {where.scheme}://{where.hostname}" if where.scheme and where.hostname else ""
+            except ValueError:
+                target = ""
             raise SinkProtocolError(
                 f"{route}: the API answered a redirect ({status}){target}; it never redirects: "
                 "check [sync] url"
@@ -260,10 +278,11 @@ class StickyPiSink:
         too_big = f"{route}: the API's answer is over the {limit}-byte limit"
         with response:
             declared = response.headers.get("Content-Length")
-            if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
-                raise SinkProtocolError(
-                    too_big if declared.strip().isdigit() else f"{route}: a malformed Content-Length"
-                )
+            if declared is not None:
+                if not re.fullmatch(r"[0-9]{1,18}", declared.strip()):
+                    raise SinkProtocolError(f"{route}: the API sent a malformed Content-Length")
+                if int(declared) > limit:
+                    raise SinkProtocolError(too_big)
             raw = response.raw
             read = getattr(raw, "read1", None) or raw.read
             body = bytearray()
