@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import logging
 import os
+import random
 import resource
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,7 @@ from agent.config import Config, load_config
 from agent.config.sections import SyncConfig
 from agent.errors import ConfigError, CredentialsError, SinkProtocolError, SinkUnreachable, SyncError
 from agent.service import Pipeline
+from agent.sync import answers
 from agent.sync.credentials import Credentials, load_credentials
 from agent.sync.stickypi import StickyPiSink, make_sink
 from agent.sync.worker import SyncWorker
@@ -571,3 +575,49 @@ def test_one_shot_sync_turns_an_unexpected_exception_into_one_line(
 
 def test_errors_are_sync_errors() -> None:
     assert issubclass(SinkProtocolError, SyncError)
+
+
+# -- any JSON at all: only the typed error ------------------------------------------------------
+
+
+def random_json(rng: random.Random, depth: int = 0) -> Any:
+    """A random JSON value, biased towards the shapes the API uses (rows with its keys)."""
+    keys = [
+        "device",
+        "datetime",
+        "md5",
+        "id",
+        "token",
+        "expiration",
+        "parent_image_id",
+        "algo_name",
+        "algo_version",
+    ]
+    scalars: list[Any] = [None, True, False, 0, -1, 2**70, 1.5, float("nan"), float("inf"), "", "x",
+                          "0" * 32, "2026-01-01T12:00:00Z", "2026-01-01_12-00-00", "0a1b2c3d", "токен",
+                          "a:b", "\x00"]  # fmt: skip
+    pick = rng.random()
+    if depth > 3 or pick < 0.4:
+        return rng.choice(scalars)
+    if pick < 0.7:
+        return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randrange(6))}
+    return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+
+
+def test_any_json_answer_is_read_or_refused_with_the_typed_error_only() -> None:
+    rng = random.Random(20261129)
+    outcomes: Counter[str] = Counter()
+    for _ in range(3000):
+        body = json.dumps(random_json(rng), allow_nan=True).encode()
+        for read in (
+            lambda b: answers.token_answer(b),
+            lambda b: answers.image_rows(METADATA, b),
+            lambda b: answers.annotation_rows("/get_uid_annotations/metadata", b),
+        ):
+            try:
+                read(body)
+                outcomes["read"] += 1
+            except SinkProtocolError as e:
+                assert "\n" not in str(e) and len(str(e)) < 200
+                outcomes["refused"] += 1
+    assert outcomes["read"] > 100 and outcomes["refused"] > 1000  # both paths were exercised
