@@ -621,3 +621,28 @@ def test_any_json_answer_is_read_or_refused_with_the_typed_error_only() -> None:
                 assert "\n" not in str(e) and len(str(e)) < 200
                 outcomes["refused"] += 1
     assert outcomes["read"] > 100 and outcomes["refused"] > 1000  # both paths were exercised
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        ({"ca_bundle": Path("/nonexistent/ca.pem")}, "sync.ca_bundle: cannot use /nonexistent/ca.pem"),
+        ({"read_timeout": 0.0}, "sync.read_timeout: must be a positive number of seconds, got 0.0"),
+        ({"connect_timeout": float("nan")}, "sync.connect_timeout: must be a positive number of seconds"),
+    ],
+    ids=["missing-ca-bundle", "zero-read-timeout", "nan-connect-timeout"],
+)
+def test_the_sync_worker_survives_a_sync_config_the_client_cannot_use(
+    config_for: Callable[..., Config], change: dict[str, Any], error: str
+) -> None:
+    config = config_for("https://api.example.org")
+    assert config.sync is not None
+    sync = config.sync.model_copy(update=change)  # past config check, as issue 9 found them
+    config = config.model_copy(update={"sync": sync})
+    pipeline = Pipeline.build(config)
+    try:
+        worker = SyncWorker(config, pipeline.queue, lambda: make_sink(sync))
+        assert worker.run_cycle() > 0 and worker.crashes == 0
+        assert pipeline.queue.published()["sync_error"].startswith(error)
+    finally:
+        pipeline.close()
