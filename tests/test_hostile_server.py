@@ -630,3 +630,17 @@ def test_the_sync_worker_survives_a_sync_config_the_client_cannot_use(
         assert pipeline.queue.published()["sync_error"].startswith(error)
     finally:
         pipeline.close()
+
+
+@pytest.mark.parametrize(
+    "value, obeyed", [("7", 7.0), ("1e308", 3600.0), ("inf", None), ("nan", None), ("Wed, 21 Oct 2015", None)]
+)
+def test_a_retry_after_is_obeyed_up_to_an_hour(
+    server: HostileServer, sink: StickyPiSink, value: str, obeyed: float | None
+) -> None:
+    """A Retry-After of 1e308 s would stop the sync for good (or overflow the worker's wait)."""
+    busy = Answer(503, {"Retry-After": value}, lambda: [b"busy"])
+    server.serve(METADATA, busy)
+    with pytest.raises(SinkUnreachable) as caught:
+        sink.lookup_images([KEY])
+    assert caught.value.retry_after == obeyed
