@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import logging
 import os
+import random
 import resource
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from helpers.hostile_server import (
     Answer,
     HostileServer,
     dribble,
+    dribble_headers,
     huge_answer,
     json_answer,
     raw_answer,
@@ -42,6 +46,7 @@ from agent.config import Config, load_config
 from agent.config.sections import SyncConfig
 from agent.errors import ConfigError, CredentialsError, SinkProtocolError, SinkUnreachable, SyncError
 from agent.service import Pipeline
+from agent.sync import answers
 from agent.sync.credentials import Credentials, load_credentials
 from agent.sync.stickypi import StickyPiSink, make_sink
 from agent.sync.worker import SyncWorker
@@ -76,6 +81,11 @@ def row(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in {**good, **fields}.items() if v is not None}
 
 
+def with_length(value: str) -> Answer:
+    """``[]`` with a ``Content-Length`` header of ``value``, the connection closed after it."""
+    return Answer(200, {"Content-Length": value}, lambda: [b"[]"], length=False)
+
+
 # -- every bad answer is one typed, clean error (item 3) -------------------------------------
 
 BAD_ANSWERS: dict[str, tuple[str, Answer]] = {
@@ -99,6 +109,9 @@ BAD_ANSWERS: dict[str, tuple[str, Answer]] = {
     "metadata: HTML": (METADATA, html("oops")),
     "metadata: nested 100000 deep": (METADATA, raw_answer(b"[" * 100_000 + b"]" * 100_000, 200, "x")),
     "metadata: a 304": (METADATA, Answer(304, {}, lambda: [b""])),
+    "metadata: redirect to a bad URL": (METADATA, redirect("http://[" + BODY_MARKER)),
+    "metadata: Content-Length '²'": (METADATA, with_length("\xb2")),
+    "metadata: two Content-Lengths": (METADATA, with_length("2, 2")),
 }  # fmt: skip
 
 
@@ -186,26 +199,50 @@ def test_no_answer_at_all_is_unreachable_after_the_read_timeout(server: HostileS
     assert not isinstance(caught.value, SinkProtocolError)
 
 
-def test_closing_the_sink_stops_an_answer_being_read(server: HostileServer) -> None:
-    """What a SIGTERM does through SyncWorker.stop: the read ends at once, not after the body."""
-    server.serve(METADATA, dribble(b"[" + b" " * 100_000 + b"]", every=0.01, piece=100))  # ~10 s
-    sink = StickyPiSink(server.url, CREDS, connect_timeout=1, read_timeout=60)
+def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``call`` in a daemon thread; return it and the list its exception goes to."""
     errors: list[BaseException] = []
 
-    def lookup() -> None:
+    def run() -> None:
         try:
-            sink.lookup_images([KEY])
+            call()
         except BaseException as e:
             errors.append(e)
 
-    reader = threading.Thread(target=lookup, daemon=True)
-    reader.start()
-    assert server.sending.wait(10)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def test_headers_dribbled_forever_are_abandoned_after_the_read_timeout(server: HostileServer) -> None:
+    server.serve(METADATA, dribble_headers(every=0.05))
+    sink = StickyPiSink(server.url, CREDS, connect_timeout=1, read_timeout=1)
+    t0 = time.monotonic()
+    thread, errors = in_thread(lambda: sink.lookup_images([KEY]))
+    thread.join(10)
+    assert not thread.is_alive(), "still reading headers after 10 s"
+    assert time.monotonic() - t0 < 5
+    assert len(errors) == 1 and isinstance(errors[0], SinkUnreachable)
+    assert "took over 1s" in str(errors[0])
+
+
+@pytest.mark.parametrize(
+    "answer, started",
+    [(stall(), "received"), (dribble(b"[" + b" " * 100_000 + b"]", every=0.01, piece=100), "sending")],
+    ids=["waiting-for-the-answer", "reading-a-slow-body"],  # the body would take ~10 s
+)
+def test_closing_the_sink_stops_a_request_in_flight_at_once(
+    server: HostileServer, answer: Answer, started: str
+) -> None:
+    """What a SIGTERM does through SyncWorker.stop: no wait for the answer or the rest of it."""
+    server.serve(METADATA, answer)
+    sink = StickyPiSink(server.url, CREDS, connect_timeout=1, read_timeout=60)
+    thread, errors = in_thread(lambda: sink.lookup_images([KEY]))
+    assert getattr(server, started).wait(10)
     t0 = time.monotonic()
     sink.close()
-    reader.join(10)
-    assert not reader.is_alive()
-    assert time.monotonic() - t0 < 2
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - t0 < 2
     assert len(errors) == 1 and isinstance(errors[0], SinkUnreachable)
     assert "stopping" in str(errors[0])
 
@@ -522,3 +559,88 @@ def test_one_shot_sync_turns_an_unexpected_exception_into_one_line(
 
 def test_errors_are_sync_errors() -> None:
     assert issubclass(SinkProtocolError, SyncError)
+
+
+# -- any JSON at all: only the typed error ------------------------------------------------------
+
+
+def random_json(rng: random.Random, depth: int = 0) -> Any:
+    """A random JSON value, biased towards the shapes the API uses (rows with its keys)."""
+    keys = [
+        "device",
+        "datetime",
+        "md5",
+        "id",
+        "token",
+        "expiration",
+        "parent_image_id",
+        "algo_name",
+        "algo_version",
+    ]
+    scalars: list[Any] = [None, True, False, 0, -1, 2**70, 1.5, float("nan"), float("inf"), "", "x",
+                          "0" * 32, "2026-01-01T12:00:00Z", "2026-01-01_12-00-00", "0a1b2c3d", "токен",
+                          "a:b", "\x00"]  # fmt: skip
+    pick = rng.random()
+    if depth > 3 or pick < 0.4:
+        return rng.choice(scalars)
+    if pick < 0.7:
+        return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randrange(6))}
+    return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+
+
+def test_any_json_answer_is_read_or_refused_with_the_typed_error_only() -> None:
+    rng = random.Random(20261129)
+    outcomes: Counter[str] = Counter()
+    for _ in range(3000):
+        body = json.dumps(random_json(rng), allow_nan=True).encode()
+        for read in (
+            lambda b: answers.token_answer(b),
+            lambda b: answers.image_rows(METADATA, b),
+            lambda b: answers.annotation_rows("/get_uid_annotations/metadata", b),
+        ):
+            try:
+                read(body)
+                outcomes["read"] += 1
+            except SinkProtocolError as e:
+                assert "\n" not in str(e) and len(str(e)) < 200
+                outcomes["refused"] += 1
+    assert outcomes["read"] > 100 and outcomes["refused"] > 1000  # both paths were exercised
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        ({"ca_bundle": Path("/nonexistent/ca.pem")}, "sync.ca_bundle: cannot use /nonexistent/ca.pem"),
+        ({"read_timeout": 0.0}, "sync.read_timeout: must be a positive number of seconds, got 0.0"),
+        ({"connect_timeout": float("nan")}, "sync.connect_timeout: must be a positive number of seconds"),
+    ],
+    ids=["missing-ca-bundle", "zero-read-timeout", "nan-connect-timeout"],
+)
+def test_the_sync_worker_survives_a_sync_config_the_client_cannot_use(
+    config_for: Callable[..., Config], change: dict[str, Any], error: str
+) -> None:
+    config = config_for("https://api.example.org")
+    assert config.sync is not None
+    sync = config.sync.model_copy(update=change)  # past config check, as issue 9 found them
+    config = config.model_copy(update={"sync": sync})
+    pipeline = Pipeline.build(config)
+    try:
+        worker = SyncWorker(config, pipeline.queue, lambda: make_sink(sync))
+        assert worker.run_cycle() > 0 and worker.crashes == 0
+        assert pipeline.queue.published()["sync_error"].startswith(error)
+    finally:
+        pipeline.close()
+
+
+@pytest.mark.parametrize(
+    "value, obeyed", [("7", 7.0), ("1e308", 3600.0), ("inf", None), ("nan", None), ("Wed, 21 Oct 2015", None)]
+)
+def test_a_retry_after_is_obeyed_up_to_an_hour(
+    server: HostileServer, sink: StickyPiSink, value: str, obeyed: float | None
+) -> None:
+    """A Retry-After of 1e308 s would stop the sync for good (or overflow the worker's wait)."""
+    busy = Answer(503, {"Retry-After": value}, lambda: [b"busy"])
+    server.serve(METADATA, busy)
+    with pytest.raises(SinkUnreachable) as caught:
+        sink.lookup_images([KEY])
+    assert caught.value.retry_after == obeyed

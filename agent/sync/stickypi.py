@@ -24,6 +24,7 @@ import base64
 import datetime as dt
 import logging
 import math
+import re
 import secrets
 import ssl
 import threading
@@ -34,7 +35,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.exceptions import HTTPError
 
@@ -48,9 +48,10 @@ from agent.errors import (
     SinkRejected,
     SinkUnreachable,
 )
-from agent.sync import answers
+from agent.sync import answers, deadline
 from agent.sync.answers import parse_api_datetime
 from agent.sync.credentials import Credentials, load_credentials
+from agent.sync.deadline import Deadlines
 from agent.sync.sink import AnnotationBatch, ImageKey, RemoteImage
 from agent.sync.throttle import Bandwidth
 
@@ -126,6 +127,19 @@ class MultipartBody:
         return chunk
 
 
+_MOVED_LOCATION = "X-Sticky-Agent-Location"
+
+
+def _set_location_aside(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    """A response hook: move ``Location`` aside. ``requests`` works out where a redirect goes even
+    when not following it, and raises ValueError on a malformed one; the API never redirects,
+    so :meth:`StickyPiSink._check` reports any redirect, naming its target from this copy."""
+    location = response.headers.pop("Location", None)
+    if location is not None:
+        response.headers[_MOVED_LOCATION] = location
+    return response
+
+
 class _BasicUtf8(AuthBase):
     """HTTP Basic auth encoded as UTF-8, as the real server (werkzeug) decodes it (``requests``
     would encode as Latin-1 and fail on any other character)."""
@@ -177,18 +191,21 @@ class StickyPiSink:
         self._closing = threading.Event()
         self._warned_skew = False
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._deadlines = Deadlines()
+        adapter = self._deadlines.adapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.verify = str(ca_bundle) if ca_bundle else True
         self.session.headers["User-Agent"] = f"sticky-agent/{__version__}"
         self.session.trust_env = False  # no surprise proxies or .netrc credentials
+        self.session.hooks["response"].append(_set_location_aside)
         #: Requests sent, by route (for status and benchmarks).
         self.requests_sent = 0
 
     def close(self) -> None:
-        """Stop: a read in progress ends at its next piece, and no request starts after."""
+        """Stop: every request in flight is cut at once, and no request starts after."""
         self._closing.set()
+        self._deadlines.close()
         self.session.close()
 
     # -- transport ----------------------------------------------------------------------
@@ -207,12 +224,23 @@ class StickyPiSink:
                 stream=True,
                 **kw,
             )
-        except requests.Timeout as e:
-            raise SinkUnreachable(f"{route}: no answer in time ({type(e).__name__})") from None
-        except requests.ConnectionError as e:
-            raise SinkUnreachable(f"{route}: cannot reach {self.url} ({type(e).__name__})") from None
-        except (requests.RequestException, OSError) as e:
+        except (requests.RequestException, OSError, ValueError) as e:
+            self._raise_if_cut(route)
+            if isinstance(e, requests.Timeout):
+                raise SinkUnreachable(f"{route}: no answer in time ({type(e).__name__})") from None
+            if isinstance(e, requests.ConnectionError):
+                raise SinkUnreachable(f"{route}: cannot reach {self.url} ({type(e).__name__})") from None
+            if isinstance(e, ValueError) and not isinstance(e, requests.RequestException):
+                raise
             raise SinkUnreachable(f"{route}: request failed ({type(e).__name__})") from None
+
+    def _raise_if_cut(self, route: str) -> None:
+        """Raise SinkUnreachable if the request being made was cut by its deadline or a stop."""
+        request = deadline.current()
+        if (request is not None and request.stopped) or self._closing.is_set():
+            raise SinkUnreachable(f"{route}: stopped, the sync is stopping")
+        if request is not None and request.expired:
+            raise SinkUnreachable(f"{route}: the answer took over {self.timeout[1]:g}s")
 
     def _check(self, route: str, response: requests.Response) -> requests.Response:
         status = response.status_code
@@ -220,8 +248,11 @@ class StickyPiSink:
             return response
         response.close()  # an error's body is never read: it could be anything, of any size
         if 300 <= status < 400:
-            where = urlsplit(response.headers.get("Location", ""))
-            target = f" to {where.scheme}://{where.hostname}" if where.scheme and where.hostname else ""
+            try:
+                where = urlsplit(response.headers.get(_MOVED_LOCATION, ""))
+                target = f" to {where.scheme}://{where.hostname}" if where.scheme and where.hostname else ""
+            except ValueError:
+                target = ""
             raise SinkProtocolError(
                 f"{route}: the API answered a redirect ({status}){target}; it never redirects: "
                 "check [sync] url"
@@ -248,11 +279,11 @@ class StickyPiSink:
         too_big = f"{route}: the API's answer is over the {limit}-byte limit"
         with response:
             declared = response.headers.get("Content-Length")
-            if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
-                raise SinkProtocolError(
-                    too_big if declared.strip().isdigit() else f"{route}: a malformed Content-Length"
-                )
-            deadline = time.monotonic() + self.timeout[1]
+            if declared is not None:
+                if not re.fullmatch(r"[0-9]{1,18}", declared.strip()):
+                    raise SinkProtocolError(f"{route}: the API sent a malformed Content-Length")
+                if int(declared) > limit:
+                    raise SinkProtocolError(too_big)
             raw = response.raw
             read = getattr(raw, "read1", None) or raw.read
             body = bytearray()
@@ -261,26 +292,25 @@ class StickyPiSink:
                     body += piece
                     if len(body) > limit:
                         raise SinkProtocolError(too_big)
-                    if self._closing.is_set():
-                        raise SinkUnreachable(f"{route}: stopped reading the answer, the sync is stopping")
-                    if time.monotonic() > deadline:
-                        raise SinkUnreachable(f"{route}: the answer took over {self.timeout[1]:g}s")
-            except (requests.RequestException, OSError, HTTPError) as e:
+                    self._raise_if_cut(route)
+            except (requests.RequestException, OSError, ValueError, HTTPError) as e:
+                self._raise_if_cut(route)
                 raise SinkUnreachable(f"{route}: the answer was cut ({type(e).__name__})") from None
+            self._raise_if_cut(route)  # a cut socket reads as the end of a close-delimited body
         return bytes(body)
 
     def _new_token(self) -> None:
         creds = self._credentials
-        response = self._send("/get_token", (creds.username, creds.password))
-        if response.status_code == 401:
-            response.close()
-            raise SinkAuthError(
-                f"the API refused the username/password of {creds.username!r} (401); "
-                "check the credentials file"
-            )
-        token, expiration = answers.token_answer(
-            self._read("/get_token", self._check("/get_token", response))
-        )
+        with self._deadlines.watch(self.timeout[1]):
+            response = self._send("/get_token", (creds.username, creds.password))
+            if response.status_code == 401:
+                response.close()
+                raise SinkAuthError(
+                    f"the API refused the username/password of {creds.username!r} (401); "
+                    "check the credentials file"
+                )
+            body = self._read("/get_token", self._check("/get_token", response))
+        token, expiration = answers.token_answer(body)
         now = self._clock()
         if expiration < now + TOKEN_MARGIN_S:
             # Expired on arrival: one of the clocks is wrong. Asking again would get the same,
@@ -305,12 +335,13 @@ class StickyPiSink:
     def _post(self, route: str, make_kwargs: Callable[[], dict[str, Any]]) -> bytes:
         """POST with the token; on a 401 renew the token once and try again. Return the body."""
         token = self._ensure_token()
-        response = self._send(route, (token, ""), **make_kwargs())
-        if response.status_code == 401:
-            response.close()
-            token = self._ensure_token(force=True)
+        with self._deadlines.watch(self.timeout[1]):
             response = self._send(route, (token, ""), **make_kwargs())
-        return self._read(route, self._check(route, response))
+            if response.status_code == 401:
+                response.close()
+                token = self._ensure_token(force=True)
+                response = self._send(route, (token, ""), **make_kwargs())
+            return self._read(route, self._check(route, response))
 
     def _post_json(self, route: str, body: Any) -> bytes:
         return self._post(route, lambda: {"json": body})

@@ -12,14 +12,15 @@ route, the ``Authorization`` headers, the bodies) and how many body bytes it sen
 
 Answers it can give: any status, headers and body (:func:`json_answer`, :func:`raw_answer`), a
 redirect (:func:`redirect`), a body generated on the fly of any size, with or without a
-``Content-Length`` (:func:`huge_answer`), a body dribbled slowly (:func:`dribble`), or no answer
-at all (:func:`stall`). Slow answers wait on the server's stop event, not on sleeps the test
-cannot cut: :meth:`HostileServer.stop` ends them at once.
+``Content-Length`` (:func:`huge_answer`), a body or headers dribbled slowly (:func:`dribble`,
+:func:`dribble_headers`), or no answer at all (:func:`stall`). Slow answers wait on the
+server's stop event, not on sleeps the test cannot cut: :meth:`HostileServer.stop` ends them.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import Counter
@@ -45,6 +46,8 @@ class Answer:
     every: float = 0.0
     #: Never answer: hold the request until the server stops.
     stalls: bool = False
+    #: Send the status line, then one byte of a header line every this many seconds, forever.
+    header_every: float = 0.0
 
 
 def raw_answer(body: bytes, status: int = 200, content_type: str = "text/html") -> Answer:
@@ -87,6 +90,11 @@ def stall() -> Answer:
     return Answer(stalls=True)
 
 
+def dribble_headers(every: float) -> Answer:
+    """A status line, then headers that never end, one byte every ``every`` seconds."""
+    return Answer(header_every=every)
+
+
 class HostileServer:
     """The server; a context manager (``stop`` on exit)."""
 
@@ -98,10 +106,11 @@ class HostileServer:
         self.bodies: list[tuple[str, bytes]] = []
         #: Set when an answer's first body piece went out (to act while a body is in flight).
         self.sending = threading.Event()
+        #: Set when a request has been read (to act while the server holds its answer).
+        self.received = threading.Event()
         self._answers: dict[str, list[Answer]] = {}
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="hostile-server", daemon=True)
         self._thread.start()
 
@@ -136,6 +145,15 @@ class HostileServer:
         self.stop()
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up is what these tests expect of a good client: no traceback."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
 def _handler(server: HostileServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -157,9 +175,20 @@ def _handler(server: HostileServer) -> type[BaseHTTPRequestHandler]:
                 server.authorizations.append(self.headers.get("Authorization", ""))
                 server.bodies.append((route, body))
             answer = server.answer_for(route)
+            server.received.set()
             if answer.stalls:
                 server.stopping.wait()
                 self.close_connection = True
+                return
+            if answer.header_every:
+                self.close_connection = True
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                    while not server.stopping.wait(answer.header_every):
+                        self.wfile.write(b"a")
+                        self.wfile.flush()
+                except OSError:
+                    pass
                 return
             pieces = list(answer.pieces()) if answer.length is True else answer.pieces()
             self.send_response(answer.status)
