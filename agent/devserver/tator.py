@@ -25,161 +25,44 @@ Behaviour (``../shared/specs/tator.md``; the real server is cvisionai/tator, ``a
 
 from __future__ import annotations
 
-import collections
 import functools
 import hashlib
 import hmac
 import io
-import itertools
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import jsonschema  # type: ignore[import-untyped]
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from agent.devserver.serving import ServerThread
 from agent.devserver.tator_schema import list_or_one, openapi_document, validation_schema
+from agent.devserver.tator_state import (
+    MAX_LIST,
+    THROTTLE_PER_S,
+    EntityType,
+    TatorError,
+    TatorState,
+    check_attributes,
+    default_types,
+    tator_md5,
+)
+
+Clock = Callable[[], float]
+
+__all__ = ["EntityType", "TatorDouble", "TatorError", "tator_md5"]
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-Clock = Callable[[], float]
+
 #: Requests a user may make in one second before the server throttles.
-THROTTLE_PER_S = 100
-MAX_LIST = 500
-
-
-class TatorError(Exception):
-    """A refusal the double answers with ``status`` and ``{"message", "details"}``."""
-
-    def __init__(self, status: int, message: str, details: str = "") -> None:
-        super().__init__(message)
-        self.status, self.message, self.details = status, message, details
-
-
-@dataclass
-class AttributeType:
-    """One user-defined attribute of a media or localization type."""
-
-    name: str
-    dtype: str  # bool, int, float, string, datetime, geopos
-    required: bool = False
-    default: Any = None
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "required": self.required}
-        if self.default is not None:
-            out["default"] = self.default
-        return out
-
-
-@dataclass
-class EntityType:
-    """A media type (``dtype`` image/video) or a localization type (``dtype`` box/poly/dot/line)."""
-
-    id: int
-    project: int
-    name: str
-    dtype: str
-    attribute_types: list[AttributeType] = field(default_factory=list)
-
-
-def default_types() -> list[EntityType]:
-    """Return the types of the double's project 1: an image media type (id 1) with the record's
-    attributes, a polygon (id 2) and a box (id 3) localization type with detector attributes."""
-    record = [
-        AttributeType("device", "string"),
-        AttributeType("datetime", "datetime"),
-        AttributeType("temperature", "float"),
-        AttributeType("humidity", "float"),
-        AttributeType("battery", "int"),
-        AttributeType("location", "geopos"),
-        AttributeType("manual", "bool"),
-    ]
-    detector = [AttributeType("Label", "string", default="insect"), AttributeType("Algorithm", "string")]
-    return [
-        EntityType(1, 1, "Sticky card", "image", record),
-        EntityType(2, 1, "Insect outline", "poly", detector),
-        EntityType(3, 1, "Insect box", "box", detector),
-    ]
-
-
-def tator_md5(data: bytes) -> str:
-    """Given a file's bytes, return Tator's "md5" (``tator.util.md5sum``): the md5 of the hex md5
-    of the first 100 MB followed by the size in decimal."""
-    inner = hashlib.md5(data[: 100 * 1024 * 1024]).hexdigest()
-    return hashlib.md5(inner.encode() + str(len(data)).encode()).hexdigest()
-
-
-def _check_value(attr: AttributeType, value: Any) -> bool:
-    if value is None:
-        return True
-    checks: dict[str, Callable[[Any], bool]] = {
-        "bool": lambda v: isinstance(v, bool),
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-        "string": lambda v: isinstance(v, str),
-        "datetime": lambda v: isinstance(v, str),
-        "geopos": lambda v: (
-            isinstance(v, list)
-            and len(v) == 2
-            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
-        ),
-    }
-    return checks.get(attr.dtype, lambda v: True)(value)
-
-
-def check_attributes(types: Iterable[AttributeType], given: dict[str, Any] | None) -> dict[str, Any]:
-    """Given a type's attribute types and the attributes of a spec, return the attributes stored:
-    unknown names dropped, defaults filled in. Raise TatorError (400) if a required attribute with
-    no default is missing or a value has the wrong type."""
-    given = given or {}
-    out: dict[str, Any] = {}
-    for attr in types:
-        if attr.name in given:
-            value = given[attr.name]
-            if not _check_value(attr, value):
-                raise TatorError(400, f"Invalid attribute value for {attr.name} of dtype {attr.dtype}!")
-            out[attr.name] = value
-        elif attr.default is not None:
-            out[attr.name] = attr.default
-        elif attr.required:
-            raise TatorError(400, f"Missing attribute value for '{attr.name}'!", "Missing attribute value")
-    return out
-
-
-class TatorState:
-    """The double's data, behind one lock: tokens, types, stored objects, media, localizations."""
-
-    def __init__(self, tokens: dict[str, str], types: list[EntityType], import_after_reads: int) -> None:
-        self.lock = threading.Lock()
-        self.tokens = dict(tokens)  # token -> user name
-        self.types = {t.id: t for t in types}
-        self.import_after_reads = import_after_reads
-        self.secret = uuid.uuid4().hex.encode()
-        self.objects: dict[str, bytes] = {}
-        self.uploads: dict[str, dict[str, Any]] = {}
-        self.media: dict[int, dict[str, Any]] = {}
-        self.media_bytes: dict[int, bytes] = {}
-        self.pending: dict[int, list[Any]] = {}  # media id -> [reads left, url]
-        self.localizations: dict[int, dict[str, Any]] = {}
-        self.sections: dict[str, int] = {}
-        self.ids = itertools.count(1)
-        self.requests: collections.Counter[str] = collections.Counter()
-        self.recent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
-
-    def sign(self, text: str) -> str:
-        return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()[:32]
-
-
 class TatorApp:
     """The WSGI application of the double. ``base_url`` is set by the server once it listens."""
 
@@ -536,11 +419,6 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status, mimetype="application/json")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 class TatorDouble:
     """The Tator double in a background thread: ``with TatorDouble({"tok": "user"}) as t: t.url``.
 
@@ -559,35 +437,21 @@ class TatorDouble:
     ) -> None:
         self.state = TatorState(tokens, types or default_types(), import_after_reads)
         self.app = TatorApp(self.state, clock)
-        self.host, self.port = host, port
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server = ServerThread(self.app, host, port, name="tator-double")
 
     @property
     def url(self) -> str:
         """Return the base URL (no trailing slash). Raise RuntimeError if not started."""
-        if self._server is None:
-            raise RuntimeError("the Tator double is not started")
-        return f"http://{self.host}:{self._server.server_port}"
+        return self._server.url
 
     def start(self) -> TatorDouble:
         """Listen and serve in a daemon thread; return self."""
-        if self._server is None:
-            self._server = make_server(
-                self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler
-            )
-            self.app.base_url = self.url
-            serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
-            self._thread = threading.Thread(target=serve, name="tator-double", daemon=True)
-            self._thread.start()
+        self.app.base_url = self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._server.stop()
 
     def __enter__(self) -> TatorDouble:
         return self.start()
