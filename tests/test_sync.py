@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import requests
 from conftest import run_stickyctl
+from helpers.clocks import SteppingClock
 from helpers.faultproxy import Fault, FaultProxy, scripted
 from PIL import Image as PILImage
 
@@ -60,19 +61,6 @@ OUTLINES = [
 
 
 # -- clocks ------------------------------------------------------------------------------------
-
-
-class SteppingClock:
-    """Capture time: 2026-01-01 12:00:00 UTC, one second later at every reading."""
-
-    def __init__(self) -> None:
-        self.t = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-        self.lock = threading.Lock()
-
-    def __call__(self) -> dt.datetime:
-        with self.lock:
-            self.t += dt.timedelta(seconds=1)
-            return self.t
 
 
 class Clock:

@@ -15,13 +15,13 @@ from agent.doctor.checks import (
     PROBE_READ_TIMEOUT_S,
     SERVICE,
     SYSTEMCTL_TIMEOUT_S,
-    UNIT_CREDENTIALS,
     Check,
     Probes,
     _one_line,
     fail,
     ok,
     warn,
+    with_unit_credentials,
 )
 from agent.errors import (
     CredentialsError,
@@ -69,9 +69,8 @@ def check_api(config: Config, environ: Mapping[str, str] | None) -> list[Check]:
     if sync is None:
         return [ok("api", "no [sync] table: this trap only captures")]
     env = os.environ if environ is None else environ
-    if sync.credentials is None and not env.get("CREDENTIALS_DIRECTORY"):
-        # Outside systemd: read the file the unit loads (LoadCredential=sticky-api:<file>).
-        sync = sync.model_copy(update={"credentials": UNIT_CREDENTIALS})
+    # Outside systemd: read the file the unit loads (LoadCredential=sticky-api:<file>).
+    sync = with_unit_credentials(sync, env)
     sync = sync.model_copy(
         update={
             "connect_timeout": min(sync.connect_timeout, PROBE_CONNECT_TIMEOUT_S),

@@ -141,6 +141,15 @@ class SyncWorker(BackgroundWorker):
         self._next_failed_retry: float | None = None
         super().__init__()
 
+    @property
+    def interrupted(self) -> bool:
+        """Return whether :meth:`interrupt` or :meth:`stop` was called."""
+        return self._stopping
+
+    def interrupt(self) -> None:
+        """Start no new upload (one in flight finishes or is abandoned); do not wait."""
+        self._stopping = True
+
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop the thread; a request to a hung server is abandoned (the thread is a daemon),
         which is safe: the queue only moves on the server's evidence, so the next start re-checks."""
@@ -324,7 +333,7 @@ class SyncWorker(BackgroundWorker):
         unreachable: list[SyncError] = []
 
         def upload(img: Image) -> None:
-            if unreachable:
+            if unreachable or self.interrupted:
                 return
             try:
                 sent = self._upload_one(img)
