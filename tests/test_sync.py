@@ -1111,3 +1111,56 @@ def test_parallel_uploads_do_not_overshoot_the_daily_budget(
     trap.worker(config, sink_factory=factory).cycle()
 
     assert server.requests["/_put_new_images"] == 1
+
+
+# -- what status says about sync ---------------------------------------------------------------
+
+
+def test_status_never_shows_a_stale_reachable_as_current(
+    server: DevServer, make_trap: Callable[..., Trap]
+) -> None:
+    from agent.status import collect_status, format_status
+
+    trap = make_trap(server.url, max_attempts=1)
+    trap.capture(1)
+    trap.add_unparseable_image(dt.datetime(2026, 1, 1, 11, 0, 0, tzinfo=UTC))
+    drain(trap.worker())
+    later = dt.datetime.now(UTC) + dt.timedelta(hours=3)
+    data = collect_status(trap.config, now=later)
+    assert data["agent"]["running"] is False
+    text = format_status(data)
+    api_line = next(line for line in text.splitlines() if line.startswith("api "))
+    assert "agent not running; last check" in api_line and "(3.0 h ago): reachable" in api_line
+    assert "reachable since" not in text
+    assert "failed images   1: one more try by themselves, next when the agent runs" in text
+    assert data["sync"]["failed"] == 1 and data["sync"]["next_failed_retry"] is not None
+
+    # the same data from a running agent: current state, and when the failed image is tried again
+    data["agent"]["running"] = True
+    text = format_status(data)
+    assert f"api             {server.url} reachable since" in text
+    assert "failed images   1: one more try by themselves, next" in text
+
+
+def test_status_says_the_server_answered_with_an_error(
+    server: DevServer, make_trap: Callable[..., Trap], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.devserver.store import StoreError
+    from agent.status import collect_status, format_status
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("database down")
+
+    monkeypatch.setattr(server.app, "get_token", broken)
+    trap = make_trap(server.url)
+    trap.capture(1)
+    trap.worker().cycle()
+    data = collect_status(trap.config)
+    data["agent"]["running"] = True
+    text = format_status(data)
+    assert f"{server.url} answers, with an error since" in text
+    assert "sync problem    /get_token: the API answered 500 INTERNAL SERVER ERROR" in text
+    data["agent"]["running"] = False
+    text = format_status(data)
+    assert "agent not running; last check" in text and "answers, with an error" in text
+    assert "last problem    /get_token: the API answered 500" in text

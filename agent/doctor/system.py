@@ -124,8 +124,9 @@ def check_api(config: Config, environ: Mapping[str, str] | None) -> list[Check]:
         )
     except SinkForbidden as e:
         out.append(fail("api", f"{sync.url}: {_one_line(e)}", "ask for a read-write (uploading) account"))
-    except SyncError as e:
-        out.append(fail("api", f"{sync.url}: {_one_line(e)}", "see the server's logs; check the [sync] url"))
+    except SyncError as e:  # the server answered, with an error (a 500 is an answer, not the network)
+        hint = "the server is up but answers with an error: see the server's logs; check the [sync] url"
+        out.append(fail("api", f"{sync.url} answered with an error: {_one_line(e)}", hint))
     else:
         out.append(ok("api", f"{sync.url} reachable, credentials accepted"))
     finally:
