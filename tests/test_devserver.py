@@ -362,6 +362,18 @@ def test_rejected_uploads_are_500_html(server: DevServer, name: str, field: str 
     assert metadata(server, token, NEW) == []
 
 
+def test_a_body_over_nginx_limit_is_413(server: DevServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nginx's ``client_max_body_size 100M`` answers 413 before the API sees the request (the
+    limit is lowered here so the test does not send 100 MB)."""
+    from agent.devserver import app
+
+    token = get_token(server)
+    monkeypatch.setattr(app, "MAX_CONTENT_LENGTH", 1000)
+    assert upload(server, token, NEW, blob(NEW)).status_code == 413
+    monkeypatch.undo()
+    assert upload(server, token, NEW, blob(NEW)).status_code == 200
+
+
 def test_no_file_is_500(server: DevServer) -> None:
     token = get_token(server)
     r = requests.post(f"{server.url}/_put_new_images", data={"a": "b"}, auth=(token, ""), timeout=10)

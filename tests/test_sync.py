@@ -1164,3 +1164,18 @@ def test_status_says_the_server_answered_with_an_error(
     text = format_status(data)
     assert "agent not running; last check" in text and "answers, with an error" in text
     assert "last problem    /get_token: the API answered 500" in text
+
+
+def test_each_pass_is_logged_with_counts_bytes_rate_and_what_remains(
+    server: DevServer, make_trap: Callable[..., Trap], caplog: pytest.LogCaptureFixture
+) -> None:
+    trap = make_trap(server.url, batch_size=2)
+    images = trap.capture(3)
+    size = sum(i.size for i in images[:2]) / 1e6
+    caplog.set_level(logging.INFO, logger="agent.sync.worker")
+    drain(trap.worker())
+    passes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sync pass:")]
+    assert len(passes) == 2
+    assert passes[0].startswith(f"sync pass: 2 image(s) sent ({size:.1f} MB, ")
+    assert "MB/s), 2 verified, 0 annotation(s) sent, 0 refused; 1 image(s) (" in passes[0]
+    assert passes[1].endswith("; 0 image(s) (0.0 MB) waiting")
