@@ -396,6 +396,15 @@ def assert_403(r: requests.Response) -> None:
     assert r.headers["WWW-Authenticate"] == 'Basic realm="Authentication Required"'
 
 
+def test_two_parts_with_one_name_store_the_first_only(server: DevServer) -> None:
+    token = get_token(server)
+    files = [(NEW, (NEW, blob(NEW), "image/jpeg")), (NEW, (NEW, b"not a jpeg", "image/jpeg"))]
+    r = requests.post(f"{server.url}/_put_new_images", files=files, auth=(token, ""), timeout=30)
+    assert r.status_code == 200, r.text
+    assert len(r.json()) == 1
+    assert metadata(server, token, NEW)[0]["md5"] == md5(blob(NEW))
+
+
 def test_read_only_user_gets_403(server: DevServer) -> None:
     token = get_token(server, "reader", "r")
     assert_403(upload(server, token, NEW, blob(NEW)))

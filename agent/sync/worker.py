@@ -182,7 +182,7 @@ class SyncWorker(BackgroundWorker):
         try:
             if self.sink is None:
                 self.sink = self.sink_factory()
-            if not self.healthy:
+            if not self.healthy or self.reachable is None:  # (None: the agent asks for a probe now)
                 self.sink.probe()
             self._set_reachable(True)
             self._retry_failed_when_due()
