@@ -513,6 +513,28 @@ def test_annotations(server: DevServer) -> None:
     assert_html_500(post(server, "/get_uid_annotations/json", [key(NEW)], token))
 
 
+def test_algo_name_over_64_characters_is_500(server: DevServer) -> None:
+    token = get_token(server)
+    data = blob(NEW)
+    assert upload(server, token, NEW, data).status_code == 200
+    body = annotation_body(NEW, md5(data))
+    body[0]["metadata"]["algo_name"] = "n" * 65
+    assert_html_500(post(server, "/put_uid_annotations", body, token))
+    body[0]["metadata"]["algo_name"] = "n" * 64
+    assert post(server, "/put_uid_annotations", body, token).status_code == 200
+
+
+def test_column_limits() -> None:
+    """``alt`` and ``bat`` are small integers (rounded; out of range is the database's error, a
+    500), ``lat``/``lng`` keep 6 decimals."""
+    from agent.devserver.store import StoreError, _round6, _smallint
+
+    assert (_smallint(97.5, "alt"), _smallint(-97.5, "alt"), _smallint(None, "bat")) == (98, -98, None)
+    with pytest.raises(StoreError, match="alt=40000"):
+        _smallint(40000, "alt")
+    assert _round6(49.12345678) == 49.123457
+
+
 def test_request_counter(server: DevServer) -> None:
     token = get_token(server)
     upload(server, token, NEW, blob(NEW))
