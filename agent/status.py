@@ -177,6 +177,13 @@ def _ago(iso: str | None, now: dt.datetime) -> str:
     return f"{t:%Y-%m-%d %H:%M:%S} UTC ({secs / 3600:.1f} h ago)"
 
 
+def _age(iso: str, now: dt.datetime) -> str:
+    secs = max(0.0, (now - dt.datetime.fromisoformat(iso)).total_seconds())
+    if secs < 120:
+        return f"{secs:.0f}s"
+    return f"{secs / 60:.0f} min" if secs < 7200 else f"{secs / 3600:.1f} h"
+
+
 def _format_sync(sync: dict[str, Any], queue: dict[str, Any], now: dt.datetime, running: bool) -> list[str]:
     reach = {True: "reachable", False: "UNREACHABLE", None: "not tried yet"}[sync["reachable"]]
     if sync["reachable"] and sync.get("error"):
@@ -188,7 +195,7 @@ def _format_sync(sync: dict[str, Any], queue: dict[str, Any], now: dt.datetime, 
             lines.append(f"sync problem    {sync['error']}")
     else:  # what was published is stale: say so, with its age, never as the current state
         checked = sync.get("checked") or sync.get("reachable_since")
-        seen = f"last check {_ago(checked, now)}: {reach}" if checked else "never checked"
+        seen = f"{reach} at the last check, {_age(checked, now)} ago" if checked else "never checked"
         lines = [f"api             {sync['url']}: agent not running; {seen}"]
         if sync.get("error"):
             lines.append(f"last problem    {sync['error']}")
