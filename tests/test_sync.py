@@ -1179,3 +1179,31 @@ def test_each_pass_is_logged_with_counts_bytes_rate_and_what_remains(
     assert passes[0].startswith(f"sync pass: 2 image(s) sent ({size:.1f} MB, ")
     assert "MB/s), 2 verified, 0 annotation(s) sent, 0 refused; 1 image(s) (" in passes[0]
     assert passes[1].endswith("; 0 image(s) (0.0 MB) waiting")
+
+
+def test_sixty_seconds_of_500s_on_every_route_leave_no_image_failed(
+    server: DevServer, make_trap: Callable[..., Trap]
+) -> None:
+    down = threading.Event()
+
+    def schedule(n: int) -> Fault:
+        return Fault.HTTP_500 if down.is_set() else Fault.NONE
+
+    with FaultProxy.for_url(server.url, schedule=schedule) as proxy:
+        trap = make_trap(proxy.url, max_attempts=2)
+        trap.capture(3)
+        worker = trap.worker()
+        drain(worker)
+        down.set()
+        elapsed = 0.0
+        while elapsed < 60:
+            trap.capture(1)
+            elapsed += worker.cycle()
+        published = trap.queue.published()
+        assert published["sync_reachable"] == "yes"  # a 500 is an answer
+        assert "500" in published["sync_error"]
+        assert trap.states()["failed"] == 0
+        down.clear()
+        drain(worker)
+    assert set(trap.states()) == {"verified"}
+    assert len(Api(server).all_images()) == sum(trap.states().values())

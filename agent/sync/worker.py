@@ -191,9 +191,10 @@ class SyncWorker(BackgroundWorker):
             self._set_reachable(False, str(e))
             self.failures += 1
             return self._fail(e, backoff_delay(self.failures, self.sync.backoff_max, self.rng, e.retry_after))
-        except BudgetExhausted as e:
+        except BudgetExhausted as e:  # the server is fine: no probe (no traffic) until tomorrow
             self.queue.publish(sync_error=str(e))
-            return self._fail(e, self.sync.probe_interval)
+            self.last_error = e
+            return self.sync.probe_interval
         except (SinkAuthError, SinkForbidden) as e:
             log.error("sync stopped: %s", e)
             self._set_reachable(True, str(e))
