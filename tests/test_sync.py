@@ -44,9 +44,10 @@ from agent.queue.syncrows import add_annotation, pending_annotations
 from agent.retention import enforce
 from agent.service import Pipeline
 from agent.sync.credentials import Credentials, load_credentials
+from agent.sync.passes import backoff_delay
 from agent.sync.stickypi import StickyPiSink, make_sink
 from agent.sync.throttle import Bandwidth, DailyBudget
-from agent.sync.worker import SyncWorker, backoff_delay
+from agent.sync.worker import SyncWorker
 
 UTC = dt.UTC
 PASSWORD = "pw-Hunter2-s3cret"

@@ -36,7 +36,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from hashlib import md5 as md5_of
 from pathlib import Path
 
@@ -61,44 +61,11 @@ from agent.queue.syncrows import (
     waiting_totals,
 )
 from agent.retention import enforce
+from agent.sync.passes import PassStats, Progress, backoff_delay, log_pass
 from agent.sync.sink import AnnotationBatch, ImageKey, RemoteImage, Sink
 from agent.sync.throttle import Bandwidth, DailyBudget
 
 log = logging.getLogger(__name__)
-
-BACKOFF_BASE_S = 5.0
-
-
-def backoff_delay(failures: int, cap: float, rng: random.Random, retry_after: float | None = None) -> float:
-    """Return how long to wait after ``failures`` failed tries: exponential, "equal jitter", capped,
-    and never less than the server's ``Retry-After``."""
-    ceiling = min(cap, BACKOFF_BASE_S * 2 ** max(0, failures - 1))
-    delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
-    return float(max(delay, retry_after or 0.0))
-
-
-@dataclass
-class PassStats:
-    started: str
-    seconds: float = 0.0
-    images_sent: int = 0
-    bytes_sent: int = 0
-    verified: int = 0
-    annotations_sent: int = 0
-    refused: int = 0  # uploads the server did not take (still absent after the re-check)
-    accepted: int = 0  # uploads and annotations the server took (evidence it accepts uploads)
-    outcome: str = "ok"
-    error: str | None = None
-    waiting: int = 0  # images still waiting after the pass
-    waiting_bytes: int = 0
-
-
-#: Called from upload threads with (images done, bytes sent) as a pass moves on (progress).
-Progress = Callable[[int, int], None]
-
-
-def _size(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"
 
 
 class BudgetExhausted(SyncError):
@@ -253,29 +220,12 @@ class SyncWorker(BackgroundWorker):
             if batch or stats.annotations_sent or stats.error:
                 stats.waiting, stats.waiting_bytes = waiting_totals(self.queue)
                 self.queue.publish(sync_last=json.dumps(asdict(stats)))
-                self._log_pass(stats)
+                log_pass(stats)
         enforce(self.config.retention, self.queue, self.config.storage.data_dir)
         # More waits if the batch was full; but if the server refused every image in it, go on
         # only after the probe interval, so a server that refuses everything does not burn
         # every image's tries within seconds.
         return len(batch) == self.sync.batch_size and stats.refused < len(batch)
-
-    def _log_pass(self, stats: PassStats) -> None:
-        rate = stats.bytes_sent / stats.seconds if stats.seconds else 0.0
-        log.log(
-            logging.WARNING if stats.error or stats.refused else logging.INFO,
-            "sync pass: %d image(s) sent (%s, %s/s), %d verified, %d annotation(s) sent, %d refused%s; "
-            "%d image(s) (%s) waiting",
-            stats.images_sent,
-            _size(stats.bytes_sent),
-            _size(rate),
-            stats.verified,
-            stats.annotations_sent,
-            stats.refused,
-            f", stopped: {stats.error}" if stats.error else "",
-            stats.waiting,
-            _size(stats.waiting_bytes),
-        )
 
     def _progress(self, images: int, sent: int) -> None:
         if self.on_progress is not None and (images or sent):
