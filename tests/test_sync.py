@@ -870,6 +870,31 @@ def test_annotations_go_after_their_image_is_verified_and_only_once(
     assert len(Api(server).annotations(img)) == 1
 
 
+def test_an_annotation_outage_counts_against_no_annotation(
+    server: DevServer, make_trap: Callable[..., Trap], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.devserver.store import StoreError
+
+    trap = make_trap(server.url, max_attempts=2)
+    (img,) = trap.capture(1)
+    worker = trap.worker()
+    drain(worker)  # the image is verified
+    annotation = add_annotation(trap.queue, img.id, ALGO, ALGO_VERSION, OUTLINES)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("database down")
+
+    monkeypatch.setattr(server.app.store, "put_annotations", refuse)
+    for _ in range(5):  # nothing else is accepted meanwhile: an outage, not this annotation
+        worker.cycle()
+    with trap.queue.session() as s:
+        row = s.get(Annotation, annotation.id)
+        assert row is not None and (row.state, row.attempts) == ("pending", 0)
+    monkeypatch.undo()
+    drain(worker)
+    assert annotation_state(trap, annotation) == "uploaded"
+
+
 def test_an_annotation_the_server_already_holds_is_not_sent(
     server: DevServer, make_trap: Callable[..., Trap]
 ) -> None:
