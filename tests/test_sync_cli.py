@@ -27,6 +27,7 @@ from agent.devserver import parse_user
 from agent.devserver.app import DevServer
 from agent.devserver.store import StoreError
 from agent.doctor.checks import UNIT_CREDENTIALS, with_unit_credentials
+from agent.errors import StickyAgentError
 from agent.queue import Queue
 from agent.service import Pipeline
 from agent.sync import oneshot
@@ -213,3 +214,23 @@ def test_ctrl_c_stops_within_two_seconds_without_a_traceback(
     assert "Traceback" not in err
     assert "interrupted after 0 of 3 images; the rest stays queued" in err
     assert states(config) == {"captured": 3}
+
+
+def test_a_server_refusing_every_upload_is_named(
+    server: DevServer, trap: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("storage unavailable")
+
+    monkeypatch.setattr(server.app.store, "put_image", refuse)
+    config = trap(server.url)
+    outcome = oneshot.run(config)
+    with pytest.raises(StickyAgentError, match="refuses every upload") as caught:
+        oneshot.verdict(outcome, server.url)
+    assert "0 of 3 images synced" in str(caught.value) and "the queue is kept" in str(caught.value)
+    assert states(config) == {"captured": 3}
+    queue = Queue(config.storage.queue_path, create=False)
+    try:
+        assert all(img.attempts == 0 for img in queue.images(limit=10))  # an outage: nothing counted
+    finally:
+        queue.close()
