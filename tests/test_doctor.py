@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import run_stickyctl
+from helpers.sickserver import answer_500
 
 from agent import camera as camera_module
 from agent.camera import Frame
@@ -118,17 +119,11 @@ def test_wrong_password_and_unreachable_api_fail_with_hints(
 def test_a_500_is_reported_as_the_servers_answer_not_unreachable(
     write_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agent.devserver.store import StoreError
-
     creds = tmp_path / "api-credentials"
     creds.write_text("demo:demo-password\n")
     creds.chmod(0o600)
     with DevServer(tmp_path / "srv", [parse_user("demo:demo-password")]) as srv:
-
-        def broken(*args: object, **kwargs: object) -> object:
-            raise StoreError("database down")
-
-        monkeypatch.setattr(srv.app, "get_token", broken)
+        answer_500(monkeypatch, srv.app, "get_token", "database down")
         cfg = write_config(sync={"url": srv.url, "credentials": str(creds)})
         api = by_name(run_checks(cfg, healthy_probes()))["api"]
     assert api.status == "FAIL" and "unreachable" not in api.detail

@@ -31,6 +31,7 @@ import requests
 from conftest import run_stickyctl
 from helpers.clocks import SteppingClock
 from helpers.faultproxy import Fault, FaultProxy, scripted
+from helpers.sickserver import answer_500
 from PIL import Image as PILImage
 
 from agent.config import Config, load_config
@@ -699,15 +700,12 @@ def test_a_batch_the_server_refuses_entirely_is_an_outage_counted_against_no_ima
 def outage(server: DevServer, monkeypatch: pytest.MonkeyPatch) -> Callable[[bool], None]:
     """Return a switch: on, the server answers every upload with its 500 (its storage is down)
     while it still answers metadata queries."""
-    from agent.devserver.store import StoreError
-
-    put_image = server.app.store.put_image
 
     def switch(down: bool) -> None:
-        def refuse(*args: Any, **kwargs: Any) -> Any:
-            raise StoreError("storage unavailable")
-
-        monkeypatch.setattr(server.app.store, "put_image", refuse if down else put_image)
+        if down:
+            answer_500(monkeypatch, server.app.store, "put_image", "storage unavailable")
+        else:
+            monkeypatch.undo()
 
     return switch
 
@@ -792,13 +790,9 @@ def test_failed_images_get_one_more_try_by_themselves_on_a_slow_schedule(
 def test_a_500_is_an_answer_not_unreachable(
     server: DevServer, make_trap: Callable[..., Trap], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agent.devserver.store import StoreError
     from agent.errors import SinkRejected
 
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise StoreError("database down")
-
-    monkeypatch.setattr(server.app, "get_token", broken)
+    answer_500(monkeypatch, server.app, "get_token", "database down")
     trap = make_trap(server.url)
     trap.capture(1)
     worker = trap.worker()
@@ -873,18 +867,13 @@ def test_annotations_go_after_their_image_is_verified_and_only_once(
 def test_an_annotation_outage_counts_against_no_annotation(
     server: DevServer, make_trap: Callable[..., Trap], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agent.devserver.store import StoreError
-
     trap = make_trap(server.url, max_attempts=2)
     (img,) = trap.capture(1)
     worker = trap.worker()
     drain(worker)  # the image is verified
     annotation = add_annotation(trap.queue, img.id, ALGO, ALGO_VERSION, OUTLINES)
 
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise StoreError("database down")
-
-    monkeypatch.setattr(server.app.store, "put_annotations", refuse)
+    answer_500(monkeypatch, server.app.store, "put_annotations", "database down")
     for _ in range(5):  # nothing else is accepted meanwhile: an outage, not this annotation
         worker.cycle()
     with trap.queue.session() as s:
@@ -1171,13 +1160,9 @@ def test_status_never_shows_a_stale_reachable_as_current(
 def test_status_says_the_server_answered_with_an_error(
     server: DevServer, make_trap: Callable[..., Trap], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agent.devserver.store import StoreError
     from agent.status import collect_status, format_status
 
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise StoreError("database down")
-
-    monkeypatch.setattr(server.app, "get_token", broken)
+    answer_500(monkeypatch, server.app, "get_token", "database down")
     trap = make_trap(server.url)
     trap.capture(1)
     trap.worker().cycle()

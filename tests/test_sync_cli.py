@@ -21,11 +21,11 @@ import pytest
 from conftest import REPO, run_stickyctl
 from helpers.clocks import SteppingClock
 from helpers.faultproxy import Fault, FaultProxy
+from helpers.sickserver import answer_500
 
 from agent.config import Config, load_config
 from agent.devserver import parse_user
 from agent.devserver.app import DevServer
-from agent.devserver.store import StoreError
 from agent.doctor.checks import UNIT_CREDENTIALS, with_unit_credentials
 from agent.errors import StickyAgentError
 from agent.queue import Queue
@@ -143,10 +143,7 @@ def test_401_and_403_are_explained(
 def test_a_500_is_reported_as_the_servers_answer(
     server: DevServer, trap: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise StoreError("database down")
-
-    monkeypatch.setattr(server.app, "get_token", broken)
+    answer_500(monkeypatch, server.app, "get_token", "database down")
     config = trap(server.url)
     done = stickyctl_sync(config)
     assert done.returncode == 1
@@ -219,10 +216,7 @@ def test_ctrl_c_stops_within_two_seconds_without_a_traceback(
 def test_a_server_refusing_every_upload_is_named(
     server: DevServer, trap: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise StoreError("storage unavailable")
-
-    monkeypatch.setattr(server.app.store, "put_image", refuse)
+    answer_500(monkeypatch, server.app.store, "put_image", "storage unavailable")
     config = trap(server.url)
     outcome = oneshot.run(config)
     with pytest.raises(StickyAgentError, match="refuses every upload") as caught:
