@@ -18,6 +18,7 @@ logged and then does nothing. ``pin_factory = "mock"`` runs anywhere.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
@@ -118,6 +119,8 @@ PATTERNS: dict[str, Blink | None] = {
     "offline": Blink(0.15, 0.25, 2, pause=2.6),  # slow double blink, every 3 s
     "error": Blink(0.1, 0.1, 5),  # fast blink, 5 Hz
 }
+#: Bursts kept in ``StatusLed.played`` (the newest; older ones are only counted).
+PLAYED_KEPT = 100
 #: One long blink per capture, then a gap before the state pattern resumes.
 CAPTURED = Blink(0.5, 0.0, 1, pause=0.5)
 
@@ -134,8 +137,10 @@ class StatusLed:
         self.state = "ok"
         self.error: str | None = None
         self.device: Any = None
-        #: Names of the bursts played so far ("captured", "offline", "error"), newest last.
-        self.played: list[str] = []
+        #: Names of the last bursts played ("captured", "offline", "error"), newest last;
+        #: bounded (an error pattern plays ~72,000 bursts a day). ``bursts`` counts them all.
+        self.played: collections.deque[str] = collections.deque(maxlen=PLAYED_KEPT)
+        self.bursts = 0
         self._captures = 0
         self._closing = False
         self._wake = threading.Event()
@@ -177,12 +182,13 @@ class StatusLed:
 
     def wait_played(self, count: int, timeout: float = 10.0) -> bool:
         """Wait until ``count`` bursts have been played; return False on timeout."""
-        return self.wait_for(lambda played: len(played) >= count, timeout)
+        with self._changed:
+            return self._changed.wait_for(lambda: self.bursts >= count, timeout)
 
     def wait_for(self, predicate: Callable[[list[str]], bool], timeout: float = 10.0) -> bool:
-        """Wait until ``predicate(played)`` holds; return False on timeout."""
+        """Wait until ``predicate`` holds for the last bursts played; return False on timeout."""
         with self._changed:
-            return self._changed.wait_for(lambda: predicate(self.played), timeout)
+            return self._changed.wait_for(lambda: predicate(list(self.played)), timeout)
 
     def _next(self) -> tuple[str, Blink | None] | None:
         with self._changed:
@@ -208,6 +214,7 @@ class StatusLed:
                 return
             with self._changed:
                 self.played.append(name)
+                self.bursts += 1
                 self._changed.notify_all()
             if blink.pause:
                 self._wake.wait(blink.pause * self.timescale)

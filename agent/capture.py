@@ -1,4 +1,5 @@
-"""One capture, start to finish: flash on -> frame -> flash off -> EXIF -> files -> queue row.
+"""One capture, start to finish: camera ready -> flash on -> frame -> flash off -> encode -> EXIF
+-> files -> queue row.
 
 :class:`Capturer` is the pipeline that ``stickyctl run`` calls on schedule and
 ``stickyctl capture`` calls by hand. A capture is either fully in (original,
@@ -24,7 +25,7 @@ from agent.config import Config
 from agent.errors import CameraError, ClockError, DiskFullError, StickyAgentError
 from agent.exif import ExposureInfo, Record, build_exif, insert_exif
 from agent.faults import checkpoint
-from agent.flash import Flash
+from agent.flash import Exposure, Flash
 from agent.imagewriter import write_image_bytes
 from agent.locks import capture_lock
 from agent.naming import image_path
@@ -43,6 +44,8 @@ class CaptureResult:
     started_at: dt.datetime
     image: Image | None = None
     error: str | None = None
+    #: Seconds the flash was on (None: no flash, or the capture failed before the exposure).
+    flash_on_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -77,6 +80,8 @@ class Capturer:
         self.sleep = sleep
         self.data_dir: Path = config.storage.data_dir
         self._camera_open = False
+        #: Seconds the flash was on in the last capture (None: no flash, or no frame asked for).
+        self.flash_on_s: float | None = None
 
     def close(self) -> None:
         if self._camera_open:
@@ -87,6 +92,7 @@ class Capturer:
         """Take one picture through the whole pipeline and return its outcome. Never raises
         for a failed capture (it is logged and recorded); only for a programming error."""
         started = self.now()
+        self.flash_on_s = None
         try:
             with capture_lock(self.data_dir, self.config.capture.lock_timeout):
                 image = self._capture_locked(manual)
@@ -97,19 +103,23 @@ class Capturer:
             log.error("capture skipped: %s", e)
             return self._record(DISK_FULL, started, manual, error=str(e))
         except StickyAgentError as e:
-            log.error("capture failed: %s", e)
+            log.error("capture failed: %s%s", e, self._flash_note())
             return self._record(FAILED, started, manual, error=str(e))
         except Exception as e:  # a bug must not stop the trap: log it fully, count it
             log.exception("capture failed with an unexpected error")
             return self._record(FAILED, started, manual, error=f"{type(e).__name__}: {e}")
         log.info(
-            "captured %s (%d bytes, md5 %s%s)",
+            "captured %s (%d bytes, md5 %s%s%s)",
             image.path,
             image.size,
             image.md5,
+            self._flash_note(),
             ", manual" if manual else "",
         )
         return self._record(OK, started, manual, image=image)
+
+    def _flash_note(self) -> str:
+        return "" if self.flash_on_s is None else f", flash on {self.flash_on_s:.3f} s"
 
     def _record(
         self,
@@ -129,7 +139,7 @@ class Capturer:
             )
         except StickyAgentError as e:
             log.error("could not record the capture outcome in the queue: %s", e)
-        return CaptureResult(outcome, started, image, error)
+        return CaptureResult(outcome, started, image, error, self.flash_on_s)
 
     def _capture_time(self) -> dt.datetime:
         """Return a capture second no image of this device has yet (waits for the next second
@@ -146,16 +156,24 @@ class Capturer:
         )
 
     def _frame(self) -> Frame:
+        """Open the camera if needed and take a frame; the camera lights the flash only
+        around the exposure (not while it opens, starts, focuses or encodes)."""
         if not self._camera_open:
             self.camera.open()
             self._camera_open = True
+        exposure = Exposure(self.flash)
         try:
-            with self.flash.lit():
-                return self.camera.capture(self.config.capture.jpeg_quality)
+            return self.camera.capture(self.config.capture.jpeg_quality, exposure.lit)
         except CameraError:
             # Next capture reopens the camera: a wedged camera must not need a restart.
             self.close()
             raise
+        finally:
+            try:
+                exposure.end()
+            finally:
+                lights = getattr(self.flash, "lights", True) and exposure.times_lit > 0
+                self.flash_on_s = exposure.on_s if lights else None
 
     def _check_disk(self) -> None:
         """Make room by retention if the disk is low; raise DiskFullError if it stays low."""
@@ -208,6 +226,8 @@ class Capturer:
             "exposure_us": frame.exposure_us,
             "analogue_gain": frame.analogue_gain,
         }
+        if self.flash_on_s is not None:
+            metadata["flash_on_s"] = round(self.flash_on_s, 4)
         if sensor_error:
             metadata["sensor_error"] = sensor_error
         return self.queue.add_image(

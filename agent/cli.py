@@ -249,7 +249,7 @@ def doctor(ctx: Context, as_json: bool) -> None:
 
 
 # Commands of other concerns register themselves on ``cli`` when imported.
-from agent import cli_detect, cli_sync  # noqa: E402, F401
+from agent import cli_detect, cli_export, cli_sync  # noqa: E402, F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,6 +43,8 @@ def demo(ctx: Context) -> None:
     agent.install_signal_handlers()
     try:
         agent.start()
+        if agent.web is not None:
+            click.echo(f"the trap's web page: {agent.web.url}", err=True)
         agent.run_forever()
     finally:
         server.stop()

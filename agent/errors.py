@@ -66,6 +66,14 @@ class QueueError(StorageError):
     """The SQLite queue is unusable: locked, corrupted, or of a newer schema than this agent."""
 
 
+class QueueFullError(QueueError, DiskFullError):
+    """The queue database cannot grow: the disk (or SQLite's page limit) is full."""
+
+
+class DuplicateImageError(QueueError):
+    """The queue already has an image with this device and second, or at this path."""
+
+
 class CaptureBusyError(StickyAgentError):
     """Another capture holds the capture lock and did not release it in time."""
 
@@ -89,6 +97,17 @@ class SinkUnreachable(SyncError):
         self.retry_after = retry_after
 
 
+class SinkProtocolError(SinkUnreachable):
+    """The remote answered, but not as the API does: a body that is not JSON or of the wrong
+    shape, a redirect, an answer over the size limit, a token that cannot be used.
+
+    Such a remote is not the API we sync with (a captive portal, a proxy, a wrong URL, a broken
+    or hostile server), so the worker treats it like an unreachable API: it backs off and
+    probes again, and no image is counted as refused. The message names the route and what was
+    wrong, never the body.
+    """
+
+
 class SinkAuthError(SyncError):
     """The remote refused the credentials (401 even after a fresh token)."""
 
@@ -102,3 +121,11 @@ class SinkRejected(SyncError):
 
     The client cannot tell why: it must ask the server what it now holds.
     """
+
+
+def describe_unexpected(error: BaseException, limit: int = 200) -> str:
+    """Given an exception that is not one of ours, return one short line naming it
+    (``KeyError: 'md5'``), cut to ``limit`` characters, for a log line or a CLI error."""
+    text = " ".join(str(error).split())
+    line = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."

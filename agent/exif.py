@@ -268,10 +268,13 @@ def read_exif(jpeg: bytes) -> ExifSummary:
     Raise ImageFormatError if the EXIF is missing, ``Make`` is not ``StickyPi``,
     or the datetimes or UserComment are malformed.
     """
+    if not isinstance(jpeg, bytes | bytearray) or not jpeg.startswith(b"\xff\xd8"):
+        # piexif takes anything else for a file NAME and opens it (a FIFO hangs, a path leaks)
+        raise ImageFormatError("not a JPEG (no JPEG start marker)")
     try:
-        d = piexif.load(jpeg)
+        d = piexif.load(bytes(jpeg))
     except Exception as e:  # piexif raises bare ValueError/struct.error on junk
-        raise ImageFormatError(f"unreadable EXIF: {e}") from e
+        raise ImageFormatError(f"unreadable EXIF ({type(e).__name__}: {str(e)[:80]!r})") from e
     zeroth, exif_ifd = d.get("0th", {}), d.get("Exif", {})
     make = zeroth.get(piexif.ImageIFD.Make, b"").decode("ascii", "replace")
     if make != MAKE:

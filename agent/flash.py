@@ -9,15 +9,19 @@ Backends, chosen by ``[flash] type`` or ``$STICKY_AGENT_FLASH``:
   every pin state with its time (``MockPin.assert_states_and_times``).
 
 Use :meth:`Flash.lit` around the exposure: the flash is off when it returns,
-whether the frame came or the camera raised.
+whether the frame came or the camera raised. A capture hands the camera an
+:class:`Exposure` (``exposure.lit``): the camera lights it only around the frames that
+make the picture, the exposure times how long the flash was on, and :meth:`Exposure.end`
+makes sure a camera thread abandoned mid-exposure can neither leave it on nor light it again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from agent.config import FlashConfig, GpioFlashConfig
@@ -60,6 +64,9 @@ class _LitMixin:
 class NoFlash(_LitMixin):
     """No flash: ``on``/``off`` do nothing (but are counted, for tests)."""
 
+    #: Whether switching it on makes light (the capture log reports the flash's on-time).
+    lights = False
+
     def __init__(self) -> None:
         self.switches = 0
 
@@ -75,6 +82,8 @@ class NoFlash(_LitMixin):
 
 class GpioFlash(_LitMixin):
     """A flash switched by a gpiozero output device on one BCM pin."""
+
+    lights = True
 
     def __init__(self, config: GpioFlashConfig, pin_factory: Any = None) -> None:
         self.pin = config.pin
@@ -115,6 +124,59 @@ class GpioFlash(_LitMixin):
         with contextlib.suppress(Exception):
             self.device.off()
         self.device.close()
+
+
+class Exposure:
+    """The flash for one capture, given to the camera as its ``Lighting`` (:meth:`lit`).
+
+    ``on_s`` is how long the flash was on (warm-up included), summed over every time it was
+    lit. After :meth:`end` it cannot be lit again.
+    """
+
+    def __init__(self, flash: Flash, clock: Callable[[], float] = time.monotonic) -> None:
+        self.flash = flash
+        self.clock = clock
+        self.on_s = 0.0
+        self.times_lit = 0
+        self._since: float | None = None
+        self._ended = False
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def lit(self) -> Iterator[None]:
+        """Switch the flash on (and wait its warm-up), yield, switch it off even if the body
+        raised. Raise FlashError if the capture has already ended or the flash will not switch."""
+        with self._lock:
+            if self._ended:
+                raise FlashError("the flash was asked for after its capture ended (camera too slow)")
+            self.flash.on()
+            self._since = self.clock()
+            self.times_lit += 1
+        try:
+            warmup = float(getattr(self.flash, "warmup", 0.0))
+            if warmup > 0:
+                time.sleep(warmup)
+            yield
+        finally:
+            self._off()
+
+    def _off(self) -> None:
+        with self._lock:
+            if self._since is None:
+                return
+            self.on_s += self.clock() - self._since
+            self._since = None
+            self.flash.off()
+
+    def end(self) -> None:
+        """The capture is over: switch the flash off if a camera left it on; never light it again.
+        Raise FlashError if it will not switch off."""
+        with self._lock:
+            self._ended = True
+            left_on = self._since is not None
+        if left_on:
+            log.error("the flash was still on when its capture ended: switching it off")
+            self._off()
 
 
 def _make_pin_factory(name: str) -> Any:

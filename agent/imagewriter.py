@@ -26,7 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from agent.errors import ImageFormatError, StorageError
+from agent.errors import DiskFullError, ImageFormatError, StorageError
 from agent.faults import checkpoint
 from agent.naming import partial_path, thumbnail_path
 
@@ -56,8 +56,8 @@ def ensure_dir(path: Path) -> None:
 def atomic_write(path: Path, data: bytes) -> None:
     """Given a final path and bytes, make the file appear complete or not at all.
 
-    Raise StorageError (naming the file and, for a full disk, saying so) if the
-    write fails; the temporary file is removed then.
+    Raise DiskFullError if the disk is full, StorageError (naming the file) if the
+    write fails otherwise; the temporary file is removed then.
     """
     tmp = partial_path(path)
     try:
@@ -78,8 +78,9 @@ def atomic_write(path: Path, data: bytes) -> None:
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        raise StorageError(f"cannot write {path}: {why}") from e
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"cannot write {path}: the disk is full") from e
+        raise StorageError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 def thumbnail_size(width: int, height: int, box: tuple[int, int]) -> tuple[int, int]:

@@ -71,8 +71,11 @@ class AgentLock:
         if not _try_lock(fd):
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:  # a full disk: the lock is held all the same, only the pid is unknown
+            pass
         self._fd = fd
         return True
 

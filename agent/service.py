@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 from agent import __version__
 from agent.buttons import ManualButton, StatusLed
 from agent.camera import make_camera
-from agent.capture import Capturer, CaptureResult
+from agent.capture import DISK_FULL, Capturer, CaptureResult
 from agent.config import Config
 from agent.device import device_id
-from agent.errors import StickyAgentError
+from agent.errors import DiskFullError, StickyAgentError
 from agent.flash import make_flash
 from agent.locks import AgentLock, capture_lock, running_agent_pid
 from agent.queue import Queue
@@ -42,11 +42,16 @@ from agent.sensors import make_sensors
 if TYPE_CHECKING:
     from agent.detect.worker import DetectionWorker
     from agent.sync.worker import SyncWorker
+    from agent.web.app import WebServer
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
 RECONCILE_EVERY_S = 24 * 3600.0
+#: Sooner when a full disk left files for later (adoption deferred, a capture without its row).
+RECONCILE_RETRY_S = 600.0
+#: How often a start on a full disk tries again to open the queue.
+DISK_RETRY_S = 60.0
 
 
 @dataclass
@@ -102,6 +107,8 @@ class Agent:
         self.detection: DetectionWorker | None = None
         self.button: ManualButton | None = None
         self.led: StatusLed | None = None
+        #: The trap's web page (``[web] enabled``), served from a thread of this process.
+        self.web: WebServer | None = None
         self._last_capture_ok = True
         #: systemd notifications (READY, STATUS, WATCHDOG, STOPPING); a no-op outside systemd.
         #: With a watchdog, the main loop wakes at least twice per WatchdogSec.
@@ -109,6 +116,10 @@ class Agent:
         watchdog = watchdog_interval()
         self.heartbeat_s = min(HEARTBEAT_S, watchdog) if watchdog else HEARTBEAT_S
         self._sd_status: str | None = None
+        #: When the next reconciliation is due (time.monotonic()).
+        self.next_reconcile = time.monotonic() + RECONCILE_EVERY_S
+        #: True while a start on a full disk waits for space.
+        self.waiting_for_space = False
 
     def _notify_status(self, text: str) -> None:
         """Tell systemd what we are doing (``systemctl status`` shows it), once per change."""
@@ -159,7 +170,39 @@ class Agent:
             if self.led is not None:
                 self.led.captured()
         self._last_capture_ok = result.ok
+        if result.outcome == DISK_FULL:  # its file may be on disk without its row
+            self.next_reconcile = min(self.next_reconcile, time.monotonic() + RECONCILE_RETRY_S)
         self._update_led()
+
+    def _reconcile(self) -> None:
+        """Reconcile now; again soon if a full disk left files for later."""
+        assert self.pipeline is not None
+        report = self.pipeline.reconcile()
+        delay = RECONCILE_RETRY_S if report.deferred else RECONCILE_EVERY_S
+        self.next_reconcile = time.monotonic() + delay
+
+    def _build_pipeline(self) -> Pipeline:
+        """Build the pipeline; on a full disk wait for space instead of failing (under systemd a
+        failed start becomes a restart loop, then start-limit-hit: a trap stopped for good).
+        Raise StickyAgentError for any other failure, or if stopped while waiting."""
+        while True:
+            try:
+                pipeline = Pipeline.build(self.config)
+            except DiskFullError as e:
+                if not self.waiting_for_space:
+                    log.error("%s; waiting for space (trying again every %gs)", e, DISK_RETRY_S)
+                    self.waiting_for_space = True
+                self._notify_status("DISK FULL: waiting for space to open the queue")
+                self.notifier.notify("READY=1\nWATCHDOG=1")
+                self.wake.wait(DISK_RETRY_S)
+                self.wake.clear()
+                if self.stopping:
+                    raise StickyAgentError("stopped while waiting for disk space") from e
+                continue
+            if self.waiting_for_space:
+                log.warning("disk space is back: starting")
+                self.waiting_for_space = False
+            return pipeline
 
     def _update_led(self) -> None:
         if self.led is None:
@@ -184,7 +227,7 @@ class Agent:
                 f"(pid {running_agent_pid(data_dir)}); stop it first (systemctl stop sticky-agent)"
             )
         try:
-            self.pipeline = Pipeline.build(self.config)
+            self.pipeline = self._build_pipeline()
             if self.config.sync is not None:
                 from agent.sync.stickypi import make_sink
                 from agent.sync.worker import SyncWorker
@@ -203,8 +246,11 @@ class Agent:
                     data_dir,
                     on_detected=sync.wake if sync is not None else None,
                 )
-            self.pipeline.reconcile()
-            self.pipeline.queue.prune_attempts(self.config.storage.keep_capture_log)
+            self._reconcile()
+            try:
+                self.pipeline.queue.prune_attempts(self.config.storage.keep_capture_log)
+            except DiskFullError as e:
+                log.error("capture log not pruned: %s", e)
             # After each run, wake the main loop to publish the next slot.
             self.scheduler = CaptureScheduler(self.config.capture, self.capture_job, on_run=self.wake.set)
             self.scheduler.start()
@@ -213,6 +259,11 @@ class Agent:
                     worker.start()
             self.led = StatusLed(self.config.led)
             self.button = ManualButton(self.config.button, self.request_capture)
+            if self.config.web.enabled:
+                from agent.web.app import WebServer
+
+                self.web = WebServer(self)
+                self.web.start()
         except BaseException:
             self.stop()
             raise
@@ -234,7 +285,6 @@ class Agent:
 
     def run_forever(self) -> None:
         """Serve until :meth:`request_stop` (or SIGTERM/SIGINT) is called, then stop cleanly."""
-        last_reconcile = time.monotonic()
         try:
             while not self._wait():
                 assert self.scheduler is not None and self.pipeline is not None
@@ -255,12 +305,12 @@ class Agent:
                 self._publish_next(self.scheduler.next_run_time)
                 self._update_led()
                 self._feed_watchdog()  # and before a daily reconciliation
-                if time.monotonic() - last_reconcile > RECONCILE_EVERY_S:
-                    last_reconcile = time.monotonic()
+                if time.monotonic() >= self.next_reconcile:
                     try:
-                        self.pipeline.reconcile()
+                        self._reconcile()
                     except StickyAgentError as e:
-                        log.error("daily reconciliation failed: %s", e)
+                        self.next_reconcile = time.monotonic() + RECONCILE_RETRY_S
+                        log.error("reconciliation failed: %s", e)
         finally:
             self.stop()
 
@@ -294,6 +344,9 @@ class Agent:
         """Stop scheduling, let the capture in progress finish, release everything. Idempotent."""
         if self.scheduler is not None or self.pipeline is not None:
             self.notifier.notify("STOPPING=1\nSTATUS=stopping after the capture in progress")
+        if self.web is not None:  # no new requests (and no preview) while stopping
+            self.web.stop()
+            self.web = None
         if self.button is not None:  # no new presses while stopping
             self.button.close()
             self.button = None

@@ -21,6 +21,9 @@ from agent.locks import running_agent_pid
 from agent.queue.readonly import QueueReader
 from agent.queue.states import WAITING_STATES
 
+#: Less free space than this is a full disk even with ``min_free_disk_mb = 0`` (as the queue's).
+FULL_DISK_BYTES = 1_000_000
+
 #: The agent publishes a heartbeat every few seconds; older than this means it is stuck.
 STALE_HEARTBEAT_S = 60
 
@@ -48,7 +51,12 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
     out["agent"] = {"running": pid is not None, "pid": pid}
     try:
         usage = shutil.disk_usage(data_dir if data_dir.exists() else data_dir.parent)
-        out["disk"] = {"path": str(data_dir), "free_bytes": usage.free, "total_bytes": usage.total}
+        out["disk"] = {
+            "path": str(data_dir),
+            "free_bytes": usage.free,
+            "total_bytes": usage.total,
+            "full": usage.free < max(config.retention.min_free_disk_mb * 1e6, FULL_DISK_BYTES),
+        }
     except OSError as e:
         out["disk"] = {"path": str(data_dir), "error": str(e)}
     clock = clock_state(now)
@@ -237,7 +245,9 @@ def format_status(s: dict[str, Any]) -> str:
     agent = s["agent"]
     if agent["running"]:
         state = f"running (pid {agent['pid']})"
-        if agent.get("stale"):
+        if agent.get("stale") and s["disk"].get("full"):
+            state += f", no heartbeat written since {agent.get('heartbeat')}: the disk is full"
+        elif agent.get("stale"):
             state += f", NO HEARTBEAT since {agent.get('heartbeat')}: the agent may be stuck"
     else:
         state = "NOT RUNNING: no scheduled captures (start it: systemctl start sticky-agent)"
@@ -276,6 +286,11 @@ def format_status(s: dict[str, Any]) -> str:
     disk = s["disk"]
     if "free_bytes" in disk:
         lines.append(f"free disk       {_size(disk['free_bytes'])} of {_size(disk['total_bytes'])}")
+        if disk.get("full"):
+            lines.append(
+                "                DISK FULL: no image and no queue row can be written; the agent "
+                "keeps running and captures resume by themselves when space returns"
+            )
     else:
         lines.append(f"free disk       UNKNOWN: {disk.get('error')}")
     if s.get("last_quarantine"):

@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, run_stickyctl
 from test_image_format import tiny_jpeg
 
-from agent.camera import Frame
+from agent.camera import Frame, Lighting, no_lighting
 from agent.config import load_config
 from agent.device import device_id
 from agent.errors import DeviceIdError, StickyAgentError
@@ -54,10 +54,11 @@ def test_run_captures_on_schedule_and_stops_cleanly(write_config: Callable[..., 
         status = json.loads(run_stickyctl("--config", str(cfg), "status", "--json").stdout)
         assert status["agent"]["running"] and status["agent"]["pid"] == proc.pid
         assert status["next_capture"] is not None
-        assert status["queue"]["states"]["captured"]["count"] == 2
+        # one scheduled and one manual capture at least (a slow machine may reach the next slot)
+        assert status["queue"]["states"]["captured"]["count"] >= 2
         assert status["last_capture"]["manual"] is True and status["last_capture"]["outcome"] == "ok"
         listing = run_stickyctl("--config", str(cfg), "queue", "ls")
-        assert listing.stdout.count("captured") == 2 and " manual" in listing.stdout
+        assert listing.stdout.count("captured") >= 2 and " manual" in listing.stdout
         # a second agent on the same data folder refuses to start
         second = run_stickyctl("--config", str(cfg), "run")
         assert second.returncode == 1 and "another sticky-agent is already running" in second.stderr
@@ -82,9 +83,10 @@ class GatedCamera:
     def open(self) -> None:
         pass
 
-    def capture(self, quality: int) -> Frame:
-        self.exposing.set()
-        assert self.release.wait(30)
+    def capture(self, quality: int, flash: Lighting = no_lighting) -> Frame:
+        with flash():
+            self.exposing.set()
+            assert self.release.wait(30)
         return Frame(jpeg=tiny_jpeg(), width=64, height=48, sensor=self.sensor)
 
     def close(self) -> None:

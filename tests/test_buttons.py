@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from agent.buttons import CAPTURED, PATTERNS, Blink, ManualButton, StatusLed
+from agent.buttons import CAPTURED, PATTERNS, PLAYED_KEPT, Blink, ManualButton, StatusLed
 from agent.config import ButtonConfig, Config, LedConfig, config_from_mapping
 
 
@@ -130,7 +130,7 @@ def test_offline_is_a_slow_double_blink(factory: MockFactory) -> None:
     status.close()
     assert states(pin) == [False, True, False, True, False]
     pin.assert_states_and_times(expected(pattern))
-    assert status.played == ["offline"]
+    assert list(status.played) == ["offline"]
 
 
 def test_error_is_a_fast_blink(factory: MockFactory) -> None:
@@ -143,7 +143,7 @@ def test_error_is_a_fast_blink(factory: MockFactory) -> None:
     assert seen[0] is False and seen[-1] is False
     assert all(a != b for a, b in itertools.pairwise(seen))  # every record is a switch
     assert seen.count(True) >= 2 * 5  # two bursts of five blinks
-    assert status.played[:2] == ["error", "error"]
+    assert list(status.played)[:2] == ["error", "error"]
 
 
 def test_one_blink_per_capture_then_dark(factory: MockFactory) -> None:
@@ -152,7 +152,7 @@ def test_one_blink_per_capture_then_dark(factory: MockFactory) -> None:
     status.captured()
     status.close()  # finishes the blink already asked for
     assert states(pin) == [False, True, False]
-    assert status.played == ["captured"]
+    assert list(status.played) == ["captured"]
     assert CAPTURED.n == 1
 
 
@@ -164,9 +164,10 @@ def test_a_capture_blink_interrupts_a_state_and_the_state_resumes(factory: MockF
     assert status.wait_for(lambda played: "captured" in played and played[-1] != "captured")
     status.set_state("ok")
     status.close()
-    assert status.played[0] == "offline"
-    assert "captured" in status.played
-    assert status.played[status.played.index("captured") + 1] == "offline"
+    played = list(status.played)
+    assert played[0] == "offline"
+    assert "captured" in played
+    assert played[played.index("captured") + 1] == "offline"
     assert pin.state is False
 
 
@@ -180,4 +181,16 @@ def test_led_states_are_checked_and_a_disabled_led_does_nothing(factory: MockFac
     off.captured()
     off.set_state("error")
     off.close()
-    assert off.device is None and off.played == []
+    assert off.device is None and not off.played and off.bursts == 0
+
+
+def test_the_led_keeps_a_bounded_history_of_its_bursts(factory: MockFactory) -> None:
+    """An error pattern plays ~72,000 bursts a day: only the newest are kept, all are counted."""
+    status, pin = led(factory, timescale=0.0001)
+    status.set_state("error")
+    assert status.wait_played(PLAYED_KEPT + 30, timeout=60)
+    status.close()
+    assert status.bursts >= PLAYED_KEPT + 30
+    assert len(status.played) == PLAYED_KEPT
+    assert set(status.played) == {"error"}
+    assert pin.state is False

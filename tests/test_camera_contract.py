@@ -8,16 +8,20 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers.lighting import RecordingLight
 from PIL import Image
 from stickypi_spec import REAL_IMAGES
 
 from agent.camera import Camera, make_camera
 from agent.config import ReplayCameraConfig, SyntheticCameraConfig
-from agent.errors import CameraError
+from agent.errors import CameraError, FlashError
 
 
 class CameraContract:
     """Behaviour every camera backend must have."""
+
+    #: Whether the backend encodes the JPEG itself (replay passes the file's bytes on).
+    encodes = True
 
     def make(self, tmp_path: Path) -> Camera:
         raise NotImplementedError
@@ -62,6 +66,34 @@ class CameraContract:
         camera.open()
         assert camera.capture(85).jpeg
 
+    def test_the_flash_is_lit_once_for_the_exposure_and_off_before_the_encode(
+        self, camera: Camera, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        light = RecordingLight()
+        save = Image.Image.save
+
+        def recording_save(im: Image.Image, *args: object, **kwargs: object) -> None:
+            light.events.append("encode (lit)" if light.lit_now else "encode")
+            save(im, *args, **kwargs)  # type: ignore[arg-type]
+
+        camera.open()
+        assert light.events == []  # opening the camera does not light the flash
+        monkeypatch.setattr(Image.Image, "save", recording_save)
+        frame = camera.capture(85, light)
+        assert frame.jpeg[:2] == b"\xff\xd8"
+        assert light.events[:2] == ["on", "off"]
+        assert light.events[2:] == (["encode"] if self.encodes else [])
+        camera.close()
+        assert light.events[-1] != "on"
+
+    def test_a_flash_that_fails_fails_the_capture_and_the_camera_goes_on(self, camera: Camera) -> None:
+        camera.open()
+        with pytest.raises(FlashError, match="would not switch on"):
+            camera.capture(85, RecordingLight(fail=FlashError("flash on GPIO 23 would not switch on")))
+        light = RecordingLight()
+        assert camera.capture(85, light).jpeg
+        assert light.events == ["on", "off"]
+
 
 class TestSyntheticCamera(CameraContract):
     def make(self, tmp_path: Path) -> Camera:
@@ -69,6 +101,8 @@ class TestSyntheticCamera(CameraContract):
 
 
 class TestReplayCamera(CameraContract):
+    encodes = False
+
     def make(self, tmp_path: Path) -> Camera:
         return make_camera(ReplayCameraConfig(type="replay", folder=REAL_IMAGES))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_stickyctl
+from stickypi_spec import REAL_IMAGES
 
 from agent.config import (
     ReplayCameraConfig,
@@ -111,7 +112,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_the_backend_type(write_config: Callable[..., Path]) -> None:
-    path = write_config(camera={"type": "replay", "folder": str(REPO.parent / "shared/data/real-images")})
+    path = write_config(camera={"type": "replay", "folder": str(REAL_IMAGES)})
     assert isinstance(load_config(path, environ={}).camera, ReplayCameraConfig)
     overridden = load_config(path, environ={"STICKY_AGENT_CAMERA": "synthetic"})
     assert isinstance(overridden.camera, SyntheticCameraConfig)

@@ -1,7 +1,7 @@
 """On-device insect detection: SVG ground truth parsing, IoU matching, the built-in detector on
 the two annotated Sticky Pi images, its version string, annotations JSON, config and CLI.
 
-The annotated SVGs and real images in ``../shared/data`` are only read.
+The annotated SVGs and real images in ``tests/data`` are only read.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from agent.detect.evaluate import (
 )
 from agent.errors import ConfigError
 
-DATA = REPO.parent / "shared" / "data"
+DATA = REPO / "tests" / "data"
 ANNOTATED = DATA / "annotated"
 REAL = DATA / "real-images"
 SVG_A = ANNOTATED / "0a5bb6f4.2020-06-30_20-41-05.svg"

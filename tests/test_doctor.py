@@ -169,7 +169,7 @@ class BrokenCamera:
     def open(self) -> None:
         pass
 
-    def capture(self, quality: int) -> Frame:
+    def capture(self, quality: int, flash: object = None) -> Frame:
         raise CameraError("picamera2: camera did not answer within 10s (timeout)")
 
     def close(self) -> None:

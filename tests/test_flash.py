@@ -1,48 +1,23 @@
-"""The flash is on for the exposure and off afterwards, even when the capture fails
-(gpiozero MockFactory pins record every state with its time)."""
+"""The flash is on for the exposure only (not while the camera opens, starts, settles or
+encodes) and off afterwards, even when the capture fails; the capture log says how long it was
+on (gpiozero MockFactory pins record every state with its time)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockFactory
+from helpers.lighting import StepCamera
 
-from agent.camera import Frame
 from agent.capture import Capturer
 from agent.config import GpioFlashConfig, load_config
-from agent.errors import CameraError
-from agent.flash import GpioFlash
+from agent.errors import FlashError
+from agent.flash import Exposure, GpioFlash, NoFlash
 from agent.queue import Queue
 from agent.sensors import FakeSensors
-
-
-class RecordingCamera:
-    """A camera fake that records the flash pin's state at the moment of exposure."""
-
-    sensor = "fake"
-
-    def __init__(self, pin: object, fail: bool = False) -> None:
-        self.pin = pin
-        self.fail = fail
-        self.pin_state_at_exposure: list[bool] = []
-        self.opened = 0
-        self.closed = 0
-
-    def open(self) -> None:
-        self.opened += 1
-
-    def capture(self, quality: int) -> Frame:
-        self.pin_state_at_exposure.append(bool(self.pin.state))  # type: ignore[attr-defined]
-        if self.fail:
-            raise CameraError("camera timed out")
-        from test_image_format import tiny_jpeg
-
-        return Frame(jpeg=tiny_jpeg(), width=64, height=48, sensor=self.sensor, exposure_us=20000)
-
-    def close(self) -> None:
-        self.closed += 1
 
 
 @pytest.fixture
@@ -52,21 +27,39 @@ def factory() -> MockFactory:
 
 def make_capturer(
     write_config: Callable[..., Path], factory: MockFactory, fail: bool
-) -> tuple[Capturer, object, RecordingCamera]:
+) -> tuple[Capturer, object, StepCamera]:
     config = load_config(write_config(), environ={})
     flash = GpioFlash(GpioFlashConfig(type="gpio", pin=23), pin_factory=factory)
     pin = factory.pin(23)
-    camera = RecordingCamera(pin, fail=fail)
+    camera = StepCamera(pin, fail=fail)
     queue = Queue(config.storage.queue_path)
     return Capturer(config, "0a1b2c3d", camera, flash, FakeSensors(), queue), pin, camera
 
 
-def test_flash_is_on_for_the_exposure_only(write_config: Callable[..., Path], factory: MockFactory) -> None:
+def test_flash_is_on_for_the_exposure_only(
+    write_config: Callable[..., Path], factory: MockFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     capturer, pin, camera = make_capturer(write_config, factory, fail=False)
     pin.clear_states()  # type: ignore[attr-defined]
-    assert capturer.capture().ok
-    assert camera.pin_state_at_exposure == [True]
+    caplog.set_level("INFO", logger="agent.capture")
+    result = capturer.capture()
+    assert result.ok and result.image is not None
+    # open, configure, start, focus, settle in the dark; lit for the exposure; dark to encode
+    assert camera.steps == [
+        ("open", False),
+        ("configure", False),
+        ("start", False),
+        ("focus", False),
+        ("settle", False),
+        ("expose", True),
+        ("encode", False),
+    ]
     pin.assert_states([False, True, False])  # type: ignore[attr-defined]
+    # the capture log says how long the flash was on: the time between the pin's two switches
+    on_s = pin.states[2].timestamp  # type: ignore[attr-defined]
+    assert result.flash_on_s is not None and result.flash_on_s == pytest.approx(on_s, abs=0.05)
+    assert json.loads(result.image.image_metadata)["flash_on_s"] == pytest.approx(result.flash_on_s, abs=1e-3)
+    assert f"flash on {result.flash_on_s:.3f} s" in caplog.text
 
 
 def test_flash_goes_off_when_the_camera_fails(
@@ -76,7 +69,7 @@ def test_flash_goes_off_when_the_camera_fails(
     pin.clear_states()  # type: ignore[attr-defined]
     result = capturer.capture()
     assert result.outcome == "failed" and "camera timed out" in (result.error or "")
-    assert camera.pin_state_at_exposure == [True]
+    assert ("expose", True) in camera.steps and ("encode", False) not in camera.steps
     pin.assert_states([False, True, False])  # type: ignore[attr-defined]
     # the camera is closed after a failure and reopened for the next capture
     assert camera.closed == 1
@@ -105,3 +98,38 @@ def test_a_pin_in_use_is_a_clear_flash_error(factory: MockFactory) -> None:
     with pytest.raises(FlashError, match="cannot drive the flash on GPIO 23"):
         GpioFlash(GpioFlashConfig(type="gpio", pin=23), pin_factory=factory)
     first.close()
+
+
+def test_no_flash_reports_no_on_time(write_config: Callable[..., Path]) -> None:
+    config = load_config(write_config(), environ={})
+    camera = StepCamera(pin=NoPin())
+    capturer = Capturer(
+        config, "0a1b2c3d", camera, NoFlash(), FakeSensors(), Queue(config.storage.queue_path)
+    )
+    result = capturer.capture()
+    assert result.ok and result.flash_on_s is None
+    assert result.image is not None and "flash_on_s" not in json.loads(result.image.image_metadata)
+
+
+class NoPin:
+    state = False
+
+
+def test_an_abandoned_exposure_cannot_leave_the_flash_on_or_light_it_again(factory: MockFactory) -> None:
+    """A camera thread given up on (timed out) mid-exposure: the capture ends, the flash goes off,
+    and the thread cannot switch it on again when it wakes."""
+    flash = GpioFlash(GpioFlashConfig(type="gpio", pin=23), pin_factory=factory)
+    pin = factory.pin(23)
+    pin.clear_states()
+    exposure = Exposure(flash)
+    stuck = exposure.lit()
+    stuck.__enter__()  # the camera thread is inside the exposure and never comes back
+    assert pin.state
+    exposure.end()  # the capture gives up on it
+    assert not pin.state
+    with pytest.raises(FlashError, match="after its capture ended"), exposure.lit():
+        pass
+    stuck.__exit__(None, None, None)  # the thread wakes up late: nothing changes
+    pin.assert_states([False, True, False])
+    assert exposure.times_lit == 1
+    flash.close()

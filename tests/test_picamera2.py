@@ -503,6 +503,44 @@ def test_the_flash_is_on_for_the_exposure_through_the_capturer(
     flash.close()
 
 
+def test_the_flash_is_lit_after_the_camera_started_and_off_before_the_encode(
+    fake: Any, rig: Any, write_config: Callable[..., Path]
+) -> None:
+    """With keep_open = false a capture opens, configures, starts and (Camera Module 3) focuses
+    the camera, then takes the frame and encodes it: the flash is on for the frame only."""
+    rig.cameras = [fake.imx708()]
+    factory = MockFactory()
+    config = load_config(write_config(), environ={})
+    flash = GpioFlash(GpioFlashConfig(type="gpio", pin=23), pin_factory=factory)
+    pin = factory.pin(23)
+    timeline: list[tuple[str, bool]] = []
+    rig.on_call.append(lambda call: timeline.append((call[0], bool(pin.state))))
+    # a flash trap's settings: exposure, gain and white balance fixed, so no frame to settle
+    camera = picam(exposure=20000, analogue_gain=1.0, awb="fixed", colour_gains=[2.0, 1.6], af_mode="auto")
+    capturer = Capturer(config, "0a1b2c3d", camera, flash, FakeSensors(), Queue(config.storage.queue_path))
+    pin.clear_states()
+    result = capturer.capture()
+    assert result.ok and result.flash_on_s is not None
+    assert timeline == [
+        ("global_camera_info", False),  # open(): is the camera there?
+        ("init", False),
+        ("global_camera_info", False),
+        ("configure", False),
+        ("set_controls", False),
+        ("start", False),
+        ("set_controls", False),  # the autofocus trigger
+        ("autofocus_cycle", False),
+        ("capture_request", True),  # the one frame, under the flash
+        ("save", False),  # the JPEG encode, in the dark
+        ("release", False),
+        ("stop", False),
+        ("close", False),
+    ]
+    pin.assert_states([False, True, False])
+    capturer.close()
+    flash.close()
+
+
 # -- configuration -------------------------------------------------------------------------
 
 

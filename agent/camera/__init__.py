@@ -10,11 +10,18 @@ A backend is chosen by ``[camera] type`` in the config, or for one run by
   module is the only place that imports ``picamera2``/``libcamera``.
 
 Every backend passes the same contract tests (``tests/test_camera_contract.py``).
+
+The flash: ``Camera.capture`` takes the flash as a :data:`Lighting` (``Flash.lit``) and
+enters it only around the exposure of the frames that make the picture, after the camera
+is opened, configured, started and focused, and leaves it before the JPEG encode. The
+flash is therefore on for a fraction of a second, not for the whole capture.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,6 +29,15 @@ from agent.errors import CameraError
 
 if TYPE_CHECKING:
     from agent.config import CameraConfig
+
+
+#: The flash for one exposure: a context manager factory, lit while entered (``Flash.lit``).
+Lighting = Callable[[], contextlib.AbstractContextManager[object]]
+
+
+def no_lighting() -> contextlib.AbstractContextManager[object]:
+    """The :data:`Lighting` of a capture without a flash."""
+    return contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -51,8 +67,13 @@ class Camera(Protocol):
     def open(self) -> None:
         """Make the camera ready. Raise CameraError if it is absent or unusable."""
 
-    def capture(self, quality: int) -> Frame:
-        """Return one frame encoded as JPEG at ``quality``. Raise CameraError on failure."""
+    def capture(self, quality: int, flash: Lighting = no_lighting) -> Frame:
+        """Return one frame encoded as JPEG at ``quality``. Raise CameraError on failure.
+
+        ``flash`` is entered once, just around the exposure of the frame(s) that make the
+        picture (after opening, starting, focusing), and left before the encode, also when
+        the capture fails.
+        """
         ...
 
     def close(self) -> None:

@@ -6,8 +6,9 @@ constructing the camera works and :meth:`Picamera2Camera.open` raises a CameraEr
 how to install it.
 
 A capture: open the camera (unless ``keep_open`` kept it open), configure a still at full
-sensor resolution (or ``width`` x ``height``), set the configured controls, start it, drop
-``settle_frames`` frames while anything is automatic, then take one request, encode its
+sensor resolution (or ``width`` x ``height``), set the configured controls, start it, focus;
+then, with the flash on, drop ``settle_frames`` frames while anything is automatic and take
+one request; with the flash off again, encode its
 ``main`` stream to JPEG with picamera2 (``options["quality"]``) into memory, and read the
 frame's metadata (``ExposureTime``, ``AnalogueGain``, ``SensorTemperature``, ``Lux``). The
 JPEG bytes are passed on as they are: the image writer replaces their EXIF without
@@ -36,9 +37,9 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from agent.camera import Frame
+from agent.camera import Frame, Lighting, no_lighting
 from agent.config import Picamera2CameraConfig
-from agent.errors import CameraError
+from agent.errors import CameraError, FlashError
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +163,13 @@ class Picamera2Camera:
                 raise
         log.info("%s opened (%s)", self._label(), "kept open" if self.config.keep_open else "per capture")
 
-    def capture(self, quality: int) -> Frame:
+    def capture(self, quality: int, flash: Lighting = no_lighting) -> Frame:
         """Given a JPEG quality (1-100), return one frame. Raise CameraError on any failure,
-        including a camera that does not answer within ``capture_timeout``."""
+        including a camera that does not answer within ``capture_timeout``.
+
+        ``flash`` is lit once the camera is open, configured, started and focused, for the
+        settle frames (automatic exposure settles under the flash; none when exposure, gain
+        and white balance are fixed) and the kept frame, and is off before the encode."""
         if not self._open:
             raise CameraError(f"{self._label()}: capture before open() (or after close())")
         if not 1 <= quality <= 100:
@@ -174,7 +179,7 @@ class Picamera2Camera:
         try:
             self._ensure_started(deadline)
             cam = self._cam
-            frame = self._call("capture a frame", lambda: self._take(cam, quality, deadline), deadline)
+            frame = self._call("capture a frame", lambda: self._take(cam, quality, deadline, flash), deadline)
             ok = True
         finally:
             if not ok or not self.config.keep_open:
@@ -335,18 +340,22 @@ class Picamera2Camera:
         # A running camera may deliver a frame exposed before the flash came on: drop it.
         return max(frames, 1) if cfg.keep_open else frames
 
-    def _take(self, cam: Any, quality: int, deadline: float) -> Frame:
-        """Take one frame and encode it (runs in a worker thread)."""
+    def _take(self, cam: Any, quality: int, deadline: float, flash: Lighting) -> Frame:
+        """Take one frame under the flash, then encode it (runs in a worker thread)."""
         cam.options["quality"] = quality
-        for _ in range(self._settle_frames()):
-            cam.capture_request(wait=_remaining(deadline)).release()
-        request = cam.capture_request(wait=_remaining(deadline))
+        request = None
         try:
+            with flash():
+                for _ in range(self._settle_frames()):
+                    cam.capture_request(wait=_remaining(deadline)).release()
+                request = cam.capture_request(wait=_remaining(deadline))
+            # The flash is off: the encode (a second or more at 12 MP on a Pi Zero) is dark.
             metadata = request.get_metadata()
             buf = io.BytesIO()
             request.save("main", buf, format="jpeg")
         finally:
-            request.release()
+            if request is not None:
+                request.release()
         return self._frame(buf.getvalue(), metadata)
 
     def _frame(self, jpeg: bytes, metadata: dict[str, Any]) -> Frame:
@@ -378,7 +387,7 @@ class Picamera2Camera:
         """Run one step against the camera until ``deadline``; turn every failure into a CameraError."""
         try:
             return _run_bounded(fn, _remaining(deadline), f"picamera2-{what.replace(' ', '-')}")
-        except CameraError:
+        except (CameraError, FlashError):
             raise
         except (_Timeout, TimeoutError):
             self.timeouts += 1

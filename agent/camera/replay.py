@@ -9,12 +9,13 @@ time, the frame reports it, like a real camera would.
 from __future__ import annotations
 
 import collections
+import io
 from pathlib import Path
 
 import piexif
 from PIL import Image
 
-from agent.camera import Frame
+from agent.camera import Frame, Lighting, no_lighting
 from agent.config import ReplayCameraConfig
 from agent.errors import CameraError
 
@@ -35,14 +36,17 @@ class ReplayCamera:
         if not self._files:
             raise CameraError(f"replay camera: no .jpg files in {self.folder}")
 
-    def capture(self, quality: int) -> Frame:
+    def capture(self, quality: int, flash: Lighting = no_lighting) -> Frame:
+        """Return the next file's bytes as a frame (``flash`` lit while it is read: the
+        exposure). Raise CameraError if the camera is not open or the file is unreadable."""
         if not self._files:
             raise CameraError("replay camera: capture before open()")
         path = self._files[self._next % len(self._files)]
         self._next += 1
         try:
-            data = path.read_bytes()
-            with Image.open(path) as im:
+            with flash():
+                data = path.read_bytes()
+            with Image.open(io.BytesIO(data)) as im:
                 width, height = im.size
                 if im.format != "JPEG":
                     raise CameraError(f"replay camera: {path} is not a JPEG")
@@ -56,6 +60,20 @@ class ReplayCamera:
             sensor=self.sensor,
             exposure_us=_exposure_us(data),
         )
+
+    def preview(self, width: int) -> Frame:
+        """Return the file delivered last (the next one before any capture) without advancing
+        the sequence; the web page scales it to ``width``. Raise CameraError if not open."""
+        if not self._files:
+            raise CameraError("replay camera: preview before open()")
+        path = self.delivered[-1] if self.delivered else self._files[self._next % len(self._files)]
+        try:
+            data = path.read_bytes()
+            with Image.open(path) as im:
+                w, h = im.size
+        except OSError as e:
+            raise CameraError(f"replay camera: cannot read {path}: {e}") from e
+        return Frame(jpeg=data, width=w, height=h, sensor=self.sensor, exposure_us=_exposure_us(data))
 
     def close(self) -> None:
         self._files = []

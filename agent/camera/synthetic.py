@@ -22,7 +22,7 @@ from statistics import NormalDist
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from agent.camera import Frame
+from agent.camera import Frame, Lighting, no_lighting
 from agent.config import SyntheticCameraConfig
 from agent.errors import CameraError
 
@@ -30,6 +30,10 @@ _REF_WIDTH = 4056  # insect lengths (6-80 px) are given at this frame width
 _FIELD_SCALE = 16  # smooth fields are computed at 1/16 of the frame size
 _BAND_ROWS = 256  # noise is added this many rows at a time
 _NOISE_SIGMA = 2.8
+#: The simulated lens is sharp here (dioptres), and blurs this many pixels (at 4056 wide)
+#: per dioptre away from it.
+FOCUS_DIOPTRES = 4.0
+BLUR_PER_DIOPTRE = 6.0
 # One independent random stream per purpose: (seed, tag[, index]).
 _CARD, _ARRIVALS, _INSECT, _CAPTURE = 0, 1, 2, 3
 # Maps a uniform random byte to 128 + Gaussian noise (Pillow ``point`` table, R, G, B).
@@ -88,6 +92,11 @@ class SyntheticCamera:
         self.sensor = config.sensor
         self._seed = config.seed % 2**64
         self._rate = config.insects_per_capture
+        self._config = config
+        #: The simulated lens, in dioptres (like Camera Module 3's ``LensPosition``): sharp at
+        #: FOCUS_DIOPTRES, blurrier the further from it (plus the configured ``blur``).
+        self.lens_position = FOCUS_DIOPTRES
+        self._twin: SyntheticCamera | None = None  # renders the web page's low-resolution preview
         self._open = False
         self._insects: list[_Insect] = []
         self._landed: list[int] = []  # insects on the card at capture k
@@ -135,8 +144,9 @@ class SyntheticCamera:
         """Stop delivering frames; safe to call twice. Captures and insects are kept."""
         self._open = False
 
-    def capture(self, quality: int) -> Frame:
-        """Given a JPEG quality (1-100), return the next frame of the card.
+    def capture(self, quality: int, flash: Lighting = no_lighting) -> Frame:
+        """Given a JPEG quality (1-100), return the next frame of the card; ``flash`` is lit
+        while the card is rendered (the exposure), not while it is encoded.
 
         Raise CameraError if the camera is not open or the quality is out of range.
         """
@@ -145,6 +155,23 @@ class SyntheticCamera:
         if not 1 <= quality <= 100:
             raise CameraError(f"synthetic camera: JPEG quality must be 1-100, got {quality}")
         k = self.captures
+        with flash():
+            img, exposure, gain, n = self._expose(k)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=quality)
+        self.captures += 1
+        self.insects_on_card = n
+        return Frame(
+            jpeg=buf.getvalue(),
+            width=self.width,
+            height=self.height,
+            sensor=self.sensor,
+            exposure_us=round(exposure, 1),
+            analogue_gain=round(gain, 3),
+        )
+
+    def _expose(self, k: int) -> tuple[Image.Image, float, float, int]:
+        """Given a capture index, render the card: the image, exposure, gain and insect count."""
         rng = np.random.default_rng([self._seed, _CAPTURE, k])
         exposure = float(np.clip(self._exposure_us * (1 + 0.04 * rng.standard_normal()), 1e4, 3e4))
         gain = float(np.clip(self._gain * (1 + 0.02 * rng.standard_normal()), 1.0, 2.0))
@@ -157,18 +184,36 @@ class SyntheticCamera:
         n = self._insects_at(k)
         for insect in self._insects[:n]:
             self._draw_insect(img, insect, low)
+        blur = self.blur_px() * self.width / _REF_WIDTH
+        if blur > 0.05:
+            img = img.filter(ImageFilter.GaussianBlur(blur))
         self._add_noise(img, rng)
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=quality)
-        self.captures += 1
-        self.insects_on_card = n
+        return img, exposure, gain, n
+
+    def blur_px(self) -> float:
+        """Return the defocus blur radius in pixels at 4056 wide (configured + lens)."""
+        return self._config.blur + BLUR_PER_DIOPTRE * abs(self.lens_position - FOCUS_DIOPTRES)
+
+    def set_lens_position(self, dioptres: float) -> None:
+        """Move the simulated lens (0-15 dioptres, as Camera Module 3's)."""
+        self.lens_position = float(min(15.0, max(0.0, dioptres)))
+
+    def preview(self, width: int) -> Frame:
+        """Given a width, return the card as it is now (as the last capture saw it) rendered
+        that wide, without advancing the capture sequence. Raise CameraError if not open."""
+        if not self._open:
+            raise CameraError("synthetic camera: preview before open() (or after close())")
+        height = max(48, round(width * self.height / self.width))
+        twin = self._twin
+        if twin is None or twin.width != width:
+            twin = SyntheticCamera(self._config.model_copy(update={"width": width, "height": height}))
+            self._twin = twin
+        twin.lens_position = self.lens_position
+        twin.captures = max(0, self.captures - 1)
+        twin.open()
+        frame = twin.capture(80)
         return Frame(
-            jpeg=buf.getvalue(),
-            width=self.width,
-            height=self.height,
-            sensor=self.sensor,
-            exposure_us=round(exposure, 1),
-            analogue_gain=round(gain, 3),
+            frame.jpeg, frame.width, frame.height, self.sensor, frame.exposure_us, frame.analogue_gain
         )
 
     def _insects_at(self, k: int) -> int:

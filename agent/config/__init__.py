@@ -47,6 +47,7 @@ from agent.config.sections import (
     WindowConfig,
 )
 from agent.errors import ConfigError
+from agent.web.settings import WebConfig
 
 __all__ = [
     "BuiltinDetectorConfig",
@@ -67,6 +68,7 @@ __all__ = [
     "SensorsConfig",
     "SyncConfig",
     "SyntheticCameraConfig",
+    "WebConfig",
     "WindowConfig",
     "config_from_mapping",
     "load_config",
@@ -89,6 +91,7 @@ class Config(_Section):
     retention: RetentionConfig = RetentionConfig()
     log: LogConfig = LogConfig()
     detector: DetectorConfig = NoDetectorConfig(type="none")
+    web: WebConfig = WebConfig()
     #: Where the file came from (not a key of the file).
     source: Path | None = Field(default=None, exclude=True)
 
@@ -188,6 +191,7 @@ _PATH_KEYS = (
     ("sync", "credentials"),
     ("sync", "ca_bundle"),
     ("detector", "params"),
+    ("web", "password_file"),
 )
 
 

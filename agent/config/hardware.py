@@ -23,6 +23,9 @@ class SyntheticCameraConfig(_Section):
     #: Mean number of insects that land on the card between two captures.
     insects_per_capture: float = Field(default=0.5, ge=0)
     sensor: str = "synthetic"
+    #: Defocus: Gaussian blur radius in pixels at 4056 wide (0: sharp). The simulated lens
+    #: (set from the web page's focus control) adds to it away from its in-focus position.
+    blur: float = Field(default=0.0, ge=0, le=200)
 
 
 class ReplayCameraConfig(_Section):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -125,9 +127,44 @@ class SyncConfig(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError(f'must be an http(s) URL like "https://api.example.org", got "{v}"')
-        return v.rstrip("/")
+        return api_url(v)
+
+
+def api_url(v: str) -> str:
+    """Given ``[sync] url``, return it without a trailing slash. Raise ValueError unless it is
+    ``https://host[:port][/path]``, or ``http://`` to a loopback host only (the password goes
+    in a Basic header): no user or password, query, fragment, space or control character."""
+    example = 'like "https://api.example.org"'
+    if not re.fullmatch(r"[!-~]+", v):
+        raise ValueError(f"must be a URL {example}, without spaces or control characters")
+    parts = urlsplit(v)
+    if "@" in parts.netloc:
+        raise ValueError("must not hold a user or password: they go in the credentials file")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"must be a URL {example}, with a port from 1 to 65535") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise ValueError(f'must be an http(s) URL {example}, got "{v}"')
+    if parts.query or parts.fragment or v.endswith(("?", "#")):
+        raise ValueError(f'must not have a query or fragment (the API\'s address only), got "{v}"')
+    if not re.fullmatch(r"[A-Za-z0-9._~/-]*", parts.path) or "/." in parts.path:
+        raise ValueError(f'must have a plain path, got "{v}"')
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            "plain http:// is allowed only to this machine (127.0.0.1, ::1, localhost): "
+            f"the password would cross the network in clear; use https://{parts.netloc}"
+        )
+    return v.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class RetentionConfig(_Section):

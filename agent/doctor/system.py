@@ -27,6 +27,7 @@ from agent.errors import (
     CredentialsError,
     SinkAuthError,
     SinkForbidden,
+    SinkProtocolError,
     SinkUnreachable,
     StickyAgentError,
     SyncError,
@@ -101,6 +102,10 @@ def check_api(config: Config, environ: Mapping[str, str] | None) -> list[Check]:
         return [*out, fail("api", _one_line(e), "check [sync] in the configuration")]
     try:
         sink.probe()
+    except SinkProtocolError as e:  # something answered, not the API (a captive portal, a proxy?)
+        hint = f"check the [sync] url: is {sync.url} the Sticky Pi API (not a login page or proxy)?"
+        detail = f"{sync.url} answered, but not as the Sticky Pi API does: {_one_line(e)}"
+        out.append(fail("api", detail, hint))
     except SinkUnreachable as e:
         host = urlsplit(sync.url).hostname or ""
         if host in ("127.0.0.1", "localhost", "::1"):

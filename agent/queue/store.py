@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.errors import QueueError
+from agent.errors import DuplicateImageError, QueueError, QueueFullError
 from agent.queue.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -33,7 +36,38 @@ from agent.queue.schema import (
     utcnow,
 )
 
+log = logging.getLogger(__name__)
+
 BUSY_TIMEOUT_MS = 15_000
+SQLITE_FULL = 13
+SQLITE_IOERR = 10
+#: Below this much free space an SQLite I/O error (e.g. SQLITE_IOERR_SHMSIZE) means "disk full".
+FULL_DISK_BYTES = 1_000_000
+
+
+def is_disk_full(error: BaseException, path: Path) -> bool:
+    """Given an sqlite3 error from the database at ``path``, return True if it means the disk
+    (or the database's page limit) is full: SQLITE_FULL, or an I/O error on a full disk."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None:
+        return "database or disk is full" in str(error)
+    if code & 0xFF == SQLITE_FULL:
+        return True
+    if code & 0xFF == SQLITE_IOERR:
+        try:
+            return shutil.disk_usage(path.parent).free < FULL_DISK_BYTES
+        except OSError:
+            return False
+    return False
+
+
+def _queue_error(what: str, error: BaseException, path: Path) -> QueueError:
+    if is_disk_full(error, path):
+        return QueueFullError(
+            f"{what} ({path}): the disk is full ({error}); the agent keeps going and writes "
+            "again by itself when space returns"
+        )
+    return QueueError(f"{what} ({path}): {error}")
 
 
 @dataclass(frozen=True)
@@ -70,12 +104,17 @@ class Queue:
         self.engine: Engine = create_engine(f"sqlite:///{path}", future=True)
         event.listen(self.engine, "connect", _on_connect)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: Facts :meth:`publish` could not write (disk full), kept in memory until it can.
+        self._unwritten: dict[str, str | None] = {}
+        self._unwritten_lock = threading.Lock()
         try:
             self._migrate()
         except sqlite3.DatabaseError as e:
-            raise QueueError(f"the queue database {path} is unusable: {e}") from e
+            self.engine.dispose()
+            raise _queue_error("the queue database is unusable", e, path) from e
         except SQLAlchemyError as e:
-            raise QueueError(f"the queue database {path} is unusable: {getattr(e, 'orig', e)}") from e
+            self.engine.dispose()
+            raise _queue_error("the queue database is unusable", getattr(e, "orig", e), path) from e
 
     def _migrate(self) -> None:
         with self.engine.connect() as conn:
@@ -120,7 +159,8 @@ class Queue:
     def session(self) -> Iterator[Session]:
         """Yield a session in a transaction; commit on success, roll back on error.
 
-        Raise QueueError for database errors (locked past the busy timeout, disk full).
+        Raise QueueFullError if the disk is full, QueueError for other database errors
+        (locked past the busy timeout, I/O error).
         """
         try:
             with self._sessions.begin() as s:
@@ -128,7 +168,7 @@ class Queue:
         except IntegrityError:
             raise
         except OperationalError as e:
-            raise QueueError(f"queue database error ({self.path}): {e.orig}") from e
+            raise _queue_error("queue database error", e.orig or e, self.path) from e
 
     # -- images -------------------------------------------------------------------------
 
@@ -165,7 +205,7 @@ class Queue:
             with self.session() as s:
                 s.add(row)
         except IntegrityError as e:
-            raise QueueError(
+            raise DuplicateImageError(
                 f"the queue already has an image {device} at {when:%Y-%m-%d %H:%M:%S} or at {path}"
             ) from e
         return row
@@ -252,15 +292,40 @@ class Queue:
 
     # -- agent state ---------------------------------------------------------------------
 
-    def publish(self, **values: str | None) -> None:
-        """Store small key/value facts for status (``None`` removes a key)."""
-        with self.session() as s:
-            for key, value in values.items():
-                if value is None:
-                    s.execute(text("DELETE FROM agent_state WHERE key = :k"), {"k": key})
-                else:
-                    s.merge(AgentState(key=key, value=value, updated_at=utcnow()))
+    def publish(self, **values: str | None) -> bool:
+        """Store small key/value facts for status (``None`` removes a key); return True if written.
+
+        On a full disk the facts are kept in memory (:meth:`published` shows them) and written
+        with the next publish that succeeds: a heartbeat must never stop the agent. Raise
+        QueueError for other database errors.
+        """
+        with self._unwritten_lock:
+            pending = {**self._unwritten, **values}
+            try:
+                with self.session() as s:
+                    for key, value in pending.items():
+                        if value is None:
+                            s.execute(text("DELETE FROM agent_state WHERE key = :k"), {"k": key})
+                        else:
+                            s.merge(AgentState(key=key, value=value, updated_at=utcnow()))
+            except QueueFullError as e:
+                if not self._unwritten:
+                    log.error("cannot write status facts (heartbeat, ...): %s; keeping them in memory", e)
+                self._unwritten = pending
+                return False
+            if self._unwritten:
+                log.warning("the queue database is writable again: status facts written")
+                self._unwritten = {}
+            return True
 
     def published(self) -> dict[str, str]:
+        """Return the published facts, including those a full disk kept in memory."""
         with self.session() as s:
-            return {k: v for k, v in s.execute(select(AgentState.key, AgentState.value))}
+            stored = {k: v for k, v in s.execute(select(AgentState.key, AgentState.value))}
+        with self._unwritten_lock:
+            for key, value in self._unwritten.items():
+                if value is None:
+                    stored.pop(key, None)
+                else:
+                    stored[key] = value
+        return stored

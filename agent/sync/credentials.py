@@ -17,6 +17,9 @@ from pathlib import Path
 from agent.config import SyncConfig
 from agent.errors import CredentialsError
 
+#: A ``username:password`` line is short; anything longer is not a credentials file.
+MAX_CREDENTIALS_BYTES = 4096
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -47,23 +50,41 @@ def credentials_path(config: SyncConfig, environ: Mapping[str, str] | None = Non
 def load_credentials(config: SyncConfig, environ: Mapping[str, str] | None = None) -> Credentials:
     """Given the ``[sync]`` config, return the credentials.
 
-    Raise CredentialsError if the file is missing, readable or writable by others, or not
+    Raise CredentialsError if the file is missing, not a regular file (a FIFO or a device
+    would hang or never end), over 4 kB, not UTF-8, readable or writable by others, or not
     one line ``username:password``. The message never contains the password.
     """
     path = credentials_path(config, environ)
     try:
-        st = path.stat()
-        raw = path.read_text(encoding="utf-8")
+        # O_NONBLOCK: a FIFO must not hang the open; only a regular file is then read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise CredentialsError(f"no credentials file at {path}") from None
     except OSError as e:
         raise CredentialsError(f"cannot read the credentials file {path}: {e.strerror}") from None
-    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
-        raise CredentialsError(
-            f"the credentials file {path} is readable or writable by every user "
-            f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {path}"
-        )
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CredentialsError(f"the credentials file {path} is not a regular file")
+        if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
+            raise CredentialsError(
+                f"the credentials file {path} is readable or writable by every user "
+                f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {path}"
+            )
+        data = os.read(fd, MAX_CREDENTIALS_BYTES + 1)
+    except OSError as e:
+        raise CredentialsError(f"cannot read the credentials file {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CREDENTIALS_BYTES:
+        raise CredentialsError(f"the credentials file {path} is over {MAX_CREDENTIALS_BYTES} bytes")
+    try:
+        raw = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise CredentialsError(f"the credentials file {path} is not UTF-8 text") from None
     lines = [line.strip() for line in raw.splitlines() if line.strip()]
+    if any(not ch.isprintable() for line in lines for ch in line):
+        raise CredentialsError(f"the credentials file {path} holds control characters")
     if len(lines) != 1 or ":" not in lines[0]:
         raise CredentialsError(f"the credentials file {path} must hold one line username:password")
     username, _, password = lines[0].partition(":")

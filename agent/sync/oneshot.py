@@ -22,9 +22,11 @@ from agent.errors import (
     ConfigError,
     SinkAuthError,
     SinkForbidden,
+    SinkProtocolError,
     SinkRejected,
     SinkUnreachable,
     StickyAgentError,
+    describe_unexpected,
 )
 
 #: How often the progress line is redrawn, and how long a Ctrl-C waits for the sync thread.
@@ -60,6 +62,10 @@ class Progress:
             f"{min(images, self.total_images)} of {self.total_images} images, "
             f"{sent / 1e6:.1f} of {self.total_bytes / 1e6:.1f} MB, {rate / 1e6:.2f} MB/s, {eta}"
         )
+
+
+class UnexpectedSyncError(StickyAgentError):
+    """The sync stopped on an exception no one planned for (a bug): reported in one line."""
 
 
 @dataclass
@@ -111,6 +117,8 @@ def run(
     if quiet_logs:  # the verdict names the cause; only errors about single images are logged
         worker_log.setLevel(logging.ERROR)
 
+    unexpected: list[BaseException] = []
+
     def loop() -> None:
         try:
             while not worker.interrupted:
@@ -120,6 +128,8 @@ def run(
                     worker.last_stats = None
                 if delay > 0:
                     break
+        except Exception as e:  # a bug or a surprise: one line in the verdict, not a traceback
+            unexpected.append(e)
         finally:
             done.set()
 
@@ -133,7 +143,7 @@ def run(
                 out.flush()
     except KeyboardInterrupt:
         interrupted = True
-        worker.interrupt()  # no new upload starts; one in flight is abandoned
+        worker.stop(0)  # no new upload starts; an answer being read ends now, a stalled one is abandoned
         done.wait(STOP_GRACE_S)
     finally:
         worker_log.setLevel(level)
@@ -141,6 +151,9 @@ def run(
             out.write("\r" + progress.line() + "\033[K\n")
             out.flush()
     finished = done.is_set()
+    error = worker.last_error
+    if unexpected:
+        error = UnexpectedSyncError(f"sync failed unexpectedly: {describe_unexpected(unexpected[0])}")
     waiting, waiting_bytes = (n - progress.images, size - progress.sent)
     if finished:
         worker.stop(0)
@@ -151,7 +164,7 @@ def run(
         waiting,
         waiting_bytes,
         annotations[0],
-        worker.last_error,
+        error,
         worker.refusing,
         interrupted,
         finished,
@@ -176,6 +189,10 @@ def verdict(outcome: Outcome, url: str) -> str:
         )
     if e is None:
         return f"synced with {url}: {counts}"
+    if isinstance(e, UnexpectedSyncError):
+        raise e
+    if isinstance(e, SinkProtocolError):
+        raise StickyAgentError(f"the API at {url} answered, but not as the Sticky Pi API does: {e}; {kept}")
     if isinstance(e, SinkUnreachable):
         raise StickyAgentError(f"the API at {url} is unreachable: {e}; {kept}")
     if isinstance(e, SinkAuthError):

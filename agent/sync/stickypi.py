@@ -11,30 +11,63 @@ once after a 401. Neither password nor token appears in an exception message.
 Every failure of the real server is a 500 with an HTML body, whatever the cause: this
 sink reports it as :class:`SinkRejected` and the worker asks ``/get_images/metadata``
 what the server now holds.
+
+Nothing the server sends is trusted (:mod:`agent.sync.answers` checks every answer): a
+redirect, a body over :data:`MAX_ANSWER_BYTES`, an answer not done within the read timeout,
+JSON of the wrong shape, all raise :class:`SinkProtocolError`; the answer is read in pieces
+and :meth:`StickyPiSink.close` stops a read in progress, so a stop never waits for it.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import logging
+import math
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+from urllib3.exceptions import HTTPError
 
 from agent import __version__
 from agent.config import SyncConfig
-from agent.errors import SinkAuthError, SinkForbidden, SinkRejected, SinkUnreachable
+from agent.errors import (
+    ConfigError,
+    SinkAuthError,
+    SinkForbidden,
+    SinkProtocolError,
+    SinkRejected,
+    SinkUnreachable,
+)
+from agent.sync import answers
+from agent.sync.answers import parse_api_datetime
 from agent.sync.credentials import Credentials, load_credentials
 from agent.sync.sink import AnnotationBatch, ImageKey, RemoteImage
 from agent.sync.throttle import Bandwidth
 
+__all__ = ["StickyPiSink", "api_datetime", "make_sink", "parse_api_datetime"]
+
+log = logging.getLogger(__name__)
+
 TOKEN_MARGIN_S = 60
+#: How long a token is used (unless refused first) when it arrives already expired by our
+#: clock: the trap's clock or the server's is wrong, and asking again would not help.
+SKEWED_TOKEN_USE_S = 3600.0
 LOOKUP_CHUNK = 200
+#: The longest ``Retry-After`` obeyed: a server (or a proxy) cannot stop the sync for days.
+MAX_RETRY_AFTER_S = 3600.0
+#: The largest answer read: 200 image rows are about 100 kB.
+MAX_ANSWER_BYTES = 8 * 2**20
+_READ_PIECE = 65536
 _TRANSIENT_STATUS = {429, 502, 503, 504}
 
 
@@ -43,24 +76,15 @@ def api_datetime(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_api_datetime(value: str) -> dt.datetime:
-    """Parse the API's ``YYYY-MM-DDTHH:MM:SSZ`` (or legacy ``YYYY-MM-DD_HH-MM-SS``) as UTC."""
-    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d_%H-%M-%S", "%Y-%m-%dT%H:%M:%S"):
-        try:
-            return dt.datetime.strptime(value, fmt).replace(tzinfo=dt.UTC)
-        except ValueError:
-            continue
-    raise SinkRejected(f"the API sent a datetime in an unknown form: {value!r}")
-
-
 def _retry_after(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None
+        return None  # an HTTP date: back off as usual
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
 
 
 class MultipartBody:
@@ -102,6 +126,18 @@ class MultipartBody:
         return chunk
 
 
+class _BasicUtf8(AuthBase):
+    """HTTP Basic auth encoded as UTF-8, as the real server (werkzeug) decodes it (``requests``
+    would encode as Latin-1 and fail on any other character)."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self._value = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._value
+        return request
+
+
 class StickyPiSink:
     """A client of one Sticky Pi API server, safe to share between upload threads."""
 
@@ -117,14 +153,29 @@ class StickyPiSink:
         ca_bundle: Path | None = None,
         pool_size: int = 4,
         clock: Callable[[], float] = time.time,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
+        """Raise ConfigError if a timeout is not a positive number or the CA bundle is not a
+        readable PEM file."""
+        for key, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"sync.{key}: must be a positive number of seconds, got {value!r}")
+        if ca_bundle is not None:
+            try:
+                ssl.create_default_context(cafile=str(ca_bundle))
+            except (OSError, ssl.SSLError) as e:
+                why = "not a PEM bundle of CA certificates" if isinstance(e, ssl.SSLError) else e.strerror
+                raise ConfigError(f"sync.ca_bundle: cannot use {ca_bundle}: {why}") from None
         self.url = url.rstrip("/")
         self._credentials = credentials
-        self.timeout = (connect_timeout, read_timeout)
+        self.timeout = (float(connect_timeout), float(read_timeout))
+        self.max_answer_bytes = max_answer_bytes
         self._clock = clock
         self._token: str | None = None
         self._expiration = 0.0
         self._token_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._warned_skew = False
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
@@ -136,25 +187,45 @@ class StickyPiSink:
         self.requests_sent = 0
 
     def close(self) -> None:
+        """Stop: a read in progress ends at its next piece, and no request starts after."""
+        self._closing.set()
         self.session.close()
 
     # -- transport ----------------------------------------------------------------------
 
     def _send(self, route: str, auth: tuple[str, str], **kw: Any) -> requests.Response:
+        """POST ``route`` without following redirects; return the response, body unread."""
+        if self._closing.is_set():
+            raise SinkUnreachable(f"{route}: not sent, the sync is stopping")
         self.requests_sent += 1
         try:
-            return self.session.post(self.url + route, auth=auth, timeout=self.timeout, **kw)
+            return self.session.post(
+                self.url + route,
+                auth=_BasicUtf8(*auth),
+                timeout=self.timeout,
+                allow_redirects=False,
+                stream=True,
+                **kw,
+            )
         except requests.Timeout as e:
             raise SinkUnreachable(f"{route}: no answer in time ({type(e).__name__})") from None
         except requests.ConnectionError as e:
             raise SinkUnreachable(f"{route}: cannot reach {self.url} ({type(e).__name__})") from None
-        except requests.RequestException as e:
+        except (requests.RequestException, OSError) as e:
             raise SinkUnreachable(f"{route}: request failed ({type(e).__name__})") from None
 
     def _check(self, route: str, response: requests.Response) -> requests.Response:
         status = response.status_code
-        if status < 400:
+        if 200 <= status < 300:
             return response
+        response.close()  # an error's body is never read: it could be anything, of any size
+        if 300 <= status < 400:
+            where = urlsplit(response.headers.get("Location", ""))
+            target = f" to {where.scheme}://{where.hostname}" if where.scheme and where.hostname else ""
+            raise SinkProtocolError(
+                f"{route}: the API answered a redirect ({status}){target}; it never redirects: "
+                "check [sync] url"
+            )
         if status in _TRANSIENT_STATUS:
             raise SinkUnreachable(f"{route}: the API is busy ({status})", _retry_after(response))
         if status == 401:
@@ -164,39 +235,85 @@ class StickyPiSink:
                 f"{route}: the API account {self._credentials.username!r} may not do this (403); "
                 "it needs read-write access"
             )
+        if status < 200:
+            raise SinkProtocolError(f"{route}: the API answered an unexpected status ({status})")
         reason = " ".join((response.reason or "").split())[:60]
         raise SinkRejected(f"{route}: the API answered {status} {reason}".rstrip())
+
+    def _read(self, route: str, response: requests.Response) -> bytes:
+        """Return the body of ``response``. Raise SinkProtocolError if it is over
+        ``max_answer_bytes``, SinkUnreachable if it takes longer than the read timeout, is cut,
+        or the sink is closed meanwhile."""
+        limit = self.max_answer_bytes
+        too_big = f"{route}: the API's answer is over the {limit}-byte limit"
+        with response:
+            declared = response.headers.get("Content-Length")
+            if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
+                raise SinkProtocolError(
+                    too_big if declared.strip().isdigit() else f"{route}: a malformed Content-Length"
+                )
+            deadline = time.monotonic() + self.timeout[1]
+            raw = response.raw
+            read = getattr(raw, "read1", None) or raw.read
+            body = bytearray()
+            try:
+                while piece := read(_READ_PIECE, decode_content=True):
+                    body += piece
+                    if len(body) > limit:
+                        raise SinkProtocolError(too_big)
+                    if self._closing.is_set():
+                        raise SinkUnreachable(f"{route}: stopped reading the answer, the sync is stopping")
+                    if time.monotonic() > deadline:
+                        raise SinkUnreachable(f"{route}: the answer took over {self.timeout[1]:g}s")
+            except (requests.RequestException, OSError, HTTPError) as e:
+                raise SinkUnreachable(f"{route}: the answer was cut ({type(e).__name__})") from None
+        return bytes(body)
+
+    def _new_token(self) -> None:
+        creds = self._credentials
+        response = self._send("/get_token", (creds.username, creds.password))
+        if response.status_code == 401:
+            response.close()
+            raise SinkAuthError(
+                f"the API refused the username/password of {creds.username!r} (401); "
+                "check the credentials file"
+            )
+        token, expiration = answers.token_answer(
+            self._read("/get_token", self._check("/get_token", response))
+        )
+        now = self._clock()
+        if expiration < now + TOKEN_MARGIN_S:
+            # Expired on arrival: one of the clocks is wrong. Asking again would get the same,
+            # so use it until the API refuses it (a 401 renews it once) or for a while.
+            if not self._warned_skew:
+                self._warned_skew = True
+                log.warning(
+                    "the API's token expires %.0fs from now by this trap's clock: is the clock right? "
+                    "using the token until the API refuses it",
+                    expiration - now,
+                )
+            expiration = now + SKEWED_TOKEN_USE_S
+        self._token, self._expiration = token, expiration
 
     def _ensure_token(self, force: bool = False) -> str:
         with self._token_lock:
             if force or self._token is None or self._expiration < self._clock() + TOKEN_MARGIN_S:
-                creds = self._credentials
-                response = self._send("/get_token", (creds.username, creds.password))
-                if response.status_code == 401:
-                    raise SinkAuthError(
-                        f"the API refused the username/password of {creds.username!r} (401); "
-                        "check the credentials file"
-                    )
-                body = self._check("/get_token", response).json()
-                self._token, self._expiration = str(body["token"]), float(body["expiration"])
+                self._new_token()
             assert self._token is not None
             return self._token
 
-    def _post(self, route: str, make_kwargs: Callable[[], dict[str, Any]]) -> requests.Response:
-        """POST with the token; on a 401 renew the token once and try again."""
+    def _post(self, route: str, make_kwargs: Callable[[], dict[str, Any]]) -> bytes:
+        """POST with the token; on a 401 renew the token once and try again. Return the body."""
         token = self._ensure_token()
         response = self._send(route, (token, ""), **make_kwargs())
         if response.status_code == 401:
+            response.close()
             token = self._ensure_token(force=True)
             response = self._send(route, (token, ""), **make_kwargs())
-        return self._check(route, response)
+        return self._read(route, self._check(route, response))
 
-    def _post_json(self, route: str, body: Any) -> Any:
-        response = self._post(route, lambda: {"json": body})
-        try:
-            return response.json()
-        except ValueError:
-            raise SinkRejected(f"{route}: the API answered something that is not JSON") from None
+    def _post_json(self, route: str, body: Any) -> bytes:
+        return self._post(route, lambda: {"json": body})
 
     # -- the Sink protocol ----------------------------------------------------------------
 
@@ -206,14 +323,13 @@ class StickyPiSink:
         self._ensure_token(force=True)
 
     def lookup_images(self, keys: list[ImageKey]) -> dict[ImageKey, RemoteImage]:
+        route = "/get_images/metadata"
         found: dict[ImageKey, RemoteImage] = {}
         if not keys:  # the real server answers an empty key list with a 500
             return found
         for i in range(0, len(keys), LOOKUP_CHUNK):
             body = [{"device": d, "datetime": api_datetime(t)} for d, t in keys[i : i + LOOKUP_CHUNK]]
-            for row in self._post_json("/get_images/metadata", body):
-                key = (str(row["device"]), parse_api_datetime(str(row["datetime"])))
-                found[key] = RemoteImage(md5=str(row["md5"]), remote_id=row.get("id"))
+            found.update(answers.image_rows(route, self._post_json(route, body)))
         return found
 
     def upload_image(self, path: Path, data: bytes, md5: str, throttle: Any = None) -> None:
@@ -221,19 +337,22 @@ class StickyPiSink:
             multipart = MultipartBody(path.name, data, md5, throttle)
             return {"data": multipart, "headers": {"Content-Type": multipart.content_type}}
 
-        self._post("/_put_new_images", body)
+        answers.list_answer("/_put_new_images", self._post("/_put_new_images", body))
 
     def lookup_annotations(self, keys: list[ImageKey]) -> set[tuple[ImageKey, str, str]]:
         if not keys:
             return set()
+        route = "/get_uid_annotations/metadata"
         ids = {img.remote_id: key for key, img in self.lookup_images(keys).items()}
         out: set[tuple[ImageKey, str, str]] = set()
         for i in range(0, len(keys), LOOKUP_CHUNK):
             body = [{"device": d, "datetime": api_datetime(t)} for d, t in keys[i : i + LOOKUP_CHUNK]]
-            for row in self._post_json("/get_uid_annotations/metadata", body):
-                key = ids.get(row.get("parent_image_id"))
+            for parent, algo_name, algo_version in answers.annotation_rows(
+                route, self._post_json(route, body)
+            ):
+                key = ids.get(parent) if parent is not None else None
                 if key is not None:
-                    out.add((key, str(row["algo_name"]), str(row["algo_version"])))
+                    out.add((key, algo_name, algo_version))
         return out
 
     def upload_annotations(self, batch: AnnotationBatch) -> None:
@@ -250,7 +369,7 @@ class StickyPiSink:
                 "annotations": batch.annotations,
             }
         ]
-        self._post_json("/put_uid_annotations", body)
+        answers.list_answer("/put_uid_annotations", self._post_json("/put_uid_annotations", body))
 
 
 def make_sink(config: SyncConfig, environ: Mapping[str, str] | None = None) -> StickyPiSink:

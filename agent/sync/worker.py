@@ -119,11 +119,11 @@ class SyncWorker(BackgroundWorker):
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop the thread; a request to a hung server is abandoned (the thread is a daemon),
-        which is safe: the queue only moves on the server's evidence, so the next start re-checks."""
-        stopped = super().stop(timeout)
-        if stopped and self.sink is not None:
+        and an answer being read stops at its next piece, which is safe: the queue only moves
+        on the server's evidence, so the next start re-checks."""
+        if self.sink is not None:  # first: a read in progress ends at once
             self.sink.close()
-        return stopped
+        return super().stop(timeout)
 
     # -- one cycle ------------------------------------------------------------------------
 

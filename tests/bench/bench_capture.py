@@ -50,7 +50,7 @@ from agent.naming import image_path, thumbnail_path
 from agent.queue import Queue
 
 REPO = Path(__file__).resolve().parents[2]
-REAL_DIR = REPO.parent / "shared" / "data" / "real-images"
+REAL_DIR = REPO / "tests" / "data" / "real-images"
 DEVICE = "be0c0001"
 START = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 READINGS = {"temperature": 21.5, "humidity": 55.0, "battery": 80, "exposure_us": 16000.0}

@@ -1,6 +1,6 @@
 """Time and memory of the built-in insect detector on the real trap images, per image size.
 
-Each real image in ``../shared/data/real-images/`` (2592x1944 ov5647 and 4056x3040 imx477)
+Each real image in ``tests/data/real-images/`` (2592x1944 ov5647 and 4056x3040 imx477)
 is run in a fresh subprocess (clean RSS): import, read the file, then ``--repeat`` calls
 of ``BuiltinDetector.detect`` (first call and median reported), a stage breakdown (JPEG
 decode at reduced scale, card model, segmentation and outlines) and one more call under
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-REAL_IMAGES = REPO.parent / "shared" / "data" / "real-images"
+REAL_IMAGES = REPO / "tests" / "data" / "real-images"
 TARGET_S = 1.0
 
 

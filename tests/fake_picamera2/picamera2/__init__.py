@@ -47,6 +47,8 @@ It **simulates** the hardware through ``rig`` (reset with ``reset()``):
 - ``rig.busy``: the camera is held by another process.
 - ``rig.on_frame``: callables run with the instance as each frame is exposed (e.g. to look at
   the flash pin).
+- ``rig.on_call``: callables run with each call as it is recorded (e.g. to put the flash pin's
+  state beside every camera step).
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class Rig:
     busy: bool = False
     af_focuses: bool = True
     on_frame: list[Callable[[Picamera2], None]] = field(default_factory=list)
+    on_call: list[Callable[[tuple[Any, ...]], None]] = field(default_factory=list)
     _hangs: int = 0
     _failures: dict[str, list[BaseException]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -119,6 +122,8 @@ class Rig:
     def record(self, *call: Any) -> None:
         with self._lock:
             self.calls.append(call)
+        for hook in self.on_call:
+            hook(call)
 
     def count(self, name: str) -> int:
         """How many calls named ``name`` were recorded."""

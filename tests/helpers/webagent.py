@@ -1,0 +1,97 @@
+"""A running agent with its web page on 127.0.0.1, for the web page's tests and benchmark.
+
+``web_agent(tmp_path)`` starts the real agent (``agent.service.Agent``: scheduler, detector,
+sync worker, web server) in a thread, with a synthetic camera, a mock flash, fake sensors and
+a development Sticky Pi API, and yields a :class:`WebAgent` with the page's URL. Scheduled
+captures are an hour apart: tests take pictures when they ask for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.config import load_config
+from agent.devserver import parse_user
+from agent.devserver.app import DevServer
+from agent.service import Agent
+
+DEVICE = "0a1b2c3d"
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str | Path):
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)
+
+
+def write_agent_config(tmp_path: Path, **tables: dict[str, Any] | None) -> Path:
+    """Write a config for a web-page agent under ``tmp_path``; keyword tables replace or (None)
+    drop the defaults' tables. Return its path."""
+    merged: dict[str, dict[str, Any] | None] = {
+        "device": {"id": DEVICE},
+        "storage": {"data_dir": str(tmp_path / "data")},
+        "capture": {"interval": "1h", "lock_timeout": "20s"},
+        "camera": {"type": "synthetic", "width": 1296, "height": 972, "seed": 1, "insects_per_capture": 3.0},
+        "flash": {"type": "gpio", "pin": 23, "pin_factory": "mock"},
+        "sensors": {"type": "fake", "temperature": 20.5, "humidity": 61.0, "battery": 77},
+        "location": {"lat": 49.26, "lng": -123.25},
+        "detector": {"type": "builtin"},
+        "web": {"enabled": True, "bind": "127.0.0.1", "port": 0, "preview_interval": 0.2},
+        **tables,
+    }
+    lines = []
+    for name, table in merged.items():
+        if table is None:
+            continue
+        lines.append(f"[{name}]")
+        lines.extend(f"{k} = {_toml(v)}" for k, v in table.items())
+    path = tmp_path / "agent.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class WebAgent:
+    agent: Agent
+    url: str  # the page's base URL, ending in "/"
+    api: DevServer | None
+
+    def capture(self) -> None:
+        """Ask the agent for a capture (as the button or ``stickyctl capture`` do)."""
+        self.agent.request_capture()
+
+
+@contextlib.contextmanager
+def web_agent(tmp_path: Path, with_api: bool = True, **tables: dict[str, Any] | None) -> Iterator[WebAgent]:
+    """Run an agent with its web page (and a devserver it syncs to) until the block ends."""
+    api = None
+    if with_api:
+        api = DevServer(tmp_path / "api", [parse_user("trap:secret-password")]).start()
+        creds = tmp_path / "api-credentials"
+        creds.write_text("trap:secret-password\n")
+        creds.chmod(0o600)
+        tables.setdefault("sync", {"url": api.url, "credentials": str(creds), "probe_interval": "1s"})
+    config = load_config(write_agent_config(tmp_path, **tables), environ={})
+    agent = Agent(config)
+    thread = None
+    try:
+        agent.start()
+        assert agent.web is not None
+        thread = threading.Thread(target=agent.run_forever, name="agent", daemon=True)
+        thread.start()
+        yield WebAgent(agent, agent.web.url, api)
+    finally:
+        agent.request_stop()
+        if thread is not None:
+            thread.join(timeout=60)
+        else:
+            agent.stop()
+        if api is not None:
+            api.stop()
