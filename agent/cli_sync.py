@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from agent.cli import Context, _signal_agent, cli, pass_ctx
-from agent.errors import StickyAgentError, describe_unexpected
+from agent.errors import StickyAgentError
 
 
 @cli.command()
@@ -53,8 +53,17 @@ def demo(ctx: Context) -> None:
 @cli.command()
 @pass_ctx
 def sync(ctx: Context) -> None:
-    """Sync now: ask the running agent to probe the API and upload, or do one full sync here."""
+    """Sync now: ask the running agent to probe the API and upload, or do one full sync here.
+
+    Without an agent: progress on a terminal (n of N images, MB, ETA), then one line with the
+    counts, or the real cause of a failure (credentials, 401/403, what the server answered).
+    Ctrl-C stops it within a second or two; the queue keeps what was not confirmed.
+    """
+    import os
+    import sys
+
     from agent.locks import running_agent_pid
+    from agent.sync import oneshot
 
     config = ctx.config()
     if config.sync is None:
@@ -64,30 +73,21 @@ def sync(ctx: Context) -> None:
         _signal_agent(pid, signal.SIGUSR2)
         click.echo(f"asked the agent (pid {pid}) to sync now; follow it with: stickyctl status")
         return
-    from agent.queue import Queue
-    from agent.sync.stickypi import make_sink
-    from agent.sync.worker import SyncWorker
-
-    queue = Queue(config.storage.queue_path, create=False)
-    sync_config = config.sync
-    worker = SyncWorker(config, queue, lambda: make_sink(sync_config))
-    try:
-        while worker.cycle() == 0.0:
-            pass
-    except StickyAgentError:
-        raise
-    except Exception as e:  # one line, not a traceback (--debug shows it)
-        raise StickyAgentError(f"sync failed unexpectedly: {describe_unexpected(e)}") from e
-    finally:
-        worker.stop()
-        queue.close()
-    if not worker.reachable:
-        why = Queue(config.storage.queue_path, create=False).published().get("sync_error")
-        raise StickyAgentError(f"the API at {sync_config.url} is unreachable ({why}); the queue is kept")
-    published = Queue(config.storage.queue_path, create=False).published()
-    if published.get("sync_error"):
-        raise StickyAgentError(f"sync stopped: {published['sync_error']}")
-    click.echo(f"synced with {sync_config.url}; see stickyctl status")
+    if not config.storage.queue_path.exists():
+        raise StickyAgentError(f"no queue at {config.storage.queue_path}: nothing captured yet")
+    outcome = oneshot.run(config, out=sys.stderr, tty=sys.stderr.isatty(), quiet_logs=not ctx.debug)
+    if outcome.interrupted:
+        p = outcome.progress
+        click.echo(
+            f"stickyctl: interrupted after {p.images} of {p.total_images} images; the rest stays queued",
+            err=True,
+        )
+        if not outcome.finished:  # a request is still in flight: do not wait for its timeout
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        raise click.exceptions.Exit(130)
+    click.echo(oneshot.verdict(outcome, config.sync.url))
 
 
 @cli.command()

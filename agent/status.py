@@ -108,7 +108,7 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
         ][:5]
         if published.get("last_quarantine"):
             out["last_quarantine"] = published["last_quarantine"]
-        out["sync"] = _sync_status(config, queue, published, out["queue"]) if config.sync else None
+        out["sync"] = _sync_status(config, queue, published, out["queue"], now) if config.sync else None
         out["insects"] = _insects(queue, now) if config.detector.type != "none" else None
     finally:
         queue.close()
@@ -126,9 +126,15 @@ def _insects(queue: QueueReader, now: dt.datetime) -> dict[str, Any]:
 
 
 def _sync_status(
-    config: Config, queue: QueueReader, published: dict[str, str], totals: dict[str, Any]
+    config: Config, queue: QueueReader, published: dict[str, str], totals: dict[str, Any], now: dt.datetime
 ) -> dict[str, Any]:
     assert config.sync is not None
+    failed = totals["states"].get("failed", {}).get("count", 0)
+    next_retry = None
+    if failed:  # the agent gives failed images one more try by itself, every retry_failed_interval
+        last = published.get("sync_failed_retry")
+        at = float(last) + config.sync.retry_failed_interval if last else now.timestamp()
+        next_retry = _iso(dt.datetime.fromtimestamp(max(at, now.timestamp()), dt.UTC))
     last = json.loads(published["sync_last"]) if published.get("sync_last") else None
     rate = None
     if last and last.get("bytes_sent") and last.get("seconds"):
@@ -143,7 +149,11 @@ def _sync_status(
         "url": config.sync.url,
         "reachable": {"yes": True, "no": False}.get(published.get("sync_reachable", "")),
         "reachable_since": published.get("sync_reachable_since"),
+        #: When the agent last talked to the API (reachable/error are as of then).
+        "checked": published.get("sync_checked"),
         "error": published.get("sync_error"),
+        "failed": failed,
+        "next_failed_retry": next_retry,
         "last_pass": last,
         "throughput_bytes_per_s": rate,
         "eta_seconds": totals["waiting_bytes"] / rate if rate and totals["waiting_bytes"] else None,
@@ -175,12 +185,28 @@ def _ago(iso: str | None, now: dt.datetime) -> str:
     return f"{t:%Y-%m-%d %H:%M:%S} UTC ({secs / 3600:.1f} h ago)"
 
 
-def _format_sync(sync: dict[str, Any], queue: dict[str, Any], now: dt.datetime) -> list[str]:
+def _age(iso: str, now: dt.datetime) -> str:
+    secs = max(0.0, (now - dt.datetime.fromisoformat(iso)).total_seconds())
+    if secs < 120:
+        return f"{secs:.0f}s"
+    return f"{secs / 60:.0f} min" if secs < 7200 else f"{secs / 3600:.1f} h"
+
+
+def _format_sync(sync: dict[str, Any], queue: dict[str, Any], now: dt.datetime, running: bool) -> list[str]:
     reach = {True: "reachable", False: "UNREACHABLE", None: "not tried yet"}[sync["reachable"]]
-    since = f" since {_ago(sync['reachable_since'], now)}" if sync.get("reachable_since") else ""
-    lines = [f"api             {sync['url']} {reach}{since}"]
-    if sync.get("error"):
-        lines.append(f"sync problem    {sync['error']}")
+    if sync["reachable"] and sync.get("error"):
+        reach = "answers, with an error"
+    if running:
+        since = f" since {_ago(sync['reachable_since'], now)}" if sync.get("reachable_since") else ""
+        lines = [f"api             {sync['url']} {reach}{since}"]
+        if sync.get("error"):
+            lines.append(f"sync problem    {sync['error']}")
+    else:  # what was published is stale: say so, with its age, never as the current state
+        checked = sync.get("checked") or sync.get("reachable_since")
+        seen = f"{reach} at the last check, {_age(checked, now)} ago" if checked else "never checked"
+        lines = [f"api             {sync['url']}: agent not running; {seen}"]
+        if sync.get("error"):
+            lines.append(f"last problem    {sync['error']}")
     last = sync.get("last_pass")
     if last:
         what = "ok" if last["outcome"] == "ok" else f"{last['outcome']}: {last.get('error')}"
@@ -201,6 +227,9 @@ def _format_sync(sync: dict[str, Any], queue: dict[str, Any], now: dt.datetime) 
         lines.append(
             "annotations     " + ", ".join(f"{n} {k}" for k, n in sorted(sync["annotations"].items()))
         )
+    if sync.get("failed"):
+        when = _ago(sync["next_failed_retry"], now) if running else "when the agent runs"
+        lines.append(f"failed images   {sync['failed']}: one more try by themselves, next {when}")
     for p in sync.get("problems", []):
         lines.append(f"  {p['state'].upper():<11} {p['name']}: {p['reason']}")
     return lines
@@ -267,7 +296,7 @@ def format_status(s: dict[str, Any]) -> str:
     if s.get("last_quarantine"):
         lines.append(f"quarantined     {s['last_quarantine']}")
     if s.get("sync"):
-        lines.extend(_format_sync(s["sync"], s["queue"], now))
+        lines.extend(_format_sync(s["sync"], s["queue"], now, bool(s["agent"]["running"])))
     insects = s.get("insects")
     if insects:
         last = insects["last_image"]

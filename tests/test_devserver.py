@@ -362,6 +362,18 @@ def test_rejected_uploads_are_500_html(server: DevServer, name: str, field: str 
     assert metadata(server, token, NEW) == []
 
 
+def test_a_body_over_nginx_limit_is_413(server: DevServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nginx's ``client_max_body_size 100M`` answers 413 before the API sees the request (the
+    limit is lowered here so the test does not send 100 MB)."""
+    from agent.devserver import app
+
+    token = get_token(server)
+    monkeypatch.setattr(app, "MAX_CONTENT_LENGTH", 1000)
+    assert upload(server, token, NEW, blob(NEW)).status_code == 413
+    monkeypatch.undo()
+    assert upload(server, token, NEW, blob(NEW)).status_code == 200
+
+
 def test_no_file_is_500(server: DevServer) -> None:
     token = get_token(server)
     r = requests.post(f"{server.url}/_put_new_images", data={"a": "b"}, auth=(token, ""), timeout=10)
@@ -382,6 +394,15 @@ def assert_403(r: requests.Response) -> None:
     assert r.status_code == 403
     assert r.text == "Unauthorized Access"
     assert r.headers["WWW-Authenticate"] == 'Basic realm="Authentication Required"'
+
+
+def test_two_parts_with_one_name_store_the_first_only(server: DevServer) -> None:
+    token = get_token(server)
+    files = [(NEW, (NEW, blob(NEW), "image/jpeg")), (NEW, (NEW, b"not a jpeg", "image/jpeg"))]
+    r = requests.post(f"{server.url}/_put_new_images", files=files, auth=(token, ""), timeout=30)
+    assert r.status_code == 200, r.text
+    assert len(r.json()) == 1
+    assert metadata(server, token, NEW)[0]["md5"] == md5(blob(NEW))
 
 
 def test_read_only_user_gets_403(server: DevServer) -> None:
@@ -490,6 +511,28 @@ def test_annotations(server: DevServer) -> None:
     assert list(first) == ANNOTATION_FIELDS
     assert json.loads(first["json"]) == body[0]
     assert_html_500(post(server, "/get_uid_annotations/json", [key(NEW)], token))
+
+
+def test_algo_name_over_64_characters_is_500(server: DevServer) -> None:
+    token = get_token(server)
+    data = blob(NEW)
+    assert upload(server, token, NEW, data).status_code == 200
+    body = annotation_body(NEW, md5(data))
+    body[0]["metadata"]["algo_name"] = "n" * 65
+    assert_html_500(post(server, "/put_uid_annotations", body, token))
+    body[0]["metadata"]["algo_name"] = "n" * 64
+    assert post(server, "/put_uid_annotations", body, token).status_code == 200
+
+
+def test_column_limits() -> None:
+    """``alt`` and ``bat`` are small integers (rounded; out of range is the database's error, a
+    500), ``lat``/``lng`` keep 6 decimals."""
+    from agent.devserver.store import StoreError, _round6, _smallint
+
+    assert (_smallint(97.5, "alt"), _smallint(-97.5, "alt"), _smallint(None, "bat")) == (98, -98, None)
+    with pytest.raises(StoreError, match="alt=40000"):
+        _smallint(40000, "alt")
+    assert _round6(49.12345678) == 49.123457
 
 
 def test_request_counter(server: DevServer) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import run_stickyctl
+from helpers.sickserver import answer_500
 
 from agent import camera as camera_module
 from agent.camera import Frame
@@ -113,6 +114,21 @@ def test_wrong_password_and_unreachable_api_fail_with_hints(
     api = by_name(run_checks(cfg, healthy_probes()))["api"]
     assert api.status == "FAIL" and "unreachable" in api.detail
     assert api.hint and "stickyctl demo" in api.hint
+
+
+def test_a_500_is_reported_as_the_servers_answer_not_unreachable(
+    write_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "api-credentials"
+    creds.write_text("demo:demo-password\n")
+    creds.chmod(0o600)
+    with DevServer(tmp_path / "srv", [parse_user("demo:demo-password")]) as srv:
+        answer_500(monkeypatch, srv.app, "get_token", "database down")
+        cfg = write_config(sync={"url": srv.url, "credentials": str(creds)})
+        api = by_name(run_checks(cfg, healthy_probes()))["api"]
+    assert api.status == "FAIL" and "unreachable" not in api.detail
+    assert f"{srv.url} answered with an error: /get_token: the API answered 500" in api.detail
+    assert api.hint and "the server is up but answers with an error" in api.hint
 
 
 def test_credentials_readable_by_others_fail(write_config: Callable[..., Path], tmp_path: Path) -> None:

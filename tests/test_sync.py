@@ -29,7 +29,9 @@ from typing import Any
 import pytest
 import requests
 from conftest import run_stickyctl
+from helpers.clocks import SteppingClock
 from helpers.faultproxy import Fault, FaultProxy, scripted
+from helpers.sickserver import answer_500
 from PIL import Image as PILImage
 
 from agent.config import Config, load_config
@@ -43,9 +45,10 @@ from agent.queue.syncrows import add_annotation, pending_annotations
 from agent.retention import enforce
 from agent.service import Pipeline
 from agent.sync.credentials import Credentials, load_credentials
+from agent.sync.passes import backoff_delay
 from agent.sync.stickypi import StickyPiSink, make_sink
 from agent.sync.throttle import Bandwidth, DailyBudget
-from agent.sync.worker import SyncWorker, backoff_delay
+from agent.sync.worker import SyncWorker
 
 UTC = dt.UTC
 PASSWORD = "pw-Hunter2-s3cret"
@@ -60,19 +63,6 @@ OUTLINES = [
 
 
 # -- clocks ------------------------------------------------------------------------------------
-
-
-class SteppingClock:
-    """Capture time: 2026-01-01 12:00:00 UTC, one second later at every reading."""
-
-    def __init__(self) -> None:
-        self.t = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-        self.lock = threading.Lock()
-
-    def __call__(self) -> dt.datetime:
-        with self.lock:
-            self.t += dt.timedelta(seconds=1)
-            return self.t
 
 
 class Clock:
@@ -710,15 +700,12 @@ def test_a_batch_the_server_refuses_entirely_is_an_outage_counted_against_no_ima
 def outage(server: DevServer, monkeypatch: pytest.MonkeyPatch) -> Callable[[bool], None]:
     """Return a switch: on, the server answers every upload with its 500 (its storage is down)
     while it still answers metadata queries."""
-    from agent.devserver.store import StoreError
-
-    put_image = server.app.store.put_image
 
     def switch(down: bool) -> None:
-        def refuse(*args: Any, **kwargs: Any) -> Any:
-            raise StoreError("storage unavailable")
-
-        monkeypatch.setattr(server.app.store, "put_image", refuse if down else put_image)
+        if down:
+            answer_500(monkeypatch, server.app.store, "put_image", "storage unavailable")
+        else:
+            monkeypatch.undo()
 
     return switch
 
@@ -803,13 +790,9 @@ def test_failed_images_get_one_more_try_by_themselves_on_a_slow_schedule(
 def test_a_500_is_an_answer_not_unreachable(
     server: DevServer, make_trap: Callable[..., Trap], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agent.devserver.store import StoreError
     from agent.errors import SinkRejected
 
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise StoreError("database down")
-
-    monkeypatch.setattr(server.app, "get_token", broken)
+    answer_500(monkeypatch, server.app, "get_token", "database down")
     trap = make_trap(server.url)
     trap.capture(1)
     worker = trap.worker()
@@ -879,6 +862,26 @@ def test_annotations_go_after_their_image_is_verified_and_only_once(
     sent = delta(server, before)
     assert sent["/put_uid_annotations"] == 0 and sent["/_put_new_images"] == 0
     assert len(Api(server).annotations(img)) == 1
+
+
+def test_an_annotation_outage_counts_against_no_annotation(
+    server: DevServer, make_trap: Callable[..., Trap], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trap = make_trap(server.url, max_attempts=2)
+    (img,) = trap.capture(1)
+    worker = trap.worker()
+    drain(worker)  # the image is verified
+    annotation = add_annotation(trap.queue, img.id, ALGO, ALGO_VERSION, OUTLINES)
+
+    answer_500(monkeypatch, server.app.store, "put_annotations", "database down")
+    for _ in range(5):  # nothing else is accepted meanwhile: an outage, not this annotation
+        worker.cycle()
+    with trap.queue.session() as s:
+        row = s.get(Annotation, annotation.id)
+        assert row is not None and (row.state, row.attempts) == ("pending", 0)
+    monkeypatch.undo()
+    drain(worker)
+    assert annotation_state(trap, annotation) == "uploaded"
 
 
 def test_an_annotation_the_server_already_holds_is_not_sent(
@@ -1123,3 +1126,95 @@ def test_parallel_uploads_do_not_overshoot_the_daily_budget(
     trap.worker(config, sink_factory=factory).cycle()
 
     assert server.requests["/_put_new_images"] == 1
+
+
+# -- what status says about sync ---------------------------------------------------------------
+
+
+def test_status_never_shows_a_stale_reachable_as_current(
+    server: DevServer, make_trap: Callable[..., Trap]
+) -> None:
+    from agent.status import collect_status, format_status
+
+    trap = make_trap(server.url, max_attempts=1)
+    trap.capture(1)
+    trap.add_unparseable_image(dt.datetime(2026, 1, 1, 11, 0, 0, tzinfo=UTC))
+    drain(trap.worker())
+    later = dt.datetime.now(UTC) + dt.timedelta(hours=3)
+    data = collect_status(trap.config, now=later)
+    assert data["agent"]["running"] is False
+    text = format_status(data)
+    api_line = next(line for line in text.splitlines() if line.startswith("api "))
+    assert api_line.endswith("agent not running; reachable at the last check, 3.0 h ago")
+    assert "reachable since" not in text
+    assert "failed images   1: one more try by themselves, next when the agent runs" in text
+    assert data["sync"]["failed"] == 1 and data["sync"]["next_failed_retry"] is not None
+
+    # the same data from a running agent: current state, and when the failed image is tried again
+    data["agent"]["running"] = True
+    text = format_status(data)
+    assert f"api             {server.url} reachable since" in text
+    assert "failed images   1: one more try by themselves, next" in text
+
+
+def test_status_says_the_server_answered_with_an_error(
+    server: DevServer, make_trap: Callable[..., Trap], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.status import collect_status, format_status
+
+    answer_500(monkeypatch, server.app, "get_token", "database down")
+    trap = make_trap(server.url)
+    trap.capture(1)
+    trap.worker().cycle()
+    data = collect_status(trap.config)
+    data["agent"]["running"] = True
+    text = format_status(data)
+    assert f"{server.url} answers, with an error since" in text
+    assert "sync problem    /get_token: the API answered 500 INTERNAL SERVER ERROR" in text
+    data["agent"]["running"] = False
+    text = format_status(data)
+    assert "agent not running; answers, with an error at the last check, " in text
+    assert "last problem    /get_token: the API answered 500" in text
+
+
+def test_each_pass_is_logged_with_counts_bytes_rate_and_what_remains(
+    server: DevServer, make_trap: Callable[..., Trap], caplog: pytest.LogCaptureFixture
+) -> None:
+    trap = make_trap(server.url, batch_size=2)
+    images = trap.capture(3)
+    size = sum(i.size for i in images[:2]) / 1e6
+    caplog.set_level(logging.INFO, logger="agent.sync.worker")
+    drain(trap.worker())
+    passes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sync pass:")]
+    assert len(passes) == 2
+    assert passes[0].startswith(f"sync pass: 2 image(s) sent ({size:.1f} MB, ")
+    assert "MB/s), 2 verified, 0 annotation(s) sent, 0 refused; 1 image(s) (" in passes[0]
+    assert passes[1].endswith("; 0 image(s) (0.0 MB) waiting")
+
+
+def test_sixty_seconds_of_500s_on_every_route_leave_no_image_failed(
+    server: DevServer, make_trap: Callable[..., Trap]
+) -> None:
+    down = threading.Event()
+
+    def schedule(n: int) -> Fault:
+        return Fault.HTTP_500 if down.is_set() else Fault.NONE
+
+    with FaultProxy.for_url(server.url, schedule=schedule) as proxy:
+        trap = make_trap(proxy.url, max_attempts=2)
+        trap.capture(3)
+        worker = trap.worker()
+        drain(worker)
+        down.set()
+        elapsed = 0.0
+        while elapsed < 60:
+            trap.capture(1)
+            elapsed += worker.cycle()
+        published = trap.queue.published()
+        assert published["sync_reachable"] == "yes"  # a 500 is an answer
+        assert "500" in published["sync_error"]
+        assert trap.states()["failed"] == 0
+        down.clear()
+        drain(worker)
+    assert set(trap.states()) == {"verified"}
+    assert len(Api(server).all_images()) == sum(trap.states().values())

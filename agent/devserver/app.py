@@ -249,7 +249,7 @@ class WSGIApp:
 
     def put_new_images(self, request: Request, user: User) -> Response:
         """Store each multipart file part (field name = file name), each committed on its own."""
-        parts = list(request.files.items(multi=True))
+        parts = list(request.files.items())  # as Flask's files.items(): the first part of each name
         if not parts:
             raise StoreError("no file in the request")
         rows = []

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from agent.config import SyncConfig
 
 Status = Literal["OK", "WARN", "FAIL"]
 
@@ -40,6 +43,16 @@ class Check:
         if self.hint and self.status != "OK":
             text += f"\n     fix: {self.hint}"
         return text
+
+
+def with_unit_credentials(sync: SyncConfig, environ: Mapping[str, str] | None = None) -> SyncConfig:
+    """Given ``[sync]``, return it with the credentials file the systemd unit loads
+    (:data:`UNIT_CREDENTIALS`) when neither a ``credentials`` key nor ``$CREDENTIALS_DIRECTORY``
+    names one (a command run outside the service, e.g. by a technician with sudo)."""
+    env = os.environ if environ is None else environ
+    if sync.credentials is None and not env.get("CREDENTIALS_DIRECTORY"):
+        return sync.model_copy(update={"credentials": UNIT_CREDENTIALS})
+    return sync
 
 
 def ok(check: str, detail: str) -> Check:

@@ -15,18 +15,19 @@ from agent.doctor.checks import (
     PROBE_READ_TIMEOUT_S,
     SERVICE,
     SYSTEMCTL_TIMEOUT_S,
-    UNIT_CREDENTIALS,
     Check,
     Probes,
     _one_line,
     fail,
     ok,
     warn,
+    with_unit_credentials,
 )
 from agent.errors import (
     CredentialsError,
     SinkAuthError,
     SinkForbidden,
+    SinkProtocolError,
     SinkUnreachable,
     StickyAgentError,
     SyncError,
@@ -69,9 +70,8 @@ def check_api(config: Config, environ: Mapping[str, str] | None) -> list[Check]:
     if sync is None:
         return [ok("api", "no [sync] table: this trap only captures")]
     env = os.environ if environ is None else environ
-    if sync.credentials is None and not env.get("CREDENTIALS_DIRECTORY"):
-        # Outside systemd: read the file the unit loads (LoadCredential=sticky-api:<file>).
-        sync = sync.model_copy(update={"credentials": UNIT_CREDENTIALS})
+    # Outside systemd: read the file the unit loads (LoadCredential=sticky-api:<file>).
+    sync = with_unit_credentials(sync, env)
     sync = sync.model_copy(
         update={
             "connect_timeout": min(sync.connect_timeout, PROBE_CONNECT_TIMEOUT_S),
@@ -102,6 +102,10 @@ def check_api(config: Config, environ: Mapping[str, str] | None) -> list[Check]:
         return [*out, fail("api", _one_line(e), "check [sync] in the configuration")]
     try:
         sink.probe()
+    except SinkProtocolError as e:  # something answered, not the API (a captive portal, a proxy?)
+        hint = f"check the [sync] url: is {sync.url} the Sticky Pi API (not a login page or proxy)?"
+        detail = f"{sync.url} answered, but not as the Sticky Pi API does: {_one_line(e)}"
+        out.append(fail("api", detail, hint))
     except SinkUnreachable as e:
         host = urlsplit(sync.url).hostname or ""
         if host in ("127.0.0.1", "localhost", "::1"):
@@ -125,8 +129,9 @@ def check_api(config: Config, environ: Mapping[str, str] | None) -> list[Check]:
         )
     except SinkForbidden as e:
         out.append(fail("api", f"{sync.url}: {_one_line(e)}", "ask for a read-write (uploading) account"))
-    except SyncError as e:
-        out.append(fail("api", f"{sync.url}: {_one_line(e)}", "see the server's logs; check the [sync] url"))
+    except SyncError as e:  # the server answered, with an error (a 500 is an answer, not the network)
+        hint = "the server is up but answers with an error: see the server's logs; check the [sync] url"
+        out.append(fail("api", f"{sync.url} answered with an error: {_one_line(e)}", hint))
     else:
         out.append(ok("api", f"{sync.url} reachable, credentials accepted"))
     finally:

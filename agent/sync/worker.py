@@ -36,7 +36,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from hashlib import md5 as md5_of
 from pathlib import Path
 
@@ -61,44 +61,11 @@ from agent.queue.syncrows import (
     waiting_totals,
 )
 from agent.retention import enforce
+from agent.sync.passes import PassStats, Progress, backoff_delay, log_pass
 from agent.sync.sink import AnnotationBatch, ImageKey, RemoteImage, Sink
 from agent.sync.throttle import Bandwidth, DailyBudget
 
 log = logging.getLogger(__name__)
-
-BACKOFF_BASE_S = 5.0
-
-
-def backoff_delay(failures: int, cap: float, rng: random.Random, retry_after: float | None = None) -> float:
-    """Return how long to wait after ``failures`` failed tries: exponential, "equal jitter", capped,
-    and never less than the server's ``Retry-After``."""
-    ceiling = min(cap, BACKOFF_BASE_S * 2 ** max(0, failures - 1))
-    delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
-    return float(max(delay, retry_after or 0.0))
-
-
-@dataclass
-class PassStats:
-    started: str
-    seconds: float = 0.0
-    images_sent: int = 0
-    bytes_sent: int = 0
-    verified: int = 0
-    annotations_sent: int = 0
-    refused: int = 0  # uploads the server did not take (still absent after the re-check)
-    accepted: int = 0  # uploads and annotations the server took (evidence it accepts uploads)
-    outcome: str = "ok"
-    error: str | None = None
-    waiting: int = 0  # images still waiting after the pass
-    waiting_bytes: int = 0
-
-
-#: Called from upload threads with (images done, bytes sent) as a pass moves on (progress).
-Progress = Callable[[int, int], None]
-
-
-def _size(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"
 
 
 class BudgetExhausted(SyncError):
@@ -141,6 +108,15 @@ class SyncWorker(BackgroundWorker):
         self._next_failed_retry: float | None = None
         super().__init__()
 
+    @property
+    def interrupted(self) -> bool:
+        """Return whether :meth:`interrupt` or :meth:`stop` was called."""
+        return self._stopping
+
+    def interrupt(self) -> None:
+        """Start no new upload (one in flight finishes or is abandoned); do not wait."""
+        self._stopping = True
+
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop the thread; a request to a hung server is abandoned (the thread is a daemon),
         and an answer being read stops at its next piece, which is safe: the queue only moves
@@ -173,7 +149,7 @@ class SyncWorker(BackgroundWorker):
         try:
             if self.sink is None:
                 self.sink = self.sink_factory()
-            if not self.healthy:
+            if not self.healthy or self.reachable is None:  # (None: the agent asks for a probe now)
                 self.sink.probe()
             self._set_reachable(True)
             self._retry_failed_when_due()
@@ -182,9 +158,10 @@ class SyncWorker(BackgroundWorker):
             self._set_reachable(False, str(e))
             self.failures += 1
             return self._fail(e, backoff_delay(self.failures, self.sync.backoff_max, self.rng, e.retry_after))
-        except BudgetExhausted as e:
+        except BudgetExhausted as e:  # the server is fine: no probe (no traffic) until tomorrow
             self.queue.publish(sync_error=str(e))
-            return self._fail(e, self.sync.probe_interval)
+            self.last_error = e
+            return self.sync.probe_interval
         except (SinkAuthError, SinkForbidden) as e:
             log.error("sync stopped: %s", e)
             self._set_reachable(True, str(e))
@@ -243,29 +220,12 @@ class SyncWorker(BackgroundWorker):
             if batch or stats.annotations_sent or stats.error:
                 stats.waiting, stats.waiting_bytes = waiting_totals(self.queue)
                 self.queue.publish(sync_last=json.dumps(asdict(stats)))
-                self._log_pass(stats)
+                log_pass(stats)
         enforce(self.config.retention, self.queue, self.config.storage.data_dir)
         # More waits if the batch was full; but if the server refused every image in it, go on
         # only after the probe interval, so a server that refuses everything does not burn
         # every image's tries within seconds.
         return len(batch) == self.sync.batch_size and stats.refused < len(batch)
-
-    def _log_pass(self, stats: PassStats) -> None:
-        rate = stats.bytes_sent / stats.seconds if stats.seconds else 0.0
-        log.log(
-            logging.WARNING if stats.error or stats.refused else logging.INFO,
-            "sync pass: %d image(s) sent (%s, %s/s), %d verified, %d annotation(s) sent, %d refused%s; "
-            "%d image(s) (%s) waiting",
-            stats.images_sent,
-            _size(stats.bytes_sent),
-            _size(rate),
-            stats.verified,
-            stats.annotations_sent,
-            stats.refused,
-            f", stopped: {stats.error}" if stats.error else "",
-            stats.waiting,
-            _size(stats.waiting_bytes),
-        )
 
     def _progress(self, images: int, sent: int) -> None:
         if self.on_progress is not None and (images or sent):
@@ -324,7 +284,7 @@ class SyncWorker(BackgroundWorker):
         unreachable: list[SyncError] = []
 
         def upload(img: Image) -> None:
-            if unreachable:
+            if unreachable or self.interrupted:
                 return
             try:
                 sent = self._upload_one(img)
