@@ -219,6 +219,23 @@ def test_credentials_directory_supplies_the_password(tmp_path: Path) -> None:
     assert load_password(WebConfig(), environ={}) is None  # loopback: no password needed
 
 
+@pytest.mark.parametrize(
+    ("web", "error"),
+    [
+        ({"bind": "trap.local"}, "web.bind: must be an IP address"),
+        ({"port": 70000}, "web.port"),
+        ({"pasword_file": "x"}, "web.pasword_file: unknown key"),
+        ({"preview_timeout": "soon"}, "web.preview_timeout: must be a duration"),
+    ],
+)
+def test_web_config_errors_name_their_key(tmp_path: Path, web: dict[str, Any], error: str) -> None:
+    from agent.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config(write_agent_config(tmp_path, web=web), environ={})
+    assert any(p.startswith(error) for p in e.value.problems), e.value.problems
+
+
 def test_csrf_check() -> None:
     csrf = Csrf("tok")
     assert csrf.check("tok", None, "127.0.0.1:8080")
@@ -366,6 +383,7 @@ def test_the_synthetic_camera_defocuses_with_its_lens_and_blur_setting(tmp_path:
 
 
 def test_the_preview_stream_serves_jpeg_frames(trap: WebAgent) -> None:
+    assert fetch(trap.url + "preview.mjpg")[0] == 409  # a GET does not start the camera
     token = csrf_of(fetch(trap.url + "aim")[1])
     fetch(trap.url + "preview/start", b"", {"X-CSRF-Token": token})
     got: list[bytes] = []

@@ -210,8 +210,8 @@ class WebApp:
 
     def on_preview_stream(self, request: Request) -> Response:
         preview = self.preview
-        if not preview.running:
-            preview.start()
+        if not preview.running:  # a GET never acts: the preview is started by a POST
+            return Response("the preview is stopped: press Start preview\n", 409, mimetype="text/plain")
 
         def frames() -> Iterator[bytes]:
             seq = 0
