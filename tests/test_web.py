@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import run_stickyctl
 from helpers.webagent import DEVICE, WebAgent, web_agent, write_agent_config
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -105,8 +106,6 @@ def test_export_csv_has_one_row_per_queued_image_matching_the_queue(trap: WebAge
 
 
 def test_stickyctl_export_csv_prints_the_same_rows(trap: WebAgent) -> None:
-    from conftest import run_stickyctl
-
     assert trap.agent.config.source is not None
     result = run_stickyctl("--config", str(trap.agent.config.source), "export", "--csv")
     assert result.returncode == 0, result.stderr
