@@ -398,3 +398,16 @@ def test_the_preview_stream_serves_jpeg_frames(trap: WebAgent) -> None:
     t.join(timeout=60)
     fetch(trap.url + "preview/stop", b"", {"X-CSRF-Token": token})
     assert got and got[0].startswith(b"--frame")
+
+
+def test_the_counts_plot_agrees_with_the_export(trap: WebAgent) -> None:
+    status, html = fetch(trap.url + "counts?days=1")
+    assert status == 200
+    bars = re.findall(
+        r'<rect class="bar"[^>]*data-new="(\d+)" data-on-card="(\d*)" data-images="(\d+)"', html
+    )
+    assert len(bars) >= 24
+    rows = list(csv.DictReader(io.StringIO(fetch(trap.url + "export.csv")[1])))
+    assert sum(int(images) for _, _, images in bars) == len(rows)
+    assert sum(int(new) for new, _, _ in bars) == sum(int(r["new_insects"] or 0) for r in rows)
+    assert [c for _, c, _ in bars if c][-1] == rows[-1]["insects_on_card"]

@@ -129,6 +129,9 @@ class WebApp:
         except StickyAgentError as e:
             log.error("web page: %s", e)
             response = Response(f"error: {e}\n", 503, mimetype="text/plain")
+        except Exception:  # a bug in one page must not take the page (or the agent) down
+            log.exception("web page: %s %s failed", request.method, request.path)
+            response = Response("internal error (see the agent's log)\n", 500, mimetype="text/plain")
         response.headers.update({k: v for k, v in _SECURITY_HEADERS.items() if k not in response.headers})
         return response(environ, start_response)
 
