@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import run_stickyctl
-from helpers.webagent import DEVICE, WebAgent, web_agent, write_agent_config
+from helpers.webagent import DEVICE, WebAgent, wait_for, web_agent, write_agent_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.camera import Frame
@@ -41,17 +41,6 @@ def fetch(url: str, data: bytes | None = None, headers: dict[str, str] | None = 
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
-
-
-def wait_for(condition: Any, timeout: float = 60.0) -> Any:
-    """Poll ``condition`` until it returns something truthy (the agent works in its threads)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def csrf_of(html: str) -> str:

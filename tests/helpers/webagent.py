@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from conftest import DEVICE, to_toml
 
@@ -21,6 +22,8 @@ from agent.config import load_config
 from agent.devserver import parse_user
 from agent.devserver.app import DevServer
 from agent.service import Agent
+
+T = TypeVar("T")
 
 
 def write_agent_config(tmp_path: Path, **tables: dict[str, Any] | None) -> Path:
@@ -41,6 +44,18 @@ def write_agent_config(tmp_path: Path, **tables: dict[str, Any] | None) -> Path:
     path = tmp_path / "agent.toml"
     path.write_text(to_toml({name: table for name, table in merged.items() if table is not None}))
     return path
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float = 60.0) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that (the agent works in
+    its own threads: capture, detection and sync finish when they finish)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout}s")
 
 
 @dataclass
