@@ -605,3 +605,23 @@ def test_config_fixed_values() -> None:
 def test_config_errors_are_clear(keys: dict[str, Any], problem: str) -> None:
     problems = _problems(**keys)
     assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_the_web_pages_lens_position_focuses_a_camera_module_3(fake: Any, rig: Any) -> None:
+    rig.cameras = [fake.imx708()]
+    cam = picam(af_mode="continuous")
+    cam.open()
+    assert cam.set_lens_position(7.25)  # before any start: from the next one on
+    frame = cam.capture(90)
+    af_modes = importlib.import_module("libcamera").controls.AfModeEnum
+    assert rig.instances[0].controls_set == [{"AfMode": af_modes.Manual, "LensPosition": 7.25}]
+    assert frame.extra["LensPosition"] == 7.25 and cam.lens_position == 7.25
+    cam.close()
+
+
+def test_a_fixed_focus_camera_refuses_a_lens_position(rig: Any) -> None:
+    cam = picam()
+    cam.open()
+    cam.capture(90)
+    assert cam.has_focus_motor is False and cam.set_lens_position(3.0) is False
+    cam.close()

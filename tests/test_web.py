@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers.webagent import DEVICE, WebAgent, web_agent, write_agent_config
+from conftest import run_stickyctl
+from helpers.webagent import DEVICE, WebAgent, wait_for, web_agent, write_agent_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.camera import Frame
@@ -40,17 +41,6 @@ def fetch(url: str, data: bytes | None = None, headers: dict[str, str] | None = 
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
-
-
-def wait_for(condition: Any, timeout: float = 60.0) -> Any:
-    """Poll ``condition`` until it returns something truthy (the agent works in its threads)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def csrf_of(html: str) -> str:
@@ -105,8 +95,6 @@ def test_export_csv_has_one_row_per_queued_image_matching_the_queue(trap: WebAge
 
 
 def test_stickyctl_export_csv_prints_the_same_rows(trap: WebAgent) -> None:
-    from conftest import run_stickyctl
-
     assert trap.agent.config.source is not None
     result = run_stickyctl("--config", str(trap.agent.config.source), "export", "--csv")
     assert result.returncode == 0, result.stderr
@@ -217,6 +205,23 @@ def test_credentials_directory_supplies_the_password(tmp_path: Path) -> None:
     password = load_password(WebConfig(bind="0.0.0.0"), environ={"CREDENTIALS_DIRECTORY": str(tmp_path)})
     assert password is not None and password.username == "tech" and "from-systemd" not in repr(password)
     assert load_password(WebConfig(), environ={}) is None  # loopback: no password needed
+
+
+@pytest.mark.parametrize(
+    ("web", "error"),
+    [
+        ({"bind": "trap.local"}, "web.bind: must be an IP address"),
+        ({"port": 70000}, "web.port"),
+        ({"pasword_file": "x"}, "web.pasword_file: unknown key"),
+        ({"preview_timeout": "soon"}, "web.preview_timeout: must be a duration"),
+    ],
+)
+def test_web_config_errors_name_their_key(tmp_path: Path, web: dict[str, Any], error: str) -> None:
+    from agent.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config(write_agent_config(tmp_path, web=web), environ={})
+    assert any(p.startswith(error) for p in e.value.problems), e.value.problems
 
 
 def test_csrf_check() -> None:
@@ -366,6 +371,7 @@ def test_the_synthetic_camera_defocuses_with_its_lens_and_blur_setting(tmp_path:
 
 
 def test_the_preview_stream_serves_jpeg_frames(trap: WebAgent) -> None:
+    assert fetch(trap.url + "preview.mjpg")[0] == 409  # a GET does not start the camera
     token = csrf_of(fetch(trap.url + "aim")[1])
     fetch(trap.url + "preview/start", b"", {"X-CSRF-Token": token})
     got: list[bytes] = []
@@ -381,3 +387,16 @@ def test_the_preview_stream_serves_jpeg_frames(trap: WebAgent) -> None:
     t.join(timeout=60)
     fetch(trap.url + "preview/stop", b"", {"X-CSRF-Token": token})
     assert got and got[0].startswith(b"--frame")
+
+
+def test_the_counts_plot_agrees_with_the_export(trap: WebAgent) -> None:
+    status, html = fetch(trap.url + "counts?days=1")
+    assert status == 200
+    bars = re.findall(
+        r'<rect class="bar"[^>]*data-new="(\d+)" data-on-card="(\d*)" data-images="(\d+)"', html
+    )
+    assert len(bars) >= 24
+    rows = list(csv.DictReader(io.StringIO(fetch(trap.url + "export.csv")[1])))
+    assert sum(int(images) for _, _, images in bars) == len(rows)
+    assert sum(int(new) for new, _, _ in bars) == sum(int(r["new_insects"] or 0) for r in rows)
+    assert [c for _, c, _ in bars if c][-1] == rows[-1]["insects_on_card"]

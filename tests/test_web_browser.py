@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.webagent import DEVICE, WebAgent, web_agent
+from helpers.webagent import DEVICE, WebAgent, wait_for, web_agent
 
 CHROMIUM = os.environ.get("STICKY_AGENT_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts" / "web"
@@ -169,8 +169,10 @@ def test_the_preview_shows_frames_and_a_sharpness_that_falls_when_defocused(
 
 def test_the_counts_plot_and_export_agree_with_the_queue(trap: WebAgent, page: Any) -> None:
     while len(queue_rows(trap)) < 3:
+        n = len(queue_rows(trap))
         trap.capture()
-        page.wait_for_timeout(2000)
+        wait_for(lambda n=n: len(queue_rows(trap)) > n)
+    wait_for(lambda: all(analysed for _, _, analysed in queue_rows(trap)))  # the detector is done
     page.goto(trap.url + "counts?days=1")
     bars = page.locator("#counts-plot rect.bar")
     per_hour = [(b.get_attribute("data-new"), b.get_attribute("data-images")) for b in bars.all()]

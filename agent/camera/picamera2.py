@@ -126,6 +126,11 @@ class Picamera2Camera:
         self.opens = 0
         #: Frames delivered.
         self.captures = 0
+        #: The lens position (dioptres) set from the web page's focus control: manual focus
+        #: at it from the next start on, until the agent restarts. None: the configuration's.
+        self.lens_override: float | None = None
+        #: Whether the camera has a focus motor (Camera Module 3); None until it was started.
+        self.has_focus_motor: bool | None = None
         self._picamera2: Any = None  # the Picamera2 class, once imported
         self._cam: Any = None  # the open Picamera2 object, if any
         self._open = False
@@ -186,6 +191,23 @@ class Picamera2Camera:
                 self._release(failed=not ok)
         self.captures += 1
         return frame
+
+    @property
+    def lens_position(self) -> float | None:
+        return self.lens_override if self.lens_override is not None else self.config.lens_position
+
+    def set_lens_position(self, dioptres: float) -> bool:
+        """Focus manually at ``dioptres`` (0 is infinity; Camera Module 3 reaches about 10):
+        at once if the camera is running, else from its next start. Return False if the camera
+        is known to have no focus motor."""
+        if self.has_focus_motor is False:
+            return False
+        self.lens_override = float(dioptres)
+        cam = self._cam
+        if cam is not None and "AfMode" in cam.camera_controls:
+            af_modes = importlib.import_module("libcamera").controls.AfModeEnum
+            cam.set_controls({"AfMode": af_modes.Manual, "LensPosition": self.lens_override})
+        return True
 
     def close(self) -> None:
         """Stop and release the camera; safe to call twice or after a failed ``open``."""
@@ -286,7 +308,12 @@ class Picamera2Camera:
                 f"{self._label()}: this camera has no {', '.join(missing)} control, which the "
                 'configuration asks for (exposure, analogue_gain or awb); set them to "auto"'
             )
-        if cfg.af_mode is not None:
+        self.has_focus_motor = "AfMode" in available
+        if self.lens_override is not None and "AfMode" in available:
+            af_modes = importlib.import_module("libcamera").controls.AfModeEnum
+            controls["AfMode"] = af_modes.Manual
+            controls["LensPosition"] = self.lens_override
+        elif cfg.af_mode is not None:
             if "AfMode" not in available:
                 log.warning(
                     "%s has no focus motor (Camera Module 3 has); af_mode = %r ignored",

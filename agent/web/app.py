@@ -129,6 +129,9 @@ class WebApp:
         except StickyAgentError as e:
             log.error("web page: %s", e)
             response = Response(f"error: {e}\n", 503, mimetype="text/plain")
+        except Exception:  # a bug in one page must not take the page (or the agent) down
+            log.exception("web page: %s %s failed", request.method, request.path)
+            response = Response("internal error (see the agent's log)\n", 500, mimetype="text/plain")
         response.headers.update({k: v for k, v in _SECURITY_HEADERS.items() if k not in response.headers})
         return response(environ, start_response)
 
@@ -210,8 +213,8 @@ class WebApp:
 
     def on_preview_stream(self, request: Request) -> Response:
         preview = self.preview
-        if not preview.running:
-            preview.start()
+        if not preview.running:  # a GET never acts: the preview is started by a POST
+            return Response("the preview is stopped: press Start preview\n", 409, mimetype="text/plain")
 
         def frames() -> Iterator[bytes]:
             seq = 0

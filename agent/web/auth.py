@@ -19,21 +19,18 @@ import hmac
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from agent.errors import CredentialsError
+from agent.sync.credentials import Credentials
 from agent.web.settings import WebConfig
 
 
 @dataclass(frozen=True)
-class WebPassword:
-    username: str
-    password: str = field(repr=False)
-
-    def __str__(self) -> str:
-        return f"{self.username}:<hidden>"
+class WebPassword(Credentials):
+    """The page's ``username:password`` (the password never in ``repr`` or ``str``)."""
 
     def accepts(self, authorization: str | None) -> bool:
         """Given an ``Authorization`` header, return True if it carries these credentials."""

@@ -71,7 +71,9 @@ def _line(points: list[tuple[float, float]], cls: str) -> Markup:
     if not points:
         return Markup("")
     d = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-    return Markup('<polyline class="{}" points="{}"/>').format(cls, d)
+    # a dot per hour too: a single hour (a new trap) has no line to draw
+    dots = Markup("").join(Markup('<circle cx="{:.1f}" cy="{:.1f}" r="3"/>').format(x, y) for x, y in points)
+    return Markup('<g class="{0}"><polyline points="{1}"/>{2}</g>').format(cls, d, dots)
 
 
 def counts_svg(hours: list[Hour]) -> Markup:

@@ -155,8 +155,7 @@ class Preview:
         setter = getattr(camera, "set_lens_position", None)
         if setter is None:
             return False
-        setter(dioptres)
-        return True
+        return setter(dioptres) is not False
 
     def state(self) -> dict[str, Any]:
         """Return the preview's state for the page (JSON-ready)."""
@@ -173,7 +172,8 @@ class Preview:
             "exposure_us": f.exposure_us if f else None,
             "analogue_gain": f.analogue_gain if f else None,
             "lens_position": f.lens_position if f else getattr(camera, "lens_position", None),
-            "focusable": hasattr(camera, "set_lens_position"),
+            "focusable": hasattr(camera, "set_lens_position")
+            and getattr(camera, "has_focus_motor", True) is not False,
         }
 
     def wait_frame(self, after: int, timeout: float) -> PreviewFrame | None:

@@ -10,25 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from conftest import DEVICE, to_toml
 
 from agent.config import load_config
 from agent.devserver import parse_user
 from agent.devserver.app import DevServer
 from agent.service import Agent
 
-DEVICE = "0a1b2c3d"
-
-
-def _toml(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str | Path):
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(v)
+T = TypeVar("T")
 
 
 def write_agent_config(tmp_path: Path, **tables: dict[str, Any] | None) -> Path:
@@ -46,15 +41,21 @@ def write_agent_config(tmp_path: Path, **tables: dict[str, Any] | None) -> Path:
         "web": {"enabled": True, "bind": "127.0.0.1", "port": 0, "preview_interval": 0.2},
         **tables,
     }
-    lines = []
-    for name, table in merged.items():
-        if table is None:
-            continue
-        lines.append(f"[{name}]")
-        lines.extend(f"{k} = {_toml(v)}" for k, v in table.items())
     path = tmp_path / "agent.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(to_toml({name: table for name, table in merged.items() if table is not None}))
     return path
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float = 60.0) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that (the agent works in
+    its own threads: capture, detection and sync finish when they finish)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout}s")
 
 
 @dataclass
