@@ -84,10 +84,10 @@ def check_flash(config: Config, agent_pid: int | None) -> Check:
 
 def _claim_pin(name: str, pin: int, pin_factory: str | None, make: Callable[..., Any]) -> Check:
     """Claim a GPIO with gpiozero (``make(pin, pin_factory=...)``), release it, report."""
-    from agent.flash import _make_pin_factory
+    from agent.gpio import shared_pin_factory
 
     try:
-        factory = _make_pin_factory(pin_factory) if pin_factory else None
+        factory = shared_pin_factory(pin_factory)
         device = make(pin, pin_factory=factory)
     except Exception as e:  # gpiozero raises a family of its own errors
         return fail(name, f"cannot claim GPIO {pin}: {_one_line(e)}", _gpio_hint(pin))
