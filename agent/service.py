@@ -67,7 +67,7 @@ class Pipeline:
         """Given a config, open the queue and the hardware. Raise StickyAgentError if one fails."""
         device = device_id(config.device.id)
         queue = Queue(config.storage.queue_path)
-        camera = make_camera(config.camera)
+        camera = make_camera(config.camera, state_dir=config.storage.data_dir)
         flash = make_flash(config.flash)
         sensors = make_sensors(config.sensors)
         return cls(config, device, queue, Capturer(config, device, camera, flash, sensors, queue))
