@@ -28,15 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config import ButtonConfig, LedConfig
-from agent.flash import _make_pin_factory
+from agent.gpio import shared_pin_factory
 
 log = logging.getLogger(__name__)
 
 
 def _factory(name: str | None, given: Any) -> Any:
-    if given is None and name is not None:
-        return _make_pin_factory(name)
-    return given
+    """The pin factory given (tests), else the process's shared one."""
+    return shared_pin_factory(name) if given is None else given
 
 
 class ManualButton:

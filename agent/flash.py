@@ -4,9 +4,10 @@ Backends, chosen by ``[flash] type`` or ``$STICKY_AGENT_FLASH``:
 
 - ``none``: no flash (daylight, or a flash wired to the camera).
 - ``gpio``: a gpiozero ``DigitalOutputDevice`` on a BCM pin (GPIO 23 on the Sticky
-  Pi hat). The pin factory is gpiozero's choice (``$GPIOZERO_PIN_FACTORY``, lgpio
-  on a Pi 5) unless ``pin_factory`` is set; ``mock`` runs anywhere and records
-  every pin state with its time (``MockPin.assert_states_and_times``).
+  Pi hat), on the process's one shared pin factory (:mod:`agent.gpio`): gpiozero's
+  choice (``$GPIOZERO_PIN_FACTORY``, lgpio on a Pi 5) unless ``pin_factory`` is set;
+  ``mock`` runs anywhere and records every pin state with its time
+  (``MockPin.assert_states_and_times``).
 
 Use :meth:`Flash.lit` around the exposure: the flash is off when it returns,
 whether the frame came or the camera raised. A capture hands the camera an
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 from agent.config import FlashConfig, GpioFlashConfig
 from agent.errors import FlashError
+from agent.gpio import shared_pin_factory
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,8 @@ class GpioFlash(_LitMixin):
         try:
             from gpiozero import DigitalOutputDevice
 
-            if pin_factory is None and config.pin_factory is not None:
-                pin_factory = _make_pin_factory(config.pin_factory)
+            if pin_factory is None:
+                pin_factory = shared_pin_factory(config.pin_factory)
             self.device = DigitalOutputDevice(
                 config.pin,
                 active_high=config.active_high,
@@ -177,28 +179,6 @@ class Exposure:
         if left_on:
             log.error("the flash was still on when its capture ended: switching it off")
             self._off()
-
-
-def _make_pin_factory(name: str) -> Any:
-    if name == "mock":
-        from gpiozero.pins.mock import MockFactory
-
-        return MockFactory()
-    if name == "lgpio":
-        from gpiozero.pins.lgpio import LGPIOFactory
-
-        return LGPIOFactory()
-    if name == "rpigpio":
-        from gpiozero.pins.rpigpio import RPiGPIOFactory
-
-        return RPiGPIOFactory()
-    if name == "pigpio":
-        from gpiozero.pins.pigpio import PiGPIOFactory
-
-        return PiGPIOFactory()
-    from gpiozero.pins.native import NativeFactory
-
-    return NativeFactory()
 
 
 def make_flash(config: FlashConfig, pin_factory: Any = None) -> NoFlash | GpioFlash:

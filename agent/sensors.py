@@ -124,12 +124,12 @@ class Battery:
         if self.adc is None:
             from gpiozero import MCP3001
 
-            from agent.flash import _make_pin_factory
+            from agent.gpio import shared_pin_factory
 
             c = self.config
             factory = self.pin_factory
-            if factory is None and c.pin_factory is not None:
-                factory = _make_pin_factory(c.pin_factory)
+            if factory is None:
+                factory = shared_pin_factory(c.pin_factory)
             self.adc = MCP3001(
                 max_voltage=c.battery_vref,
                 clock_pin=c.battery_clock_pin,

@@ -1,11 +1,14 @@
 """The long-running agent behind ``stickyctl run``.
 
-Start-up: take the agent lock (one agent per data folder), open the queue,
-reconcile disk and queue under the capture lock, open the hardware, start the
-capture schedule. Then the main thread wakes every few seconds to publish a
-heartbeat, pull the schedule back after a backward clock step, and re-run
-reconciliation daily. SIGTERM/SIGINT stop it cleanly: no new capture starts,
-the capture in progress finishes, the camera and flash are released.
+Start-up: take the agent lock (one agent per data folder), open the queue and the
+hardware, start the capture schedule, tell systemd it is ready, and only then reconcile
+disk and queue, in a thread of its own under the capture lock: adopting a large backlog
+after a crash takes minutes (2,000 images: ~275 s on a Pi), longer than systemd lets a
+start take. Captures wait for it (they must never meet a reconciliation half-way), and the
+sync and detection workers start once it is done. Then the main thread wakes every few
+seconds to publish a heartbeat, pull the schedule back after a backward clock step, and
+re-run reconciliation daily (in the background too). SIGTERM/SIGINT stop it cleanly: no
+new capture starts, the capture in progress finishes, the camera and flash are released.
 
 Under systemd (``Type=notify``, :mod:`agent.sdnotify`) it sends ``READY=1`` once the
 queue and schedule are up, ``STATUS=`` with the next capture, ``WATCHDOG=1`` from the
@@ -52,6 +55,7 @@ RECONCILE_EVERY_S = 24 * 3600.0
 RECONCILE_RETRY_S = 600.0
 #: How often a start on a full disk tries again to open the queue.
 DISK_RETRY_S = 60.0
+RECONCILE_STOP_WAIT_S = 10.0
 
 
 @dataclass
@@ -68,7 +72,7 @@ class Pipeline:
         """Given a config, open the queue and the hardware. Raise StickyAgentError if one fails."""
         device = device_id(config.device.id)
         queue = Queue(config.storage.queue_path)
-        camera = make_camera(config.camera)
+        camera = make_camera(config.camera, state_dir=config.storage.data_dir)
         flash = make_flash(config.flash)
         sensors = make_sensors(config.sensors)
         return cls(config, device, queue, Capturer(config, device, camera, flash, sensors, queue))
@@ -110,6 +114,13 @@ class Agent:
         #: The trap's web page (``[web] enabled``), served from a thread of this process.
         self.web: WebServer | None = None
         self._last_capture_ok = True
+        #: Set while no reconciliation runs (captures wait for it); see _start_reconciliation.
+        self.reconciled = threading.Event()
+        self.reconciled.set()
+        self._reconciler: threading.Thread | None = None
+        self._workers_started = False
+        self._stopped = False
+        self._lifecycle = threading.Lock()  # worker start (reconcile thread) vs stop()
         #: systemd notifications (READY, STATUS, WATCHDOG, STOPPING); a no-op outside systemd.
         #: With a watchdog, the main loop wakes at least twice per WatchdogSec.
         self.notifier = Notifier.from_env()
@@ -131,7 +142,7 @@ class Agent:
         """Return why the agent is not doing its job (the watchdog then goes unfed), or None."""
         if self.scheduler is None or not self.scheduler.running:
             return "the capture scheduler is not running"
-        if self.sync is not None and not self.sync.alive:
+        if self._workers_started and self.sync is not None and not self.sync.alive:
             return "the sync worker is dead"
         return None
 
@@ -157,6 +168,8 @@ class Agent:
 
     def capture_job(self) -> CaptureResult:
         assert self.pipeline is not None
+        if not self._wait_reconciled():
+            return CaptureResult("skipped", dt.datetime.now(dt.UTC), error="the agent is stopping")
         result = self.pipeline.capturer.capture(manual=False)
         self._after_capture(result)
         return result
@@ -173,13 +186,6 @@ class Agent:
         if result.outcome == DISK_FULL:  # its file may be on disk without its row
             self.next_reconcile = min(self.next_reconcile, time.monotonic() + RECONCILE_RETRY_S)
         self._update_led()
-
-    def _reconcile(self) -> None:
-        """Reconcile now; again soon if a full disk left files for later."""
-        assert self.pipeline is not None
-        report = self.pipeline.reconcile()
-        delay = RECONCILE_RETRY_S if report.deferred else RECONCILE_EVERY_S
-        self.next_reconcile = time.monotonic() + delay
 
     def _build_pipeline(self) -> Pipeline:
         """Build the pipeline; on a full disk wait for space instead of failing (under systemd a
@@ -246,7 +252,6 @@ class Agent:
                     data_dir,
                     on_detected=sync.wake if sync is not None else None,
                 )
-            self._reconcile()
             try:
                 self.pipeline.queue.prune_attempts(self.config.storage.keep_capture_log)
             except DiskFullError as e:
@@ -254,9 +259,6 @@ class Agent:
             # After each run, wake the main loop to publish the next slot.
             self.scheduler = CaptureScheduler(self.config.capture, self.capture_job, on_run=self.wake.set)
             self.scheduler.start()
-            for worker in (self.sync, self.detection):
-                if worker is not None:
-                    worker.start()
             self.led = StatusLed(self.config.led)
             self.button = ManualButton(self.config.button, self.request_capture)
             if self.config.web.enabled:
@@ -282,6 +284,66 @@ class Agent:
             self.scheduler.next_run_time,
         )
         self.notifier.notify("READY=1")
+        self._start_reconciliation(startup=True)
+
+    def _start_reconciliation(self, startup: bool) -> None:
+        """Reconcile disk and queue in a thread of its own (under the capture lock, which
+        captures also take); captures wait until it is done. At start-up, start the sync and
+        detection workers after it."""
+        if self._reconciler is not None and self._reconciler.is_alive():
+            return
+        self.reconciled.clear()
+        self._reconciler = threading.Thread(
+            target=self._reconcile, args=(startup,), name="reconcile", daemon=True
+        )
+        self._reconciler.start()
+
+    def _reconcile(self, startup: bool) -> None:
+        what = "start-up" if startup else "daily"
+        pipeline = self.pipeline
+        try:
+            if pipeline is not None:
+                started = time.monotonic()
+                log.info("%s reconciliation of %s started", what, self.config.storage.data_dir)
+                report = pipeline.reconcile()
+                delay = RECONCILE_RETRY_S if report.deferred else RECONCILE_EVERY_S
+                self.next_reconcile = time.monotonic() + delay
+                log.info(
+                    "%s reconciliation done in %.1f s (%d adopted)",
+                    what,
+                    time.monotonic() - started,
+                    len(report.adopted),
+                )
+        except StickyAgentError as e:
+            self.next_reconcile = time.monotonic() + RECONCILE_RETRY_S
+            log.error("%s reconciliation failed: %s", what, e)
+        except Exception:  # a bug must not leave the captures waiting for ever
+            self.next_reconcile = time.monotonic() + RECONCILE_RETRY_S
+            log.exception("%s reconciliation failed with an unexpected error", what)
+        finally:
+            self.reconciled.set()
+            if startup:
+                self._start_workers()
+            self.wake.set()  # the main loop takes a manual capture that waited
+
+    def _start_workers(self) -> None:
+        with self._lifecycle:
+            if self._stopped:
+                return
+            for worker in (self.sync, self.detection):
+                if worker is not None:
+                    worker.start()
+            self._workers_started = True
+
+    def _wait_reconciled(self) -> bool:
+        """Wait for a reconciliation in progress to finish; return False if the agent stops first."""
+        if self.reconciled.is_set():
+            return True
+        log.info("capture waits for the reconciliation of the data folder to finish")
+        while not self.reconciled.wait(1.0):
+            if self.stopping or self._stopped:
+                return False
+        return True
 
     def run_forever(self) -> None:
         """Serve until :meth:`request_stop` (or SIGTERM/SIGINT) is called, then stop cleanly."""
@@ -289,7 +351,7 @@ class Agent:
             while not self._wait():
                 assert self.scheduler is not None and self.pipeline is not None
                 self._feed_watchdog()  # before the work: a manual capture gets a full period
-                if self.manual_requested:
+                if self.manual_requested and self.reconciled.is_set():
                     self.manual_requested = False
                     self._after_capture(self.pipeline.capturer.capture(manual=True))
                 if self.sync_requested:
@@ -298,7 +360,7 @@ class Agent:
                         self.sync.reachable = None  # probe now, whatever the backoff said
                         self.sync.wake()
                 for name, worker in (("sync", self.sync), ("detection", self.detection)):
-                    if worker is not None and not worker.alive:
+                    if self._workers_started and worker is not None and not worker.alive:
                         log.error("the %s worker died; restarting it", name)
                         worker.start()
                 self.scheduler.check_clock()
@@ -306,11 +368,7 @@ class Agent:
                 self._update_led()
                 self._feed_watchdog()  # and before a daily reconciliation
                 if time.monotonic() >= self.next_reconcile:
-                    try:
-                        self._reconcile()
-                    except StickyAgentError as e:
-                        self.next_reconcile = time.monotonic() + RECONCILE_RETRY_S
-                        log.error("reconciliation failed: %s", e)
+                    self._start_reconciliation(startup=False)
         finally:
             self.stop()
 
@@ -342,6 +400,8 @@ class Agent:
 
     def stop(self) -> None:
         """Stop scheduling, let the capture in progress finish, release everything. Idempotent."""
+        with self._lifecycle:
+            self._stopped = True  # a reconciliation finishing now starts no worker
         if self.scheduler is not None or self.pipeline is not None:
             self.notifier.notify("STOPPING=1\nSTATUS=stopping after the capture in progress")
         if self.web is not None:  # no new requests (and no preview) while stopping
@@ -362,6 +422,12 @@ class Agent:
         if self.led is not None:
             self.led.close()
             self.led = None
+        if self._reconciler is not None:
+            # Safe to abandon (it is crash-safe and a daemon), but give it a moment to finish.
+            self._reconciler.join(RECONCILE_STOP_WAIT_S)
+            if self._reconciler.is_alive():
+                log.warning("stopping during the reconciliation; the next start finishes it")
+            self._reconciler = None
         if self.pipeline is not None:
             try:
                 self.pipeline.queue.publish(next_capture=None, agent_pid=None)

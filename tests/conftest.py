@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +87,13 @@ def run_stickyctl(
         timeout=timeout,
         cwd=REPO,
     )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pin_factory() -> Iterator[None]:
+    """Each test starts without gpiozero's process-wide pin factory (agent.gpio shares one):
+    pins a test left claimed must not be "in use" in the next one."""
+    yield
+    from agent.gpio import release_shared_pin_factory
+
+    release_shared_pin_factory()

@@ -54,11 +54,11 @@ def test_run_captures_on_schedule_and_stops_cleanly(write_config: Callable[..., 
         status = json.loads(run_stickyctl("--config", str(cfg), "status", "--json").stdout)
         assert status["agent"]["running"] and status["agent"]["pid"] == proc.pid
         assert status["next_capture"] is not None
-        # one scheduled and one manual capture at least (a slow machine may reach the next slot)
+        # >= 2: on a loaded machine the next 10 s slot may come before these commands end
         assert status["queue"]["states"]["captured"]["count"] >= 2
-        assert status["last_capture"]["manual"] is True and status["last_capture"]["outcome"] == "ok"
+        assert status["last_capture"]["outcome"] == "ok"  # the manual one, or a slot after it
         listing = run_stickyctl("--config", str(cfg), "queue", "ls")
-        assert listing.stdout.count("captured") >= 2 and " manual" in listing.stdout
+        assert listing.stdout.count("captured") >= 2 and listing.stdout.count(" manual") == 1
         # a second agent on the same data folder refuses to start
         second = run_stickyctl("--config", str(cfg), "run")
         assert second.returncode == 1 and "another sticky-agent is already running" in second.stderr

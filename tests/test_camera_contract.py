@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 from stickypi_spec import REAL_IMAGES
 
 from agent.camera import Camera, make_camera
+from agent.camera.replay import ReplayCamera
 from agent.config import ReplayCameraConfig, SyntheticCameraConfig
 from agent.errors import CameraError, FlashError
 
@@ -25,6 +27,31 @@ class CameraContract:
 
     def make(self, tmp_path: Path) -> Camera:
         raise NotImplementedError
+
+    def make_kept(self, state_dir: Path | None) -> Camera | None:
+        """A camera that keeps its place in its sequence in ``state_dir`` (None: a backend
+        without a sequence, e.g. a real camera)."""
+        return None
+
+    def test_a_new_run_goes_on_where_the_last_one_stopped(self, tmp_path: Path) -> None:
+        """Each ``stickyctl capture`` and each agent start is a new camera object: the sequence
+        (the synthetic card's insects, the replay folder) goes on instead of starting again."""
+        reference = self.make_kept(None)
+        if reference is None:
+            pytest.skip("a real camera has no sequence to keep")
+        reference.open()
+        expected = [reference.capture(85).jpeg for _ in range(3)]
+        reference.close()
+        assert len(set(expected)) == 3
+        state = tmp_path / "data"
+        got = []
+        for run in (2, 1):  # two processes: the first takes two pictures, the second one
+            camera = self.make_kept(state)
+            assert camera is not None
+            camera.open()
+            got += [camera.capture(85).jpeg for _ in range(run)]
+            camera.close()
+        assert got == expected
 
     @pytest.fixture
     def camera(self, tmp_path: Path) -> Camera:
@@ -99,12 +126,47 @@ class TestSyntheticCamera(CameraContract):
     def make(self, tmp_path: Path) -> Camera:
         return make_camera(SyntheticCameraConfig(type="synthetic", width=320, height=240, seed=5))
 
+    def make_kept(self, state_dir: Path | None) -> Camera | None:
+        config = SyntheticCameraConfig(type="synthetic", width=320, height=240, seed=5)
+        return make_camera(config, state_dir=state_dir)
+
+    def test_another_seed_starts_its_own_sequence(self, tmp_path: Path) -> None:
+        seeded = {
+            seed: SyntheticCameraConfig(type="synthetic", width=96, height=64, seed=seed) for seed in (5, 6)
+        }
+        first = make_camera(seeded[5], state_dir=tmp_path)
+        first.open()
+        first.capture(85)
+        other = make_camera(seeded[6], state_dir=tmp_path)
+        fresh = make_camera(seeded[6])
+        other.open()
+        fresh.open()
+        assert other.capture(85).jpeg == fresh.capture(85).jpeg  # index 0 of seed 6
+
 
 class TestReplayCamera(CameraContract):
     encodes = False
 
     def make(self, tmp_path: Path) -> Camera:
         return make_camera(ReplayCameraConfig(type="replay", folder=REAL_IMAGES))
+
+    def make_kept(self, state_dir: Path | None) -> Camera | None:
+        return make_camera(ReplayCameraConfig(type="replay", folder=REAL_IMAGES), state_dir=state_dir)
+
+    def test_each_stickyctl_capture_replays_the_next_file(self, write_config: Callable[..., Path]) -> None:
+        from agent.config import load_config
+        from agent.service import Pipeline
+
+        config = load_config(write_config(camera={"type": "replay", "folder": str(REAL_IMAGES)}), environ={})
+        delivered = []
+        for _ in range(2):  # two `stickyctl capture` processes
+            pipeline = Pipeline.build(config)
+            assert pipeline.capturer.capture(manual=True).ok
+            camera = pipeline.capturer.camera
+            assert isinstance(camera, ReplayCamera)
+            delivered.append(camera.delivered[-1].name)
+            pipeline.close()
+        assert delivered == [p.name for p in sorted(REAL_IMAGES.glob("*.jpg"))[:2]]
 
     def test_replay_passes_the_files_bytes_through(self, camera: Camera) -> None:
         camera.open()

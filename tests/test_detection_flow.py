@@ -5,7 +5,10 @@ the image still goes."""
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from agent.detect import make_detector
 from agent.detect.worker import DetectionWorker
 from agent.devserver import parse_user
 from agent.devserver.app import DevServer
+from agent.queue import Image
 from agent.queue.syncrows import annotation_totals
 from agent.service import Pipeline
 from agent.status import collect_status
@@ -119,3 +123,92 @@ def test_a_detector_failure_is_counted_and_the_image_still_goes(
         assert pipeline.queue.totals_by_state()["verified"].count == 1
         assert server.requests["/put_uid_annotations"] == 0
         pipeline.close()
+
+
+class CountingDetector:
+    """Finds nothing, fails on the images named in ``fail_on``, and records what it saw."""
+
+    name = "counting"
+    version = "1-" + "0" * 32
+
+    def __init__(self, fail_on: set[bytes] | None = None) -> None:
+        self.fail_on = fail_on or set()
+        self.seen: list[bytes] = []
+
+    def detect(self, jpeg: bytes) -> list[object]:
+        self.seen.append(jpeg)
+        if jpeg in self.fail_on:
+            raise RuntimeError("unreadable card")
+        return []
+
+
+def test_captures_taken_while_the_agent_was_stopped_get_annotations(
+    write_config: Callable[..., Path],
+) -> None:
+    """`stickyctl capture` with the agent stopped: its own process takes the pictures and no
+    detector runs there. The agent, once started, annotates them all."""
+    from agent.queue import Annotation
+    from agent.service import Agent
+
+    config = load_config(write_config(detector={"type": "builtin"}, capture={"interval": "1h"}), environ={})
+    for _ in range(3):  # three `stickyctl capture` processes
+        cli = Pipeline.build(config)
+        assert cli.capturer.capture(manual=True).ok
+        cli.close()
+    agent = Agent(config)
+    agent.start()
+    try:
+        assert agent.pipeline is not None
+        queue = agent.pipeline.queue
+        waiting = threading.Event()  # never set: its wait is the poll interval
+        for _ in range(600):
+            with queue.session() as s:
+                if s.query(Annotation).count() == 3:
+                    break
+            waiting.wait(0.1)
+        with queue.session() as s:
+            annotated = {a.image_id for a in s.query(Annotation)}
+            manual = {i.id for i in s.query(Image).filter_by(manual=True)}
+        assert annotated == manual and len(manual) == 3
+    finally:
+        agent.stop()
+
+
+def test_a_backlog_is_worked_through_in_bounded_passes_and_new_captures_come_first(
+    tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    from agent.detect.worker import BATCH
+
+    config = load_config(write_config(), environ={})
+    pipeline = Pipeline.build(config)
+    start, seconds = dt.datetime.now(dt.UTC).replace(microsecond=0), itertools.count()
+    pipeline.capturer.now = lambda: start + dt.timedelta(seconds=next(seconds))  # one second a call
+    images = []
+    for _ in range(2 * BATCH + 3):
+        result = pipeline.capturer.capture()
+        assert result.ok and result.image is not None
+        images.append(result.image)
+    data = config.storage.data_dir
+    jpeg = {im.id: (data / im.path).read_bytes() for im in images}
+    # the newest BATCH + 2 cards make the detector fail: the pass must look past them
+    failing = {jpeg[im.id] for im in images[-(BATCH + 2) :]}
+    detector = CountingDetector(fail_on=failing)
+    worker = DetectionWorker(detector, pipeline.queue, data)  # type: ignore[arg-type]
+    for _ in range(BATCH + 2):
+        assert worker.step()
+    assert worker.failures == BATCH + 2
+    assert worker.step()  # the first image that works, past a whole batch of failures
+    # a new capture while the backlog is worked through: detected within one pass
+    new = pipeline.capturer.capture()
+    assert new.ok and new.image is not None
+    steps = 0
+    while jpeg.setdefault(new.image.id, (data / new.image.path).read_bytes()) not in detector.seen:
+        assert worker.step()
+        steps += 1
+    assert steps <= BATCH
+    while worker.step():
+        pass
+    assert worker.failures == BATCH + 2  # each failing card tried once
+    assert len(detector.seen) == len(images) + 1
+    assert worker.detected == len(images) + 1 - (BATCH + 2)
+    pipeline.close()

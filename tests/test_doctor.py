@@ -274,3 +274,76 @@ def test_cli_exit_codes_and_json(write_config: Callable[..., Path], tmp_path: Pa
     data = json.loads(run_stickyctl("--config", str(cfg), "doctor", "--json").stdout)
     assert data["ok"] is False
     assert {c["check"] for c in data["checks"]} >= {"config", "camera", "api", "service"}
+
+
+class CameraModule3:
+    """What the picamera2 backend reports for a Camera Module 3 (imx708) after a test frame."""
+
+    sensor = "imx708_wide"
+
+    def open(self) -> None:
+        pass
+
+    def capture(self, quality: int, flash: object = None) -> Frame:
+        from helpers.lighting import tiny_jpeg
+
+        return Frame(jpeg=tiny_jpeg(), width=64, height=48, sensor=self.sensor)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("focus", "status", "says"),
+    [
+        ({}, "WARN", "imx708_wide (Camera Module 3) has autofocus and no af_mode"),
+        ({"af_mode": "auto"}, "WARN", 'has autofocus and af_mode = "auto"'),
+        ({"af_mode": "manual", "lens_position": 0.5}, "WARN", "focuses at 200 cm"),
+        ({"af_mode": "manual", "lens_position": 6.7}, "OK", "test frame 64x48"),
+    ],
+)
+def test_a_camera_module_3_without_a_manual_focus_for_the_card_is_a_warning(
+    write_config: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    focus: dict[str, Any],
+    status: str,
+    says: str,
+) -> None:
+    monkeypatch.setattr(camera_module, "make_camera", lambda _config: CameraModule3())
+    cfg = write_config(camera={"type": "picamera2", **focus})
+    check = by_name(run_checks(cfg, healthy_probes()))["camera"]
+    assert check.status == status and says in check.detail, check
+    if status == "WARN":
+        assert check.hint is not None and 'af_mode = "manual" and lens_position = 6.7' in check.hint
+
+
+def test_the_focus_of_a_camera_held_by_the_agent_is_judged_from_its_last_image(
+    write_config: Callable[..., Path],
+) -> None:
+    from agent.doctor.hardware import check_camera
+    from agent.queue import Queue
+
+    config = load_config(write_config(camera={"type": "picamera2"}), environ={})
+    config.storage.data_dir.mkdir(parents=True)
+    queue = Queue(config.storage.queue_path)
+    when = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+    queue.add_image(
+        device="0a1b2c3d", when=when, path="x.jpg", md5="0" * 32, size=1, width=1, height=1,
+        metadata={"model": "RP_imx708"}, manual=False,
+    )  # fmt: skip
+    queue.record_attempt(started_at=when, outcome="ok", manual=False)
+    queue.close()
+    check = check_camera(config, agent_pid=4321)
+    assert check.status == "WARN" and "held by the running agent (pid 4321)" in check.detail
+    assert "imx708 (Camera Module 3) has autofocus" in check.detail
+
+
+def test_the_pi_config_focuses_a_camera_module_3_on_the_card() -> None:
+    from conftest import REPO
+
+    from agent.doctor.hardware import focus_problem
+
+    config = load_config(REPO / "config" / "pi.toml", environ={})
+    assert config.camera.type == "picamera2"
+    assert (config.camera.af_mode, config.camera.lens_position) == ("manual", 6.7)
+    assert focus_problem(config, "imx708") is None

@@ -214,9 +214,11 @@ def test_focus_settings_are_ignored_with_a_warning_on_a_fixed_focus_camera(
     cam.open()
     with caplog.at_level(logging.WARNING, "agent.camera.picamera2"):
         frame = cam.capture(90)
+        cam.capture(90)  # the camera is reopened for each capture: the warning comes once
     cam.close()
     assert frame.jpeg and rig.instances[0].controls_set == []
     assert "no focus motor" in caplog.text and "imx477" in caplog.text
+    assert caplog.text.count("no focus motor") == 1
 
 
 def test_a_control_the_camera_lacks_is_a_clear_error(fake: Any, rig: Any) -> None:

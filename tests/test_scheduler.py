@@ -188,7 +188,8 @@ class SteppingClock:
 
 
 def test_captures_in_the_same_second_get_distinct_names(write_config: Callable[..., Path]) -> None:
-    config = load_config(write_config(), environ={})
+    # three processes' pipelines in one: without a flash, as the pin is claimed once per process
+    config = load_config(write_config(flash={"type": "none"}), environ={})
     pipelines = [Pipeline.build(config) for _ in range(3)]
     clock = SteppingClock(0.05)  # many readings per second: collisions are certain
     for p in pipelines:

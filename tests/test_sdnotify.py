@@ -209,3 +209,65 @@ def test_no_notifications_outside_systemd(
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     agent = Agent(load_config(write_config(), environ={}))
     assert not agent.notifier.enabled and agent.heartbeat_s == HEARTBEAT_S
+
+
+def test_ready_comes_before_a_large_backlog_is_adopted_and_captures_wait_for_it(
+    listener: NotifySocket, write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash left originals without queue rows: adopting 2,000 of them took 275 s on a Pi,
+    longer than systemd lets a start take. READY=1 must come first, the watchdog stays fed while
+    the backlog is adopted, and a capture asked for meanwhile waits for the adoption to finish."""
+    from agent import service
+    from agent.service import Pipeline
+
+    config = load_config(write_config(capture={"interval": "1h"}), environ={})
+    backlog = Pipeline.build(config)
+    for _ in range(3):
+        assert backlog.capturer.capture().ok
+    backlog.close()
+    for suffix in ("", "-wal", "-shm"):  # the queue is lost: the originals have no rows
+        Path(f"{config.storage.queue_path}{suffix}").unlink(missing_ok=True)
+
+    adopting = threading.Event()
+    finish = threading.Event()  # the test decides when the (long) adoption is done
+    real_reconcile = service.reconcile
+
+    def slow_reconcile(*args: object, **kwargs: object) -> object:
+        adopting.set()
+        assert finish.wait(60)
+        return real_reconcile(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service, "reconcile", slow_reconcile)
+    agent = Agent(config)
+    starting = threading.Thread(target=agent.start, name="agent-start")
+    starting.start()
+    thread = threading.Thread(target=agent.run_forever, name="agent-main")
+    try:
+        listener.wait_for(lambda m: "READY=1" in m.split("\n"), timeout=20)
+        assert adopting.wait(20) and not finish.is_set()  # ready while the backlog is adopted
+        starting.join(20)
+        assert not starting.is_alive()
+        thread.start()
+        agent.request_capture()  # `stickyctl capture` during the adoption
+        for _ in range(3):  # the watchdog is fed all along
+            listener.wait_for(is_ping, timeout=10)
+        assert agent.pipeline is not None
+        queue = agent.pipeline.queue
+        assert queue.attempts(limit=5) == [] and not agent.reconciled.is_set()
+        assert agent.sync is None or not agent.sync.alive
+        finish.set()
+        assert agent.reconciled.wait(30)
+        for _ in range(300):  # each turn waits for the next heartbeat (0.1 s)
+            if queue.attempts(limit=1):
+                break
+            listener.wait_for(is_ping, timeout=10)
+        attempts = queue.attempts(limit=5)
+        assert [(a.outcome, a.manual) for a in attempts] == [("ok", True)]  # after the adoption
+        assert queue.totals_by_state()["captured"].count == 4  # 3 adopted + the manual one
+    finally:
+        finish.set()
+        starting.join(60)
+        if thread.is_alive():
+            stop_agent(agent, thread)
+        else:
+            agent.stop()

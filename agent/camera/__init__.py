@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Protocol
 from agent.errors import CameraError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from agent.config import CameraConfig
 
 
@@ -88,8 +90,10 @@ BACKENDS = {
 }
 
 
-def make_camera(config: CameraConfig) -> Camera:
-    """Given the ``[camera]`` config, return an unopened camera of its ``type``.
+def make_camera(config: CameraConfig, state_dir: Path | None = None) -> Camera:
+    """Given the ``[camera]`` config, return an unopened camera of its ``type``. A simulated
+    camera (synthetic, replay) keeps its place in its sequence across runs in ``state_dir``
+    (the data folder; None: every run starts at the beginning).
 
     Raise CameraError if the backend cannot be loaded on this machine.
     """
@@ -102,5 +106,9 @@ def make_camera(config: CameraConfig) -> Camera:
             f'or on this machine ({e}); use type = "synthetic" or "replay", or set '
             "STICKY_AGENT_CAMERA=synthetic"
         ) from e
-    camera: Camera = getattr(module, class_name)(config)
+    backend = getattr(module, class_name)
+    if getattr(backend, "keeps_position", False):
+        camera: Camera = backend(config, state_dir=state_dir)
+    else:
+        camera = backend(config)
     return camera

@@ -136,6 +136,7 @@ class Picamera2Camera:
         self._open = False
         self._generation = 0  # bumped on every release: a late-opening worker closes its camera
         self._lock = threading.Lock()
+        self._focus_warned = False
 
     # -- the Camera protocol -------------------------------------------------------------
 
@@ -315,11 +316,13 @@ class Picamera2Camera:
             controls["LensPosition"] = self.lens_override
         elif cfg.af_mode is not None:
             if "AfMode" not in available:
-                log.warning(
-                    "%s has no focus motor (Camera Module 3 has); af_mode = %r ignored",
-                    self._label(),
-                    cfg.af_mode,
-                )
+                if not self._focus_warned:  # once: pi.toml sets a focus for Camera Module 3
+                    self._focus_warned = True
+                    log.warning(
+                        "%s has no focus motor (Camera Module 3 has); af_mode = %r ignored",
+                        self._label(),
+                        cfg.af_mode,
+                    )
             else:
                 af_modes = importlib.import_module("libcamera").controls.AfModeEnum
                 if cfg.af_mode == "manual":

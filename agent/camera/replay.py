@@ -3,11 +3,13 @@
 Useful to run the whole pipeline on real trap images (``shared/data/real-images``)
 on a laptop. The files' bytes are passed on as they are: nothing is re-encoded,
 and the image writer replaces their EXIF. Where a file's EXIF has an exposure
-time, the frame reports it, like a real camera would.
+time, the frame reports it, like a real camera would. Given the data folder, it goes on
+where the previous run stopped (:mod:`agent.camera.position`).
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import io
 from pathlib import Path
@@ -16,18 +18,23 @@ import piexif
 from PIL import Image
 
 from agent.camera import Frame, Lighting, no_lighting
+from agent.camera.position import Position, position_file
 from agent.config import ReplayCameraConfig
 from agent.errors import CameraError
 
 
 class ReplayCamera:
-    """Given a folder of JPEGs, deliver them one per capture, round and round."""
+    """Given a folder of JPEGs, deliver them one per capture, round and round (across runs,
+    when given the data folder: the next file's name is kept there)."""
 
-    def __init__(self, config: ReplayCameraConfig) -> None:
+    keeps_position = True
+
+    def __init__(self, config: ReplayCameraConfig, state_dir: Path | None = None) -> None:
         self.folder = config.folder
         self.sensor = config.sensor
         self._files: list[Path] = []
         self._next = 0
+        self._position = Position(position_file(state_dir), {"type": "replay", "folder": str(self.folder)})
         #: The files delivered last, in order (for tests), bounded for long runs.
         self.delivered: collections.deque[Path] = collections.deque(maxlen=100)
 
@@ -35,6 +42,9 @@ class ReplayCamera:
         self._files = sorted(p for p in self.folder.glob("*.jpg") if p.is_file())
         if not self._files:
             raise CameraError(f"replay camera: no .jpg files in {self.folder}")
+        saved = self._position.load().get("next")
+        if isinstance(saved, str):  # that file, or the one after where it was if it is gone
+            self._next = bisect.bisect_left([p.name for p in self._files], saved) % len(self._files)
 
     def capture(self, quality: int, flash: Lighting = no_lighting) -> Frame:
         """Return the next file's bytes as a frame (``flash`` lit while it is read: the
@@ -53,6 +63,7 @@ class ReplayCamera:
         except OSError as e:
             raise CameraError(f"replay camera: cannot read {path}: {e}") from e
         self.delivered.append(path)
+        self._position.save({"next": self._files[self._next % len(self._files)].name})
         return Frame(
             jpeg=data,
             width=width,

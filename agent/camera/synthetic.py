@@ -3,8 +3,8 @@
 A few insects are on the card from the start; before each later capture,
 Poisson(``insects_per_capture``) more land, and none ever moves. The picture is
 deterministic: the same seed and capture index give the same JPEG bytes (with the
-same numpy and Pillow). The capture index counts captures of one camera object,
-across ``close``/``open``.
+same numpy and Pillow). The capture index counts captures across ``close``/``open``,
+and across runs when the camera is given the data folder (:mod:`agent.camera.position`).
 
 Light enough for a Pi Zero 2 W: smooth fields (card tint, flash hotspot, vignetting,
 glare) are computed at 1/16 scale and upscaled by Pillow, insects are drawn as small
@@ -17,12 +17,14 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from agent.camera import Frame, Lighting, no_lighting
+from agent.camera.position import Position, position_file
 from agent.config import SyntheticCameraConfig
 from agent.errors import CameraError
 
@@ -86,7 +88,10 @@ def _smooth(rng: np.random.Generator, grid: tuple[int, int], size: tuple[int, in
 class SyntheticCamera:
     """Given a synthetic-camera config, render one sticky-card picture per capture."""
 
-    def __init__(self, config: SyntheticCameraConfig) -> None:
+    #: ``make_camera`` passes the data folder: the capture index is kept across runs.
+    keeps_position = True
+
+    def __init__(self, config: SyntheticCameraConfig, state_dir: Path | None = None) -> None:
         self.width = config.width
         self.height = config.height
         self.sensor = config.sensor
@@ -100,8 +105,11 @@ class SyntheticCamera:
         self._open = False
         self._insects: list[_Insect] = []
         self._landed: list[int] = []  # insects on the card at capture k
-        #: Captures delivered so far (also the index of the next capture).
-        self.captures = 0
+        identity = {"type": "synthetic", "seed": config.seed, "width": self.width, "height": self.height}
+        self._position = Position(position_file(state_dir), identity | {"rate": self._rate})
+        saved = self._position.load().get("captures", 0)
+        #: Captures delivered so far (also the index of the next capture), across runs.
+        self.captures = saved if isinstance(saved, int) and 0 <= saved < 10**9 else 0
         #: Insects on the card in the last frame delivered.
         self.insects_on_card = 0
         self._card()
@@ -161,6 +169,7 @@ class SyntheticCamera:
         img.save(buf, "JPEG", quality=quality)
         self.captures += 1
         self.insects_on_card = n
+        self._position.save({"captures": self.captures})
         return Frame(
             jpeg=buf.getvalue(),
             width=self.width,

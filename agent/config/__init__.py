@@ -32,6 +32,7 @@ from agent.config.hardware import (
     ReplayCameraConfig,
     SensorsConfig,
     SyntheticCameraConfig,
+    gpio_problems,
 )
 from agent.config.sections import (
     BuiltinDetectorConfig,
@@ -149,6 +150,9 @@ def config_from_mapping(
         where = f" in {source}" if source else ""
         problems = [_format_error(err) for err in e.errors()]
         raise ConfigError(f"invalid configuration{where}:", problems) from None
+    pins = gpio_problems(config.flash, config.sensors, config.button, config.led)
+    if pins:
+        raise ConfigError(f"invalid configuration{' in ' + str(source) if source else ''}:", pins)
     return config.model_copy(update={"source": source})
 
 

@@ -249,3 +249,39 @@ class LedConfig(_Section):
     pin: int = Field(default=24, ge=0, le=27)
     active_high: bool = True
     pin_factory: PinFactoryName | None = None
+
+
+def gpio_problems(
+    flash: NoFlashConfig | GpioFlashConfig,
+    sensors: NoSensorsConfig | FakeSensorsConfig | HatSensorsConfig,
+    button: ButtonConfig,
+    led: LedConfig,
+) -> list[str]:
+    """Given the GPIO sections, return one problem per pin claimed twice and per pin factory
+    that differs from the first one set (one factory drives every pin), naming both keys."""
+    claims: list[tuple[str, int, str | None]] = []
+    if isinstance(flash, GpioFlashConfig):
+        claims.append(("flash.pin", flash.pin, flash.pin_factory))
+    if isinstance(sensors, HatSensorsConfig) and sensors.battery:
+        for key in ("battery_clock_pin", "battery_mosi_pin", "battery_miso_pin", "battery_select_pin"):
+            claims.append((f"sensors.{key}", getattr(sensors, key), sensors.pin_factory))
+    if button.enabled:
+        claims.append(("button.pin", button.pin, button.pin_factory))
+    if led.enabled:
+        claims.append(("led.pin", led.pin, led.pin_factory))
+    problems: list[str] = []
+    used: dict[int, str] = {}
+    for key, pin, _ in claims:
+        if pin in used:
+            problems.append(f"{key}: GPIO {pin} is already used by {used[pin]}")
+        else:
+            used[pin] = key
+    factories = {f"{key.split('.')[0]}.pin_factory": name for key, _, name in claims if name is not None}
+    first = next(iter(factories.items()), None)
+    for key, name in factories.items():
+        if first is not None and name != first[1]:
+            problems.append(
+                f'{key}: "{name}" differs from {first[0]} = "{first[1]}"; one pin factory drives '
+                "every GPIO pin: set the same one (or none) everywhere"
+            )
+    return problems

@@ -1,15 +1,20 @@
 """The detection worker: finds the insects on each new image, at low priority, off the capture path.
 
-It wakes after each capture (and every minute), takes the newest image with a file and no
-annotation by the current detector version, runs the detector on it, and stores the
+It wakes after each capture (and every minute) and works through every image with a file and
+no annotation by the current detector version, whoever captured it (the agent, or
+``stickyctl capture`` while the agent was stopped): newest first, in passes of at most
+``BATCH`` images, each pass starting again from the newest so a new capture never waits
+behind more than one pass of a long backlog. It runs the detector on each and stores the
 outlines as an annotation row; the sync worker sends it once its image is verified on the
-server. A detector failure is logged and counted and the image is skipped (it is still
-uploaded); the worker never delays a capture: it runs in its own thread at a lower CPU
-priority, and only talks to the capture side through the queue.
+server. A detector failure is logged and counted and the image is skipped until the next
+start (it is still uploaded);
+the worker never delays a capture: it runs in its own thread at a lower CPU priority, and
+only talks to the capture side through the queue.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
@@ -17,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from agent.background import BackgroundWorker
 from agent.errors import StickyAgentError
-from agent.queue import Queue
+from agent.queue import Image, Queue
 from agent.queue.syncrows import add_annotation, images_to_detect
 
 if TYPE_CHECKING:
@@ -30,6 +35,8 @@ log = logging.getLogger(__name__)
 
 IDLE_S = 60.0
 NICENESS = 10
+#: Images per pass (one queue query); the next pass starts again from the newest image.
+BATCH = 20
 
 
 class DetectionWorker(BackgroundWorker):
@@ -51,7 +58,8 @@ class DetectionWorker(BackgroundWorker):
         self.data_dir = data_dir
         self.failures = 0
         self.detected = 0
-        self._failed_ids: set[int] = set()
+        self._failed_ids: set[int] = set()  # retried after a restart, not in a loop
+        self._pass: list[Image] = []
         super().__init__()
 
     def _before_loop(self) -> None:
@@ -63,18 +71,32 @@ class DetectionWorker(BackgroundWorker):
     def cycle(self) -> float:
         return 0.0 if self.step() else IDLE_S
 
+    def _next_pass(self) -> list[Image]:
+        """Return up to BATCH images to detect, newest first, past those that failed here.
+        Raise StickyAgentError if the queue cannot be read."""
+        cursor: tuple[dt.datetime, int] | None = None
+        while True:
+            rows = images_to_detect(
+                self.queue, self.detector.name, self.detector.version, limit=BATCH, before=cursor
+            )
+            if not rows:
+                return []
+            todo = [image for image in rows if image.id not in self._failed_ids]
+            if todo:
+                return todo
+            cursor = (rows[-1].datetime, rows[-1].id)
+
     def step(self) -> bool:
         """Detect insects on one waiting image; return False if none was waiting."""
-        try:
-            todo = images_to_detect(
-                self.queue, self.detector.name, self.detector.version, skip=self._failed_ids
-            )
-        except StickyAgentError as e:
-            log.error("detection: cannot read the queue: %s", e)
-            return False
-        if not todo:
-            return False
-        image = todo[0]
+        if not self._pass:
+            try:
+                self._pass = self._next_pass()
+            except StickyAgentError as e:
+                log.error("detection: cannot read the queue: %s", e)
+                return False
+            if not self._pass:
+                return False
+        image = self._pass.pop(0)
         try:
             from agent.detect import to_annotations
 

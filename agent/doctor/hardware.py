@@ -7,33 +7,108 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.config import Config
+from agent.config import Config, Picamera2CameraConfig
 from agent.doctor.checks import CAMERA_HINT, Check, _one_line, fail, ok, warn
 from agent.doctor.local import _last_capture
 from agent.errors import (
     StickyAgentError,
 )
 
+#: Sensors with a focus motor: Camera Module 3 (imx708, and its _wide/_noir variants).
+AUTOFOCUS_SENSORS = ("imx708",)
+#: The card is 10-20 cm from the lens: in dioptres (1 / metres), 5 to 10; 15 cm is ~6.7.
+CARD_DIOPTRES = (4.0, 12.0)
+FOCUS_HINT = (
+    'set [camera] af_mode = "manual" and lens_position = 6.7 (dioptres = 1 / distance in metres: '
+    "6.7 focuses at 15 cm, 10 at 10 cm, 5 at 20 cm; measure the card's distance), as in "
+    "config/pi.toml"
+)
+
+
+def focus_problem(config: Config, sensor: str | None) -> str | None:
+    """Given the config and the camera's sensor name, return why a sticky card 10-20 cm away
+    may be out of focus, or None (not an autofocus camera, or focus set for a card)."""
+    cam = config.camera
+    if not isinstance(cam, Picamera2CameraConfig) or sensor is None:
+        return None
+    if not sensor.lower().startswith(AUTOFOCUS_SENSORS):
+        return None
+    if cam.af_mode != "manual" or cam.lens_position is None:
+        mode = f'af_mode = "{cam.af_mode}"' if cam.af_mode else "no af_mode (the camera's default)"
+        return (
+            f"{sensor} (Camera Module 3) has autofocus and {mode}: a card 10-20 cm away needs a manual focus"
+        )
+    low, high = CARD_DIOPTRES
+    if not low <= cam.lens_position <= high:
+        where = "infinity" if cam.lens_position == 0 else f"{100 / cam.lens_position:.0f} cm"
+        return (
+            f"lens_position = {cam.lens_position:g} dioptres focuses at {where}, "
+            "not on a card 10-20 cm away (5 to 10 dioptres)"
+        )
+    return None
+
+
+def _with_focus(config: Config, sensor: str | None, check: Check) -> Check:
+    """Turn an OK camera check into a WARN if the focus is not set for the card."""
+    problem = focus_problem(config, sensor)
+    if problem is None or check.status != "OK":
+        return check
+    return warn(check.check, f"{check.detail}; {problem}", FOCUS_HINT)
+
+
+def _last_sensor(config: Config) -> str | None:
+    """The sensor named in the latest image's EXIF model (``RP_imx708``), if any."""
+    import json
+
+    from sqlalchemy import select
+
+    from agent.queue import Image, Queue
+
+    if config.storage.queue_path.exists():
+        queue = Queue(config.storage.queue_path, create=False)
+        try:
+            with queue.session() as s:
+                latest = s.scalars(select(Image).order_by(Image.datetime.desc()).limit(1)).first()
+                model = json.loads(latest.image_metadata).get("model") if latest else None
+        finally:
+            queue.close()
+        if isinstance(model, str):
+            return model.removeprefix("RP_")
+    return None
+
 
 def check_camera(config: Config, agent_pid: int | None) -> Check:
+    if agent_pid is None:
+        return _test_frame(config)
+    sensor = getattr(config.camera, "sensor", None)
+    if sensor is None:
+        with contextlib.suppress(StickyAgentError, OSError, ValueError):
+            sensor = _last_sensor(config)
+    return _with_focus(config, sensor, _held_camera(config, agent_pid))
+
+
+def _held_camera(config: Config, agent_pid: int) -> Check:
+    """The camera the running agent holds: judged by its last capture."""
+    try:
+        last = _last_capture(config)
+    except (StickyAgentError, OSError) as e:
+        return warn("camera", f"held by the running agent (pid {agent_pid}); its queue: {_one_line(e)}")
+    if last is None:
+        return ok("camera", f"held by the running agent (pid {agent_pid}); no capture yet")
+    outcome, error, when = last
+    if outcome == "ok":
+        return ok("camera", f"held by the running agent (pid {agent_pid}); last capture {when} ok")
+    return fail(
+        "camera",
+        f"held by the running agent (pid {agent_pid}); last capture {when} {outcome}: {error}",
+        "see stickyctl status and journalctl -u sticky-agent; to test the camera here, stop the "
+        "agent first (sudo systemctl stop sticky-agent). " + CAMERA_HINT,
+    )
+
+
+def _test_frame(config: Config) -> Check:
     from agent.camera import make_camera
 
-    if agent_pid is not None:
-        try:
-            last = _last_capture(config)
-        except (StickyAgentError, OSError) as e:
-            return warn("camera", f"held by the running agent (pid {agent_pid}); its queue: {_one_line(e)}")
-        if last is None:
-            return ok("camera", f"held by the running agent (pid {agent_pid}); no capture yet")
-        outcome, error, when = last
-        if outcome == "ok":
-            return ok("camera", f"held by the running agent (pid {agent_pid}); last capture {when} ok")
-        return fail(
-            "camera",
-            f"held by the running agent (pid {agent_pid}); last capture {when} {outcome}: {error}",
-            "see stickyctl status and journalctl -u sticky-agent; to test the camera here, stop the "
-            "agent first (sudo systemctl stop sticky-agent). " + CAMERA_HINT,
-        )
     started = time.monotonic()
     try:
         camera = make_camera(config.camera)
@@ -49,11 +124,11 @@ def check_camera(config: Config, agent_pid: int | None) -> Check:
             camera.close()
     if not frame.jpeg.startswith(b"\xff\xd8"):
         return fail("camera", f"{config.camera.type}: the frame is not a JPEG", CAMERA_HINT)
-    return ok(
-        "camera",
+    detail = (
         f"{config.camera.type} ({frame.sensor}): test frame {frame.width}x{frame.height}, "
-        f"{len(frame.jpeg) / 1024:,.0f} KB in {time.monotonic() - started:.1f} s",
+        f"{len(frame.jpeg) / 1024:,.0f} KB in {time.monotonic() - started:.1f} s"
     )
+    return _with_focus(config, frame.sensor, ok("camera", detail))
 
 
 def _gpio_hint(pin: int) -> str:
@@ -84,10 +159,10 @@ def check_flash(config: Config, agent_pid: int | None) -> Check:
 
 def _claim_pin(name: str, pin: int, pin_factory: str | None, make: Callable[..., Any]) -> Check:
     """Claim a GPIO with gpiozero (``make(pin, pin_factory=...)``), release it, report."""
-    from agent.flash import _make_pin_factory
+    from agent.gpio import shared_pin_factory
 
     try:
-        factory = _make_pin_factory(pin_factory) if pin_factory else None
+        factory = shared_pin_factory(pin_factory)
         device = make(pin, pin_factory=factory)
     except Exception as e:  # gpiozero raises a family of its own errors
         return fail(name, f"cannot claim GPIO {pin}: {_one_line(e)}", _gpio_hint(pin))

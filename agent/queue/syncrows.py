@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from agent.queue.schema import Annotation, AnnotationState, Image, ImageState, utcnow
 from agent.queue.states import STATES_WITH_FILE
@@ -152,17 +153,24 @@ WITH_FILE = tuple(st.value for st in STATES_WITH_FILE if st != ImageState.CONFLI
 
 
 def images_to_detect(
-    queue: Queue, algo_name: str, algo_version: str, skip: set[int], limit: int = 1
+    queue: Queue,
+    algo_name: str,
+    algo_version: str,
+    limit: int = 1,
+    before: tuple[dt.datetime, int] | None = None,
 ) -> list[Image]:
-    """Return the newest images with a file and no annotation by this algorithm version."""
+    """Return the newest images with a file and no annotation by this algorithm version, whoever
+    captured them; with ``before`` (an image's datetime and id), only those older than it."""
     done = (
         select(Annotation.id)
         .where(Annotation.image_id == Image.id)
         .where(Annotation.algo_name == algo_name, Annotation.algo_version == algo_version)
         .exists()
     )
-    q = select(Image).where(Image.state.in_(WITH_FILE), ~done).order_by(Image.datetime.desc())
-    if skip:
-        q = q.where(Image.id.not_in(skip))
+    q = select(Image).where(Image.state.in_(WITH_FILE), ~done)
+    if before is not None:
+        when, image_id = before
+        q = q.where(or_(Image.datetime < when, and_(Image.datetime == when, Image.id < image_id)))
+    q = q.order_by(Image.datetime.desc(), Image.id.desc())
     with queue.session() as s:
         return list(s.scalars(q.limit(limit)))
