@@ -293,3 +293,54 @@ def test_presigned_puts_and_finalize_are_checked(double: Any) -> None:
     assert (
         post("metadata/getCollectionIdByName", {"collectionName": "nope", "objectType": 5}).status_code == 406
     )
+
+
+def test_the_sdk_retries_a_failed_put_after_30_s(double: Any, cards: Path, sdk_sleeps: list[float]) -> None:
+    double.state.fail_puts = 1
+    answer = client(double).upload_files_to_collection(
+        str(cards), "image", COLLECTION, meta_data_object=RECORD
+    )
+    assert answer["is_success"] is True
+    assert double.state.requests["PUT object"] == len(IMAGES) + 1 and 30 in sdk_sleeps
+    assert double.state.refusals == [("object", 500, "InternalError")]
+    files = double.state.collections[COLLECTION].files
+    assert all(files[p.name].data == p.read_bytes() for p in IMAGES)
+
+
+def test_an_upload_with_annotations_attaches_them_by_job_and_file_name(
+    double: Any, cards: Path, tmp_path: Path
+) -> None:
+    name = IMAGES[2].name
+    path = annotations_file(tmp_path, {name: [polygon([[1, 1], [9, 1], [9, 9]])]})
+    annotation_data = {
+        "json_data_file_path": path,
+        "operation_unique_id": "detector-1.0",
+        "is_normalized": False,
+        "is_model_run": True,
+    }
+    client(double).upload_files_to_collection(
+        str(cards), "image", COLLECTION, meta_data_object=RECORD, annotation_data=annotation_data
+    )
+    shapes = double.state.operations["detector-1.0"][f"{COLLECTION}_{name}"]
+    assert [s["points"] for s in shapes] == [[[1, 1], [9, 1], [9, 9]]] and double.state.refusals == []
+
+
+def test_an_old_sdk_version_is_reported_incompatible(double: Any) -> None:
+    url = f"{double.url}/datalake/api/client/sdk/compatibility"
+    assert requests.get(f"{url}/2.3.4", headers=basic(), timeout=5).json()["isCompatible"] is True
+    old = requests.get(f"{url}/2.2.9", headers=basic(), timeout=5).json()
+    assert old["isCompatible"] is False and "2.3.0" in old["message"]
+
+
+def test_the_sdk_reports_success_when_every_file_failed(
+    double: Any, cards: Path, sdk_sleeps: list[float]
+) -> None:
+    """``is_success`` is only the answer to ``complete``: a sink must check each file itself."""
+    double.state.fail_puts = 10_000
+    answer = client(double).upload_files_to_collection(
+        str(cards), "image", COLLECTION, meta_data_object=RECORD
+    )
+    assert answer["is_success"] is True
+    assert double.state.collections[COLLECTION].files == {}
+    assert double.state.requests["PUT object"] == 21 * len(IMAGES)  # first try + 20 retry rounds
+    assert sdk_sleeps.count(30) == 20

@@ -136,6 +136,8 @@ class DatalakeState:
         self.operation_info: dict[str, dict[str, Any]] = {}
         self.requests: collections.Counter[str] = collections.Counter()
         self.refusals: list[tuple[str, int, str]] = []  # (endpoint, status, message)
+        #: The next ``fail_puts`` presigned PUTs answer S3's 500 InternalError (a flaky store).
+        self.fail_puts = 0
 
     def sign(self, text: str) -> str:
         return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()[:32]
@@ -238,12 +240,16 @@ class DatalakeState:
 
     def put_part(self, key: str, args: dict[str, str], content_type: str, data: bytes) -> str:
         """Store one presigned part; return its ETag (the md5, quoted as S3 does). Raise
-        DatalakeError 403 on a bad signature (content type included), 404 on an unknown upload."""
+        DatalakeError 403 on a bad signature (content type included), 500 while ``fail_puts`` lasts,
+        404 on an unknown upload."""
         query = f"uploadId={args.get('uploadId', '')}&partNumber={args.get('partNumber', '')}"
         if not hmac.compare_digest(
             args.get("X-Amz-Signature", ""), self.sign(f"PUT\n{key}\n{query}\n{content_type}")
         ):
             raise DatalakeError(403, "SignatureDoesNotMatch")
+        if self.fail_puts > 0:
+            self.fail_puts -= 1
+            raise DatalakeError(500, "InternalError")
         lake_file = next((f for f in self.files.values() if f.s3_upload_id == args["uploadId"]), None)
         if lake_file is None or lake_file.key != key:
             raise DatalakeError(404, "NoSuchUpload")
