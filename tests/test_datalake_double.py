@@ -344,3 +344,24 @@ def test_the_sdk_reports_success_when_every_file_failed(
     assert double.state.collections[COLLECTION].files == {}
     assert double.state.requests["PUT object"] == 21 * len(IMAGES)  # first try + 20 retry rounds
     assert sdk_sleeps.count(30) == 20
+
+
+def test_a_line_shaped_as_the_seed_documents_it_is_refused(double: Any, cards: Path, tmp_path: Path) -> None:
+    """The seed gives a line's points under "polygon"; the SDK reads "line", so it sends a line
+    without points, which the double refuses (the SDK ignores the refusal)."""
+    lake = client(double)
+    lake.upload_files_to_collection(str(cards), "image", COLLECTION, meta_data_object=RECORD)
+    name = IMAGES[0].name
+    seed_line = {"type": "line", "polygon": [[1, 1], [5, 5]], "label": "insect"}
+    lake.upload_annotations_for_collection(
+        COLLECTION, "human", annotations_file(tmp_path, {name: [seed_line]}), False, False
+    )
+    assert double.state.operations == {}
+    assert double.state.refusals[-1][:2] == ("operation_update", 406)
+    assert "line needs points" in double.state.refusals[-1][2]
+    real_line = {"type": "line", "line": [[1, 1], [5, 5]], "label": "insect"}
+    lake.upload_annotations_for_collection(
+        COLLECTION, "human", annotations_file(tmp_path, {name: [real_line]}), False, False
+    )
+    assert double.state.operations["human"][f"{COLLECTION}_{name}"][0]["points"] == [[1, 1], [5, 5]]
+    assert double.state.operation_info["human"]["mode"] == 1  # human annotations
