@@ -272,7 +272,6 @@ def test_presigned_puts_and_finalize_are_checked(double: Any) -> None:
         requests.put(url.replace("Signature=", "Signature=0"), data=data, headers=jpeg, timeout=5).status_code
         == 403
     )
-    assert requests.put(url, data=data, headers={"Content-Type": "image/png"}, timeout=5).status_code == 403
     put = requests.put(url, data=data, headers=jpeg, timeout=5)
     assert put.status_code == 200 and put.headers["ETag"].startswith('"')
     finalize = {**ids, "uploadId": begin["uploadId"], "finalizeUrl": url}

@@ -8,8 +8,9 @@ Everything lives under ``/datalake`` and needs ``Authorization: Basic base64(api
 - Upload: ``uploadMetadataInCollection`` (creates the collection, answers ``storageType`` AWS_S3,
   ``uploadId``, ``collectionId``, ``jobId``) -> per file ``fileUpload/initializeMultipartUpload``
   (``isExisting`` for a name the collection already holds: the client skips it) ->
-  ``fileUpload/getMultipartPreSignedUrls`` -> presigned ``PUT /_s3/{key}`` (no auth; signature and
-  Content-Type checked; exactly 200 with a quoted ``ETag``) -> ``fileUpload/finalizeMultipartUpload``
+  ``fileUpload/getMultipartPreSignedUrls`` -> presigned ``PUT /_s3/{key}`` (no auth; the signature
+  covers key, uploadId and partNumber, as SigV4 with only ``host`` signed; exactly 200 with a quoted
+  ``ETag``; the object keeps the ``contentType`` given for the URLs) -> ``fileUpload/finalizeMultipartUpload``
   (part numbers and ETags checked) -> ``collectionUploadingStatus/{uploadId}/complete``.
 - ``jobs/{jobId}/getStatus``: the upload's job is completed (2) at once by default; ``job_before``
   gives statuses to answer first (1 in progress, 3 queued) and ``job_outcome=4`` makes it fail
@@ -140,8 +141,7 @@ class DatalakeApp:
 
     def _object(self, request: Request, key: str) -> Response:
         args = {k: request.args.get(k, "") for k in ("uploadId", "partNumber", "X-Amz-Signature")}
-        content_type = request.headers.get("Content-Type", "")
-        etag = self._call("put_part", key, args, content_type, request.get_data())
+        etag = self._call("put_part", key, args, request.get_data())
         return Response(b"", 200, headers={"ETag": etag})
 
     def _compatibility(self, request: Request, version: str) -> Response:

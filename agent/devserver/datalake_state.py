@@ -229,7 +229,7 @@ class DatalakeState:
         urls = []
         for n in range(1, parts + 1):
             query = f"uploadId={lake_file.s3_upload_id}&partNumber={n}"
-            signature = self.sign(f"PUT\n{lake_file.key}\n{query}\n{lake_file.content_type}")
+            signature = self.sign(f"PUT\n{lake_file.key}\n{query}")
             urls.append(
                 {
                     "signedUrl": f"{base_url}/_s3/{lake_file.key}?{query}&X-Amz-Signature={signature}",
@@ -238,14 +238,13 @@ class DatalakeState:
             )
         return {"parts": urls}
 
-    def put_part(self, key: str, args: dict[str, str], content_type: str, data: bytes) -> str:
+    def put_part(self, key: str, args: dict[str, str], data: bytes) -> str:
         """Store one presigned part; return its ETag (the md5, quoted as S3 does). Raise
-        DatalakeError 403 on a bad signature (content type included), 500 while ``fail_puts`` lasts,
+        DatalakeError 403 on a bad signature (SigV4 signs only the host: the
+        Content-Type is not checked), 500 while ``fail_puts`` lasts,
         404 on an unknown upload."""
         query = f"uploadId={args.get('uploadId', '')}&partNumber={args.get('partNumber', '')}"
-        if not hmac.compare_digest(
-            args.get("X-Amz-Signature", ""), self.sign(f"PUT\n{key}\n{query}\n{content_type}")
-        ):
+        if not hmac.compare_digest(args.get("X-Amz-Signature", ""), self.sign(f"PUT\n{key}\n{query}")):
             raise DatalakeError(403, "SignatureDoesNotMatch")
         if self.fail_puts > 0:
             self.fail_puts -= 1
