@@ -27,22 +27,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hmac
 import json
 import re
-import threading
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from agent.devserver.datalake_annotations import update_operation
 from agent.devserver.datalake_state import JOB_COMPLETED, DatalakeError, DatalakeState
+from agent.devserver.serving import BackgroundServer
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -194,14 +192,11 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status, mimetype="application/json")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
-class DatalakeDouble:
+class DatalakeDouble(BackgroundServer):
     """The Data Lake double in a background thread: ``with DatalakeDouble({"key": "secret"}) as d:``
     then ``layernext.LayerNextClient("key", "secret", d.url)``. See the module docstring."""
+
+    label = "Data Lake double"
 
     def __init__(
         self,
@@ -213,38 +208,4 @@ class DatalakeDouble:
         port: int = 0,
     ) -> None:
         self.state = DatalakeState(credentials, job_outcome=job_outcome, job_before=job_before)
-        self.app = DatalakeApp(self.state)
-        self.host, self.port = host, port
-        self._server: BaseWSGIServer | None = None
-
-    @property
-    def url(self) -> str:
-        """Return the base URL the client is given (no trailing slash). Raise RuntimeError if not
-        started."""
-        if self._server is None:
-            raise RuntimeError("the Data Lake double is not started")
-        return f"http://{self.host}:{self._server.server_port}"
-
-    def start(self) -> DatalakeDouble:
-        """Listen and serve in a daemon thread; return self."""
-        if self._server is None:
-            self._server = make_server(
-                self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler
-            )
-            self.app.base_url = self.url
-            serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
-            threading.Thread(target=serve, name="datalake-double", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> DatalakeDouble:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(DatalakeApp(self.state), host, port)

@@ -43,9 +43,9 @@ from urllib.parse import urlsplit
 import jsonschema  # type: ignore[import-untyped]
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from agent.devserver.serving import BackgroundServer
 from agent.devserver.tator_schema import list_or_one, openapi_document, validation_schema
 
 if TYPE_CHECKING:
@@ -536,16 +536,13 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status, mimetype="application/json")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
-class TatorDouble:
+class TatorDouble(BackgroundServer):
     """The Tator double in a background thread: ``with TatorDouble({"tok": "user"}) as t: t.url``.
 
     ``state`` holds what was stored (``media``, ``media_bytes``, ``localizations``, ``requests``).
     """
+
+    label = "Tator double"
 
     def __init__(
         self,
@@ -558,39 +555,4 @@ class TatorDouble:
         clock: Clock = time.monotonic,
     ) -> None:
         self.state = TatorState(tokens, types or default_types(), import_after_reads)
-        self.app = TatorApp(self.state, clock)
-        self.host, self.port = host, port
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        """Return the base URL (no trailing slash). Raise RuntimeError if not started."""
-        if self._server is None:
-            raise RuntimeError("the Tator double is not started")
-        return f"http://{self.host}:{self._server.server_port}"
-
-    def start(self) -> TatorDouble:
-        """Listen and serve in a daemon thread; return self."""
-        if self._server is None:
-            self._server = make_server(
-                self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler
-            )
-            self.app.base_url = self.url
-            serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
-            self._thread = threading.Thread(target=serve, name="tator-double", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> TatorDouble:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(TatorApp(self.state, clock), host, port)
