@@ -41,7 +41,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from agent.devserver.serving import ServerThread
+from agent.devserver.serving import BackgroundServer
 from agent.devserver.tator_schema import list_or_one, openapi_document, validation_schema
 from agent.devserver.tator_state import (
     MAX_LIST,
@@ -419,11 +419,13 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status, mimetype="application/json")
 
 
-class TatorDouble:
+class TatorDouble(BackgroundServer):
     """The Tator double in a background thread: ``with TatorDouble({"tok": "user"}) as t: t.url``.
 
     ``state`` holds what was stored (``media``, ``media_bytes``, ``localizations``, ``requests``).
     """
+
+    label = "Tator double"
 
     def __init__(
         self,
@@ -436,25 +438,4 @@ class TatorDouble:
         clock: Clock = time.monotonic,
     ) -> None:
         self.state = TatorState(tokens, types or default_types(), import_after_reads)
-        self.app = TatorApp(self.state, clock)
-        self._server = ServerThread(self.app, host, port, name="tator-double")
-
-    @property
-    def url(self) -> str:
-        """Return the base URL (no trailing slash). Raise RuntimeError if not started."""
-        return self._server.url
-
-    def start(self) -> TatorDouble:
-        """Listen and serve in a daemon thread; return self."""
-        self.app.base_url = self._server.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.stop()
-
-    def __enter__(self) -> TatorDouble:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(TatorApp(self.state, clock), host, port)
