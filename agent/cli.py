@@ -231,6 +231,10 @@ def config_check(ctx: Context) -> None:
     click.echo(f"  camera {config.camera.type}, flash {config.flash.type}, sensors {config.sensors.type}")
     every = f"cron {config.capture.cron!r}" if config.capture.cron else f"{config.capture.interval:g}s"
     click.echo(f"  capture every {every}, data in {config.storage.data_dir}")
+    from agent.config import config_warnings
+
+    for warning in config_warnings(config):
+        click.echo(f"WARNING {warning}")
 
 
 @cli.command()
