@@ -36,6 +36,16 @@ class StorageConfig(_Section):
     #: How many capture attempts the log table keeps (oldest pruned).
     keep_capture_log: int = Field(default=10_000, ge=100, le=10_000_000)
 
+    @field_validator("data_dir")
+    @classmethod
+    def _a_folder(cls, v: Path) -> Path:
+        for p in (v, *v.parents):  # the first that exists must be a folder
+            if p.exists() or p.is_symlink():
+                if not p.is_dir():
+                    raise ValueError(f"{p} is not a folder (a file is in the way of {v})")
+                break
+        return v
+
     @property
     def queue_path(self) -> Path:
         return self.queue if self.queue is not None else self.data_dir / "queue.sqlite"
