@@ -151,6 +151,8 @@ def read_image_file(path: Path) -> bytes:
     opened for long), is implausibly large, or does not start like a JPEG; OSError if it
     cannot be read. Messages never contain the file's content.
     """
+    if stat.S_ISLNK(os.lstat(path).st_mode):
+        raise ImageFormatError("a symbolic link, not an image file (links are never followed)")
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
