@@ -38,9 +38,8 @@ def test_a_data_folder_that_is_a_file(
     creds.chmod(0o600)
     cfg = write_config(sync={"url": "http://127.0.0.1:9", "credentials": str(creds)})
     result = run_stickyctl("--config", str(cfg), *command, timeout=60)
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.startswith("stickyctl: error: invalid configuration")
-    assert f"storage.data_dir: {data} is not a folder" in result.stderr
+    one_line_error(result)
+    assert str(data) in result.stderr
     status = run_stickyctl("--config", str(cfg), "status", timeout=60)
     assert "Traceback" not in status.stderr
 

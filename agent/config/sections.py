@@ -36,16 +36,6 @@ class StorageConfig(_Section):
     #: How many capture attempts the log table keeps (oldest pruned).
     keep_capture_log: int = Field(default=10_000, ge=100, le=10_000_000)
 
-    @field_validator("data_dir")
-    @classmethod
-    def _a_folder(cls, v: Path) -> Path:
-        for p in (v, *v.parents):  # the first that exists must be a folder
-            if p.exists() or p.is_symlink():
-                if not p.is_dir():
-                    raise ValueError(f"{p} is not a folder (a file is in the way of {v})")
-                break
-        return v
-
     @property
     def queue_path(self) -> Path:
         return self.queue if self.queue is not None else self.data_dir / "queue.sqlite"
@@ -171,7 +161,7 @@ class RetentionConfig(_Section):
     keep_days: float | None = Field(default=None, ge=0, le=36_500)
     max_data_gb: float | None = Field(default=None, gt=0, le=1_000_000)
     #: Keep at least this much disk free; below it captures stop rather than write broken files.
-    min_free_disk_mb: float = Field(default=200.0, ge=0, le=10_000_000)
+    min_free_disk_mb: float = Field(default=200.0, ge=0, le=1e12)
     #: Delete originals the server does NOT hold when the disk is full. Off: never.
     delete_unsynced: bool = False
 
