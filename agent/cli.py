@@ -21,7 +21,7 @@ import click
 
 from agent import __version__
 from agent.config import Config, load_config, resolve_config_path
-from agent.errors import StickyAgentError
+from agent.errors import QueueError, StickyAgentError
 
 if TYPE_CHECKING:
     from agent.queue import Image
@@ -180,41 +180,37 @@ def queue() -> None:
 @pass_ctx
 def queue_ls(ctx: Context, limit: int, state: str | None, as_json: bool) -> None:
     """List the most recent images and their states, newest first."""
-    from agent.queue import ImageState, Queue
+    from agent.queue.readonly import QueueReader
+    from agent.queue.states import ImageState
 
     config = ctx.config()
-    try:
-        wanted = ImageState(state) if state else None
-    except ValueError:
+    if state is not None and state not in {s.value for s in ImageState}:
         names = ", ".join(s.value for s in ImageState)
-        raise click.BadParameter(f"unknown state {state!r}; one of {names}") from None
-    q = Queue(config.storage.queue_path, create=False)
-    try:
-        rows = q.images(limit=limit, state=wanted)
+        raise click.BadParameter(f"unknown state {state!r}; one of {names}")
+    path = config.storage.queue_path
+    if not path.exists():
+        raise QueueError(f"no queue database at {path} (has the agent run yet?)")
+    reader = QueueReader(path)
+    try:  # streamed: a 100000-row listing is written as it is read
+        rows = reader.iter_images(limit=max(0, limit), state=state)
+        if as_json:
+            sep = "\n"
+            click.echo("[", nl=False)
+            for it in rows:
+                click.echo(sep + "  " + json.dumps(it), nl=False)
+                sep = ",\n"
+            click.echo("\n]")
+            return
+        empty = True
+        for it in rows:
+            empty = False
+            err = f"  {it['last_error']}" if it["last_error"] else ""
+            manual = " manual" if it["manual"] else ""
+            click.echo(f"{it['name']}  {it['state']!s:<11} {it['size']!s:>9} B{manual}{err}")
+        if empty:
+            click.echo("no images in the queue")
     finally:
-        q.close()
-    items = [
-        {
-            "name": Path(r.path).name,
-            "datetime": r.datetime.isoformat(),
-            "state": r.state,
-            "size": r.size,
-            "md5": r.md5,
-            "manual": bool(r.manual),
-            "attempts": r.attempts,
-            "last_error": r.last_error,
-        }
-        for r in rows
-    ]
-    if as_json:
-        click.echo(json.dumps(items, indent=2))
-        return
-    if not items:
-        click.echo("no images in the queue")
-    for it in items:
-        err = f"  {it['last_error']}" if it["last_error"] else ""
-        manual = " manual" if it["manual"] else ""
-        click.echo(f"{it['name']}  {it['state']:<11} {it['size']:>9} B{manual}{err}")
+        reader.close()
 
 
 @cli.group("config")
@@ -231,6 +227,10 @@ def config_check(ctx: Context) -> None:
     click.echo(f"  camera {config.camera.type}, flash {config.flash.type}, sensors {config.sensors.type}")
     every = f"cron {config.capture.cron!r}" if config.capture.cron else f"{config.capture.interval:g}s"
     click.echo(f"  capture every {every}, data in {config.storage.data_dir}")
+    from agent.config import config_warnings
+
+    for warning in config_warnings(config):
+        click.echo(f"WARNING {warning}")
 
 
 @cli.command()

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from agent.cli import cli
+from agent.errors import StickyAgentError
 
 
 @cli.group("detect")
@@ -63,6 +64,8 @@ def detect_run(images: tuple[Path, ...], params_path: Path | None, max_side: int
     """Detect the insects on JPEG images and print how many, or (--json) their outlines."""
     import hashlib
 
+    from PIL import Image
+
     from agent.detect import to_annotations
     from agent.detect.builtin import BuiltinDetector
 
@@ -71,7 +74,12 @@ def detect_run(images: tuple[Path, ...], params_path: Path | None, max_side: int
     for path in images:
         data = path.read_bytes()
         t0 = time.perf_counter()
-        outlines = detector.detect(data)
+        try:
+            outlines = detector.detect(data)
+        except StickyAgentError as e:
+            raise StickyAgentError(f"{path}: {e}") from e
+        except (Image.DecompressionBombError, ValueError, OSError) as e:
+            raise StickyAgentError(f"{path}: not a usable image ({type(e).__name__}: {e})") from e
         results.append(
             {
                 "file": str(path),

@@ -10,6 +10,8 @@ ways, and each has one answer:
   its thumbnails are (re)made and a row is inserted;
 - a row whose original has thumbnails missing: thumbnails rebuilt;
 - a row whose file is gone (and should be there): flagged ``missing``;
+- a file whose row says it was deleted (``evicted``/``discarded``: a power cut came between the
+  row and the deletion): deleted;
 - a file that is not a valid Sticky Pi image: moved to ``<data_dir>/quarantine/``,
   never deleted;
 - a thumbnail whose original has no row and no file: removed (derived data).
@@ -73,6 +75,8 @@ class ReconcileReport:
     removed_thumbnails: list[str] = field(default_factory=list)
     #: Left in place for a later pass: the disk or the queue was full (or busy).
     deferred: list[str] = field(default_factory=list)
+    #: Originals deleted because their row says so (an eviction cut short).
+    evictions_finished: list[str] = field(default_factory=list)
     #: Files or folders that could not be read or written (each skipped, logged).
     errors: list[str] = field(default_factory=list)
 
@@ -147,6 +151,8 @@ def read_image_file(path: Path) -> bytes:
     opened for long), is implausibly large, or does not start like a JPEG; OSError if it
     cannot be read. Messages never contain the file's content.
     """
+    if stat.S_ISLNK(os.lstat(path).st_mode):
+        raise ImageFormatError("a symbolic link, not an image file (links are never followed)")
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
@@ -314,6 +320,13 @@ def _known_row(
 ) -> None:
     rel = str(path.relative_to(data_dir))
     image_id, state = row
+    if state in (ImageState.EVICTED.value, ImageState.DISCARDED.value):
+        with _costs_one(report, f"finish deleting {rel}"):
+            path.unlink()
+            fsync_dir(path.parent)
+            report.evictions_finished.append(rel)
+            log.warning("deleted %s: its row says %s (a deletion cut short)", rel, state)
+        return
     if state == ImageState.MISSING.value:
         with _costs_one(report, f"flag {rel} as found again"):
             queue.set_state(image_id, ImageState.CAPTURED, error="file found again")

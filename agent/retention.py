@@ -42,13 +42,16 @@ class RetentionReport:
 
 
 def _delete(queue: Queue, data_dir: Path, image: Image, state: ImageState, report: RetentionReport) -> None:
+    """Mark the row first, then delete the file: a power cut in between leaves a file whose row
+    says it is gone, which start-up reconciliation finishes deleting (the other order would leave
+    a row whose file is gone, flagged ``missing``)."""
     path = data_dir / image.path
+    queue.set_state(image.id, state)
     try:
         path.unlink()
         fsync_dir(path.parent)
     except FileNotFoundError:
         pass
-    queue.set_state(image.id, state)
     report.freed_bytes += image.size
     (report.evicted if state == ImageState.EVICTED else report.discarded).append(image.path)
 

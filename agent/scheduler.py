@@ -53,16 +53,24 @@ class WindowedTrigger(BaseTrigger):  # type: ignore[misc]
             start += dt.timedelta(days=1)
         return start
 
-    def get_next_fire_time(
+    def next_fire_in_window(
         self, previous_fire_time: dt.datetime | None, now: dt.datetime
-    ) -> dt.datetime | None:
+    ) -> tuple[bool, dt.datetime | None]:
+        """Return (found, the next fire time inside the window); found is False if it never is."""
         t: dt.datetime | None = self.base.get_next_fire_time(previous_fire_time, now)
         for _ in range(_MAX_WINDOW_JUMPS):
             if t is None or self.window.contains(t.astimezone().time()):
-                return t
+                return True, t
             t = self.base.get_next_fire_time(None, self._next_window_start(t))
-        log.error("the capture schedule never fires inside the window %s", self.window)
-        return None
+        return False, None
+
+    def get_next_fire_time(
+        self, previous_fire_time: dt.datetime | None, now: dt.datetime
+    ) -> dt.datetime | None:
+        found, t = self.next_fire_in_window(previous_fire_time, now)
+        if not found:
+            log.error("the capture schedule never fires inside the window %s", self.window)
+        return t
 
     def __str__(self) -> str:
         return f"{self.base} within {self.window.start}-{self.window.end}"
@@ -70,12 +78,17 @@ class WindowedTrigger(BaseTrigger):  # type: ignore[misc]
 
 def build_trigger(config: CaptureConfig) -> BaseTrigger:
     """Given the ``[capture]`` config, return the APScheduler trigger for captures."""
+    return make_trigger(config.interval, config.cron, config.window)
+
+
+def make_trigger(interval: float, cron: str | None, window: WindowConfig | None) -> BaseTrigger:
+    """Given an interval (s), or a cron expression instead, and an optional window, return the trigger."""
     base: BaseTrigger
-    if config.cron:
-        base = CronTrigger.from_crontab(config.cron)
+    if cron:
+        base = CronTrigger.from_crontab(cron)
     else:
-        base = IntervalTrigger(seconds=config.interval, start_date=EPOCH, timezone=dt.UTC)
-    return WindowedTrigger(base, config.window) if config.window else base
+        base = IntervalTrigger(seconds=interval, start_date=EPOCH, timezone=dt.UTC)
+    return WindowedTrigger(base, window) if window else base
 
 
 class CaptureScheduler:

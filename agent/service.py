@@ -33,7 +33,7 @@ from agent.camera import make_camera
 from agent.capture import DISK_FULL, Capturer, CaptureResult
 from agent.config import Config
 from agent.device import device_id
-from agent.errors import DiskFullError, StickyAgentError
+from agent.errors import DiskFullError, StickyAgentError, StorageError
 from agent.flash import make_flash
 from agent.locks import AgentLock, capture_lock, running_agent_pid
 from agent.queue import Queue
@@ -226,7 +226,12 @@ class Agent:
         Raise StickyAgentError if another agent runs or a part cannot start.
         """
         data_dir = self.config.storage.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(
+                f"cannot use the data folder {data_dir}: {e.strerror} (is a file in the way?)"
+            ) from e
         if not self.lock.acquire():
             raise StickyAgentError(
                 f"another sticky-agent is already running on {data_dir} "

@@ -105,7 +105,10 @@ def test_a_symlink_out_of_the_data_folder_is_not_followed_nor_echoed(
     report = run_reconcile_bounded(pipeline)
     assert "TOPSECRET" not in caplog.text and "TOPSECRET" not in repr(report)
     assert secret.read_text().startswith("root:x")  # the target is untouched
-    assert not link.is_symlink() or link.exists()
+    quarantine = data_dir / "quarantine"
+    assert (quarantine / link.name).is_symlink() and not os.path.lexists(link)  # the link moved
+    assert any("symbolic link" in q for q in report.quarantined)  # type: ignore[attr-defined]
+    assert (quarantine / text.name).read_text() == "TOPSECRET-TOO\n"
     assert pipeline.queue.images() == []
 
 

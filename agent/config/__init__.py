@@ -72,6 +72,7 @@ __all__ = [
     "WebConfig",
     "WindowConfig",
     "config_from_mapping",
+    "config_warnings",
     "load_config",
     "parse_duration",
     "resolve_config_path",
@@ -156,6 +157,25 @@ def config_from_mapping(
     return config.model_copy(update={"source": source})
 
 
+def config_warnings(config: Config, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Given a valid config, return problems that may resolve themselves (files systemd or an
+    operator may provide later), each as ``key.path: reason``."""
+    environ = os.environ if environ is None else environ
+    out = []
+    sync = config.sync
+    if sync is not None:
+        if sync.ca_bundle is not None and not sync.ca_bundle.is_file():
+            out.append(f"sync.ca_bundle: no such file {sync.ca_bundle}; sync fails until it exists")
+        if sync.credentials is not None and not sync.credentials.exists():
+            out.append(f"sync.credentials: no such file {sync.credentials}; sync fails until it exists")
+        elif sync.credentials is None and not environ.get("CREDENTIALS_DIRECTORY"):
+            out.append(
+                "sync.credentials: not set, and $CREDENTIALS_DIRECTORY is not set (it is under "
+                "systemd's LoadCredential=): outside systemd, sync finds no credentials"
+            )
+    return out
+
+
 def resolve_config_path(cli_path: Path | None, environ: Mapping[str, str] | None = None) -> Path:
     """Return the config path: ``--config``, else ``$STICKY_AGENT_CONFIG``, else the default."""
     environ = os.environ if environ is None else environ
@@ -184,6 +204,10 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path} is not a usable configuration: arrays or tables too deeply nested"
+        ) from None
     return config_from_mapping(_anchor_paths(data, path.parent), source=path, environ=environ)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,6 +18,8 @@ BACKEND_ENV = {
     "sensors": "STICKY_AGENT_SENSORS",
 }
 MIN_INTERVAL_S = 10
+#: A trap's schedule fires at least once a day.
+MAX_INTERVAL_S = 24 * 3600
 
 _DURATION_RE = re.compile(r"^\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
 
@@ -29,7 +32,13 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"must be a duration like 30s, 20m or 1h, got {value!r}")
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+        if not math.isfinite(seconds):
+            raise ValueError(f"must be a finite duration like 30s, 20m or 1h, got {value!r}")
+        return seconds
     if isinstance(value, str):
         m = _DURATION_RE.match(value)
         if m and any(m.groups()):
@@ -50,7 +59,8 @@ def _parse_clock_time(value: object) -> dt.time:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Unknown keys are errors; numbers are finite (nan/inf break schedules and timeouts).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _parse_fraction_duration(value: object) -> float:

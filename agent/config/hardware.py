@@ -19,9 +19,9 @@ class SyntheticCameraConfig(_Section):
     type: Literal["synthetic"]
     width: int = Field(default=4056, ge=64, le=10000)
     height: int = Field(default=3040, ge=48, le=10000)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
     #: Mean number of insects that land on the card between two captures.
-    insects_per_capture: float = Field(default=0.5, ge=0)
+    insects_per_capture: float = Field(default=0.5, ge=0, le=1000)
     sensor: str = "synthetic"
     #: Defocus: Gaussian blur radius in pixels at 4056 wide (0: sharp). The simulated lens
     #: (set from the web page's focus control) adds to it away from its in-focus position.
@@ -60,9 +60,9 @@ class Picamera2CameraConfig(_Section):
 
     type: Literal["picamera2"]
     #: Still size (both or neither, even numbers); default: the sensor's full resolution.
-    width: int | None = Field(default=None, ge=64)
-    height: int | None = Field(default=None, ge=48)
-    camera_index: int = Field(default=0, ge=0)
+    width: int | None = Field(default=None, ge=64, le=10000)
+    height: int | None = Field(default=None, ge=48, le=10000)
+    camera_index: int = Field(default=0, ge=0, le=16)
     #: ``"auto"`` or a fixed exposure time in microseconds (a flash trap: fixed, e.g. 20000).
     exposure: Literal["auto"] | int = "auto"
     #: ``"auto"`` or a fixed analogue gain (1.0: no gain).
@@ -131,8 +131,8 @@ class Picamera2CameraConfig(_Section):
     @classmethod
     def _timeout(cls, v: object) -> float:
         seconds = parse_duration(v)
-        if seconds <= 0:
-            raise ValueError(f'must be a duration above zero like "10s", got {v!r}')
+        if not 0 < seconds <= 3600:
+            raise ValueError(f'must be a duration above zero and at most 1h like "10s", got {v!r}')
         return seconds
 
     @field_validator("sensor")
@@ -193,9 +193,9 @@ class NoSensorsConfig(_Section):
 
 class FakeSensorsConfig(_Section):
     type: Literal["fake"]
-    temperature: float | None = 21.5
-    humidity: float | None = 55.0
-    battery: float | None = 80.0
+    temperature: float | None = Field(default=21.5, ge=-60, le=100)
+    humidity: float | None = Field(default=55.0, ge=0, le=100)
+    battery: float | None = Field(default=80.0, ge=0, le=100)
 
 
 class HatSensorsConfig(_Section):

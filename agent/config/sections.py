@@ -11,10 +11,11 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
+    ValidationInfo,
     field_validator,
 )
 
-from agent.config.base import MIN_INTERVAL_S, Duration, _parse_clock_time, _Section
+from agent.config.base import MAX_INTERVAL_S, MIN_INTERVAL_S, Duration, _parse_clock_time, _Section
 from agent.naming import DEVICE_ID_RE
 
 
@@ -35,7 +36,7 @@ class StorageConfig(_Section):
     #: SQLite queue file; default ``<data_dir>/queue.sqlite``.
     queue: Path | None = None
     #: How many capture attempts the log table keeps (oldest pruned).
-    keep_capture_log: int = Field(default=10_000, ge=100)
+    keep_capture_log: int = Field(default=10_000, ge=100, le=10_000_000)
 
     @property
     def queue_path(self) -> Path:
@@ -68,13 +69,15 @@ class CaptureConfig(_Section):
     window: WindowConfig | None = None
     jpeg_quality: int = Field(default=90, ge=50, le=100)
     #: How long a capture may wait for another capture's lock.
-    lock_timeout: Duration = 60.0
+    lock_timeout: Duration = Field(default=60.0, ge=1, le=3600)
 
     @field_validator("interval")
     @classmethod
     def _min_interval(cls, v: float) -> float:
         if v < MIN_INTERVAL_S:
             raise ValueError(f'must be a duration >= {MIN_INTERVAL_S}s, got "{v:g}s"')
+        if v > MAX_INTERVAL_S:
+            raise ValueError(f'must be at most 24h (a trap captures at least once a day), got "{v:g}s"')
         return v
 
     @field_validator("cron")
@@ -88,13 +91,37 @@ class CaptureConfig(_Section):
             CronTrigger.from_crontab(v)
         except ValueError as e:
             raise ValueError(f'not a 5-field cron expression ("*/20 * * * *"): {e}') from e
+        if v.split()[2:] != ["*", "*", "*"]:
+            raise ValueError(
+                f'must fire every day: day of month, month and day of week must be "*", got "{v}"'
+            )
+        return v
+
+    @field_validator("window")
+    @classmethod
+    def _window_fires(cls, v: WindowConfig | None, info: ValidationInfo) -> WindowConfig | None:
+        if v is None or "interval" not in info.data or "cron" not in info.data:
+            return v  # the schedule itself is invalid: already reported
+        from agent.scheduler import WindowedTrigger, make_trigger
+
+        trigger = make_trigger(info.data["interval"], info.data["cron"], v)
+        assert isinstance(trigger, WindowedTrigger)
+        start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        for day in range(8):
+            t = start + dt.timedelta(days=day)
+            _, nxt = trigger.next_fire_in_window(None, t)
+            if nxt is None or nxt - t > dt.timedelta(days=1):
+                raise ValueError(
+                    f"the schedule never fires between {v.start:%H:%M} and {v.end:%H:%M} on some days: "
+                    "widen the window or capture more often"
+                )
         return v
 
 
 class LocationConfig(_Section):
     lat: float = Field(ge=-90, le=90)
     lng: float = Field(ge=-180, le=180)
-    alt: float = 0.0
+    alt: float = Field(default=0.0, ge=-500, le=10_000)
 
 
 class SyncConfig(_Section):
@@ -107,22 +134,22 @@ class SyncConfig(_Section):
     credential_name: str = "sticky-api"
     #: A CA bundle for a server with a private CA (TLS verification is always on).
     ca_bundle: Path | None = None
-    connect_timeout: Duration = 10.0
-    read_timeout: Duration = 120.0
+    connect_timeout: Duration = Field(default=10.0, ge=1, le=600)
+    read_timeout: Duration = Field(default=120.0, ge=1, le=3600)
     parallelism: int = Field(default=2, ge=1, le=8)
     order: Literal["oldest", "newest"] = "oldest"
     batch_size: int = Field(default=32, ge=1, le=500)
     #: How often to check the API while idle or unreachable (backoff grows to backoff_max).
-    probe_interval: Duration = 60.0
-    backoff_max: Duration = 900.0
+    probe_interval: Duration = Field(default=60.0, ge=1, le=86_400)
+    backoff_max: Duration = Field(default=900.0, ge=1, le=86_400)
     #: Uploads the server keeps rejecting move to ``failed`` after this many tries.
-    max_attempts: int = Field(default=5, ge=1)
+    max_attempts: int = Field(default=5, ge=1, le=1000)
     #: ``failed`` images get one more try by themselves this often (nobody may be there to retry).
     retry_failed_interval: Duration = Field(default=3600.0, ge=60, le=7 * 86400)
     #: Optional cap on upload speed, kilobits per second (metered links).
-    bandwidth_kbps: float | None = Field(default=None, gt=0)
+    bandwidth_kbps: float | None = Field(default=None, ge=1, le=10_000_000)
     #: Optional cap on uploaded megabytes per UTC day; holds across restarts.
-    daily_budget_mb: float | None = Field(default=None, gt=0)
+    daily_budget_mb: float | None = Field(default=None, gt=0, le=10_000_000)
 
     @field_validator("url")
     @classmethod
@@ -170,10 +197,10 @@ def _is_loopback(host: str) -> bool:
 class RetentionConfig(_Section):
     """``[retention]``: when originals the server holds (same md5, verified) may be deleted."""
 
-    keep_days: float | None = Field(default=None, ge=0)
-    max_data_gb: float | None = Field(default=None, gt=0)
+    keep_days: float | None = Field(default=None, ge=0, le=36_500)
+    max_data_gb: float | None = Field(default=None, gt=0, le=1_000_000)
     #: Keep at least this much disk free; below it captures stop rather than write broken files.
-    min_free_disk_mb: float = Field(default=200.0, ge=0)
+    min_free_disk_mb: float = Field(default=200.0, ge=0, le=1e12)
     #: Delete originals the server does NOT hold when the disk is full. Off: never.
     delete_unsynced: bool = False
 

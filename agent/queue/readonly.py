@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ from agent.queue.states import PROBLEM_STATES, WAITING_STATES
 
 
 def _time(value: str | None) -> dt.datetime | None:
-    """Parse a stored datetime (naive UTC text) as an aware UTC datetime."""
-    return None if value is None else dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+    """Parse a stored datetime (naive UTC text) as an aware UTC datetime; None if it is not one."""
+    try:
+        return None if value is None else dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+    except (TypeError, ValueError):
+        return None  # a damaged row must not break status
 
 
 def _stored(when: dt.datetime) -> str:
@@ -48,6 +52,31 @@ class QueueReader:
     def _all(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         try:
             return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise QueueError(f"reading the queue failed: {e}") from e
+
+    def iter_images(self, limit: int, state: str | None = None) -> Iterator[dict[str, Any]]:
+        """Yield the most recent images, newest first, one row at a time (a long queue is never
+        held in memory). A value the row should not have (a damaged file) is passed on as it is."""
+        where, args = ("WHERE state = ?", (state,)) if state else ("", ())
+        sql = (
+            "SELECT path, datetime, state, size, md5, manual, attempts, last_error FROM images "
+            f"{where} ORDER BY datetime DESC LIMIT ?"
+        )
+        try:
+            cursor = self.db.execute(sql, (*args, limit))
+            for path, when, st, size, md5, manual, attempts, last_error in cursor:
+                parsed = _time(when)
+                yield {
+                    "name": Path(str(path)).name,
+                    "datetime": parsed.isoformat() if parsed else when,
+                    "state": st,
+                    "size": size,
+                    "md5": md5,
+                    "manual": bool(manual),
+                    "attempts": attempts,
+                    "last_error": last_error,
+                }
         except sqlite3.Error as e:
             raise QueueError(f"reading the queue failed: {e}") from e
 
