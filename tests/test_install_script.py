@@ -59,7 +59,10 @@ def test_dry_run_prints_every_action_and_changes_nothing() -> None:
     expected = [
         "install -d -m 0750 -o sticky-agent -g sticky-agent /var/lib/sticky-agent",
         "install -d -m 0755 -o root -g root /etc/sticky-agent",
-        f"python -m pip install --disable-pip-version-check --no-cache-dir --upgrade {REPO}",
+        "python -m pip install --disable-pip-version-check --no-cache-dir --upgrade --upgrade-strategy "
+        f"only-if-needed --constraint /opt/sticky-agent/apt-constraints.txt {REPO}",
+        "write /opt/sticky-agent/apt-constraints.txt",
+        "check that numpy cv2 simplejpeg picamera2 come from apt, not from /opt/sticky-agent/venv",
         f"install -m 0644 -o root -g root {REPO}/systemd/sticky-agent.service "
         "/etc/systemd/system/sticky-agent.service",
         "systemctl daemon-reload",
