@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent import humanize
 from agent.config import Config
 from agent.doctor.checks import CAMERA_HINT, Check, _one_line, fail, ok, warn
 from agent.doctor.local import _last_capture
@@ -52,7 +53,7 @@ def check_camera(config: Config, agent_pid: int | None) -> Check:
     return ok(
         "camera",
         f"{config.camera.type} ({frame.sensor}): test frame {frame.width}x{frame.height}, "
-        f"{len(frame.jpeg) / 1024:,.0f} KB in {time.monotonic() - started:.1f} s",
+        f"{humanize.size(len(frame.jpeg))} in {time.monotonic() - started:.1f} s",
     )
 
 
