@@ -168,3 +168,10 @@ def test_a_missing_extra_is_one_error_line_naming_it(
     assert re.match(
         rf"stickyctl: error: this needs {module}, which is not installed: .*{re.escape(hint)}", line
     )
+
+
+def test_the_synthetic_camera_without_numpy_says_how_to_get_it(write_config: Callable[..., Path]) -> None:
+    res = with_import_faults("missing", EXTRAS, "--config", str(write_config()), "capture")
+    assert res.returncode == 1
+    assert "camera type 'synthetic' needs numpy, which is not installed" in res.stderr, res.stderr
+    assert "python3-numpy" in res.stderr and "sticky-agent[dev]" in res.stderr
