@@ -7,8 +7,11 @@ units (1 MB = 1,000,000 bytes, like ``retention.min_free_disk_mb`` and disk make
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 
 _UNITS = ("B", "kB", "MB", "GB", "TB")
+#: Every line a technician reads fits a phone's terminal or a narrow SSH window.
+MAX_LINE = 99
 
 
 def size(n: float) -> str:
@@ -54,3 +57,11 @@ def ago(t: dt.datetime | str | None, now: dt.datetime) -> str:
     secs = (now - t).total_seconds()
     rel = f"in {duration(secs)}" if secs < 0 else f"{duration(secs)} ago"
     return f"{when(t)} ({rel})"
+
+
+def fit(line: str, indent: int) -> list[str]:
+    """Given a line, return it as lines of at most MAX_LINE characters, the continuations indented
+    by ``indent`` spaces (under the value, not the label)."""
+    if len(line) <= MAX_LINE:
+        return [line]
+    return textwrap.wrap(line, width=MAX_LINE, subsequent_indent=" " * indent, break_on_hyphens=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import textwrap
 from typing import Any
 
 from agent import __version__, humanize
@@ -24,8 +23,7 @@ from agent.queue.states import WAITING_STATES
 
 #: The agent publishes a heartbeat every few seconds; older than this means it is stuck.
 STALE_HEARTBEAT_S = 60
-#: Every line of the text fits a phone's terminal or a narrow SSH window.
-MAX_LINE = 99
+MAX_LINE = humanize.MAX_LINE
 _LABEL = 16  # "last capture    ": the width of the labels
 
 
@@ -263,11 +261,8 @@ def _fit(lines: list[str]) -> list[str]:
     continues on lines indented under its value."""
     out: list[str] = []
     for line in lines:
-        if len(line) <= MAX_LINE:
-            out.append(line)
-            continue
-        indent = " " * (_LABEL if len(line) > _LABEL and line[:_LABEL].endswith("  ") else 4)
-        out.extend(textwrap.wrap(line, width=MAX_LINE, subsequent_indent=indent, break_on_hyphens=False))
+        labelled = len(line) > _LABEL and line[:_LABEL].endswith("  ")
+        out.extend(humanize.fit(line, _LABEL if labelled else 4))
     return out
 
 

@@ -40,7 +40,7 @@ def check_clock(probes: Probes) -> Check:
 
     hint = (
         "give the trap network time (NTP: `timedatectl set-ntp true`) or fit an RTC "
-        "(dtoverlay=i2c-rtc,ds3231, then `sudo hwclock -w` once the time is right); see hardware/"
+        "(dtoverlay=i2c-rtc,ds3231, then `sudo hwclock -w` once the time is right); see hardware/rtc.md"
     )
     state_fn = probes.clock or getattr(clock_module, "clock_state", None)
     if state_fn is not None:
