@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tomllib
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from helpers.net import free_port
 from test_agent import wait_for_line
 
 README = (REPO / "README.md").read_text()
@@ -41,12 +41,6 @@ def readme_commands() -> list[str]:
 
 COMMANDS = readme_commands()
 STICKYCTL_COMMANDS = [c for c in COMMANDS if c.startswith(STICKYCTL + " ")]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_the_readme_has_commands_and_each_is_of_a_known_kind() -> None:
