@@ -24,12 +24,16 @@ from agent.config import Config, load_config, resolve_config_path
 from agent.errors import QueueError, StickyAgentError
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from agent.queue import Image
+    from agent.service import Agent
 
 log = logging.getLogger("agent")
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def setup_logging(level: str, debug: bool) -> None:
@@ -90,8 +94,24 @@ def run(ctx: Context) -> None:
 
     agent = Agent(ctx.config())
     agent.install_signal_handlers()
+    interrupted = stop_on_sigint(agent)
     agent.start()
     agent.run_forever()
+    if interrupted:  # Ctrl-C: stopped cleanly, and says so to the shell (SIGTERM: 0, for systemd)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED)
+
+
+def stop_on_sigint(agent: Agent) -> list[int]:
+    """Given an agent with its signal handlers, make SIGINT stop it as before and also record it
+    in the returned list, so the command can exit 130 after the clean stop."""
+    seen: list[int] = []
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        seen.append(signum)
+        agent.request_stop(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return seen
 
 
 @cli.command()
@@ -251,15 +271,35 @@ def doctor(ctx: Context, as_json: bool) -> None:
 # Commands of other concerns register themselves on ``cli`` when imported.
 from agent import cli_detect, cli_export, cli_sync  # noqa: E402, F401
 
+#: Modules of extras that a command may need, and how to get them.
+OPTIONAL_MODULES = {
+    "numpy": "on a Raspberry Pi: sudo apt install python3-numpy (never pip's numpy there); "
+    "elsewhere: pip install 'sticky-agent[detect]'",
+    "cv2": "on a Raspberry Pi: sudo apt install python3-opencv (never pip's OpenCV there); "
+    "elsewhere: pip install 'sticky-agent[detect]'",
+    "werkzeug": "the development server is an extra: pip install 'sticky-agent[dev]'",
+}
+
+
+def interrupted() -> int:
+    """After Ctrl-C: let a second one end the process at once (no traceback while cleaning up) and
+    return the shell's exit code for SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    click.echo("", err=True)
+    return EXIT_INTERRUPTED
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``stickyctl``; return the exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="stickyctl", standalone_mode=False)
+        # Not standalone: click returns an Exit's code (Ctrl-C's 130 after a clean stop) as rv.
+        rv = cli.main(args=argv, prog_name="stickyctl", standalone_mode=False)
     except click.exceptions.Exit as e:
         return int(e.exit_code)
-    except click.Abort:
+    except click.Abort as e:
+        if isinstance(e.__context__, KeyboardInterrupt):
+            return interrupted()
         click.echo("stickyctl: aborted", err=True)
         return EXIT_ERROR
     except click.ClickException as e:
@@ -270,14 +310,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"stickyctl: error: {e}", err=True)
         return EXIT_ERROR
+    except ModuleNotFoundError as e:
+        root = (e.name or "").partition(".")[0]
+        if debug or root not in OPTIONAL_MODULES:
+            raise
+        click.echo(
+            f"stickyctl: error: this needs {root}, which is not installed: {OPTIONAL_MODULES[root]}", err=True
+        )
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
-    return 0
+        return interrupted()
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":
     # Run as ``python -m agent.cli``: use the importable module, on whose group the other
     # command modules registered themselves (not this ``__main__`` copy).
-    from agent.cli import main as _main
+    from agent.__main__ import main as _main
 
     sys.exit(_main())

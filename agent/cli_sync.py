@@ -7,13 +7,36 @@ from pathlib import Path
 
 import click
 
-from agent.cli import Context, _signal_agent, cli, pass_ctx
+from agent.cli import EXIT_INTERRUPTED, Context, _signal_agent, cli, pass_ctx, stop_on_sigint
 from agent.errors import StickyAgentError
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Given an address, return if a server can listen there; raise StickyAgentError naming it if not."""
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server does
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise StickyAgentError(
+                f"cannot listen on {host}:{port}: {e.strerror or e} (another program, or another demo, "
+                "uses it? stop it, or choose another port with --port)"
+            ) from None
+
+
 @cli.command()
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve the demo API on this port of 127.0.0.1 and sync to it (default: the [sync] url's).",
+)
 @pass_ctx
-def demo(ctx: Context) -> None:
+def demo(ctx: Context, port: int | None) -> None:
     """Run the agent AND a local development API server, to watch images arrive (demo only).
 
     Needs a [sync] url on 127.0.0.1; writes the credentials file it names (demo:demo-password)
@@ -29,6 +52,13 @@ def demo(ctx: Context) -> None:
     url = urlsplit(config.sync.url) if config.sync else None
     if config.sync is None or url is None or url.hostname not in ("127.0.0.1", "localhost"):
         raise StickyAgentError('demo needs [sync] url = "http://127.0.0.1:<port>" in the configuration')
+    if port is not None and port != url.port:
+        sync_config = config.sync.model_copy(update={"url": f"{url.scheme}://127.0.0.1:{port}"})
+        config = config.model_copy(update={"sync": sync_config})
+        url = urlsplit(sync_config.url)
+    assert config.sync is not None
+    port = url.port or 80
+    check_port_free("127.0.0.1", port)
     creds = config.sync.credentials
     if creds is None:
         raise StickyAgentError('demo needs [sync] credentials = "<file>" in the configuration')
@@ -36,11 +66,17 @@ def demo(ctx: Context) -> None:
     creds.write_text("demo:demo-password\n")
     creds.chmod(0o600)
     server_dir = config.storage.data_dir.parent / "demo-server"
-    server = DevServer(server_dir, [parse_user("demo:demo-password")], host="127.0.0.1", port=url.port or 80)
-    server.start()
+    server = DevServer(server_dir, [parse_user("demo:demo-password")], host="127.0.0.1", port=port)
+    try:
+        server.start()
+    except SystemExit:  # the HTTP server's own "port in use" exit, if another program won the race
+        raise StickyAgentError(
+            f"cannot listen on 127.0.0.1:{port}: choose another port with --port"
+        ) from None
     click.echo(f"demo API server at {server.url} (data in {server_dir}); the agent starts now", err=True)
     agent = Agent(config)
     agent.install_signal_handlers()
+    interrupted = stop_on_sigint(agent)
     try:
         agent.start()
         if agent.web is not None:
@@ -48,6 +84,8 @@ def demo(ctx: Context) -> None:
         agent.run_forever()
     finally:
         server.stop()
+    if interrupted:
+        raise click.exceptions.Exit(EXIT_INTERRUPTED)
 
 
 @cli.command()
@@ -154,4 +192,14 @@ def devserver(host: str, port: int, data_dir: Path, users: tuple[str, ...], toke
         accounts = [parse_user(u) for u in users]
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--user") from None
+    check_port_free(host, port)
+    interrupted: list[int] = []
+
+    def on_sigint(signum: int, _frame: object) -> None:
+        interrupted.append(signum)
+        raise KeyboardInterrupt  # the server's loop returns on it
+
+    signal.signal(signal.SIGINT, on_sigint)
     serve(host, port, data_dir, accounts, token_lifetime)
+    if interrupted:
+        raise click.exceptions.Exit(EXIT_INTERRUPTED)

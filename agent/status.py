@@ -12,7 +12,7 @@ import json
 import shutil
 from typing import Any
 
-from agent import __version__
+from agent import __version__, humanize
 from agent.clock import clock_state
 from agent.config import Config
 from agent.device import device_id
@@ -26,6 +26,8 @@ FULL_DISK_BYTES = 1_000_000
 
 #: The agent publishes a heartbeat every few seconds; older than this means it is stuck.
 STALE_HEARTBEAT_S = 60
+MAX_LINE = humanize.MAX_LINE
+_LABEL = 16  # "last capture    ": the width of the labels
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -41,7 +43,11 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
     missing queue or device id: those are reported in the data."""
     now = now or dt.datetime.now(dt.UTC)
     data_dir = config.storage.data_dir
-    out: dict[str, Any] = {"version": __version__, "config": str(config.source or "")}
+    out: dict[str, Any] = {
+        "version": __version__,
+        "config": str(config.source or ""),
+        "schedule": schedule_text(config),
+    }
     try:
         out["device"] = device_id(config.device.id)
     except StickyAgentError as e:
@@ -56,6 +62,7 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
             "free_bytes": usage.free,
             "total_bytes": usage.total,
             "full": usage.free < max(config.retention.min_free_disk_mb * 1e6, FULL_DISK_BYTES),
+            "min_free_bytes": int(config.retention.min_free_disk_mb * 1e6),
         }
     except OSError as e:
         out["disk"] = {"path": str(data_dir), "error": str(e)}
@@ -115,11 +122,26 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
     return out
 
 
+def schedule_text(config: Config) -> str:
+    """Given the config, return when it captures: ``every 20 min``, ``on cron "*/20 * * * *"``,
+    with ``, 20:00-06:00 only`` for a window."""
+    capture = config.capture
+    text = f'on cron "{capture.cron}"' if capture.cron else f"every {humanize.duration(capture.interval)}"
+    if capture.window is not None:
+        text += f", {capture.window.start:%H:%M}-{capture.window.end:%H:%M} only"
+    return text
+
+
 def _insects(queue: QueueReader, now: dt.datetime) -> dict[str, Any]:
     counts = queue.insect_counts(now - dt.timedelta(hours=24))
-    last = counts["last_image"]
+    last, previous = counts["last_image"], counts.get("previous_image")
+    new = None
+    if last and previous:  # insects stay on the card: what the latest image adds (a stand-in
+        new = max(0, last["insects"] - previous["insects"])  # until the detector tracks them)
     return {
         "last_image": {**last, "datetime": _iso(last["datetime"])} if last else None,
+        "previous_image": {**previous, "datetime": _iso(previous["datetime"])} if previous else None,
+        "new_since_previous": new,
         "last_24h": counts["insects_since"],
         "images_24h": counts["images_since"],
     }
@@ -164,32 +186,11 @@ def _sync_status(
 
 
 def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+    return humanize.size(n)
 
 
 def _ago(iso: str | None, now: dt.datetime) -> str:
-    if not iso:
-        return "never"
-    t = dt.datetime.fromisoformat(iso)
-    secs = (now - t).total_seconds()
-    if secs < 0:
-        return f"{t:%Y-%m-%d %H:%M:%S} UTC (in {-secs:.0f}s)"
-    if secs < 120:
-        return f"{t:%Y-%m-%d %H:%M:%S} UTC ({secs:.0f}s ago)"
-    if secs < 7200:
-        return f"{t:%Y-%m-%d %H:%M:%S} UTC ({secs / 60:.0f} min ago)"
-    return f"{t:%Y-%m-%d %H:%M:%S} UTC ({secs / 3600:.1f} h ago)"
-
-
-def _age(iso: str, now: dt.datetime) -> str:
-    secs = max(0.0, (now - dt.datetime.fromisoformat(iso)).total_seconds())
-    if secs < 120:
-        return f"{secs:.0f}s"
-    return f"{secs / 60:.0f} min" if secs < 7200 else f"{secs / 3600:.1f} h"
+    return humanize.ago(iso, now)
 
 
 def _format_sync(sync: dict[str, Any], queue: dict[str, Any], now: dt.datetime, running: bool) -> list[str]:
@@ -203,7 +204,7 @@ def _format_sync(sync: dict[str, Any], queue: dict[str, Any], now: dt.datetime, 
             lines.append(f"sync problem    {sync['error']}")
     else:  # what was published is stale: say so, with its age, never as the current state
         checked = sync.get("checked") or sync.get("reachable_since")
-        seen = f"{reach} at the last check, {_age(checked, now)} ago" if checked else "never checked"
+        seen = f"{reach} at the last check, {humanize.ago(checked, now)}" if checked else "never checked"
         lines = [f"api             {sync['url']}: agent not running; {seen}"]
         if sync.get("error"):
             lines.append(f"last problem    {sync['error']}")
@@ -235,27 +236,88 @@ def _format_sync(sync: dict[str, Any], queue: dict[str, Any], now: dt.datetime, 
     return lines
 
 
+def problems(s: dict[str, Any]) -> list[str]:
+    """Given :func:`collect_status` data, return what needs a technician, most urgent first."""
+    out: list[str] = []
+    agent = s["agent"]
+    if s.get("device") is None:
+        out.append("no device id")
+    if not agent["running"]:
+        out.append("agent NOT RUNNING")
+    elif agent.get("stale"):
+        out.append("agent stuck (no heartbeat)")
+    last = s.get("last_capture")
+    if last and last["outcome"] != "ok":
+        out.append(f"last capture {last['outcome'].upper()}")
+    if not s["clock"].get("trusted"):
+        out.append("clock NOT TRUSTED")
+    disk = s["disk"]
+    if "free_bytes" not in disk:
+        out.append("free disk unknown")
+    elif disk["free_bytes"] < disk.get("min_free_bytes", 0):
+        out.append(f"disk full ({_size(disk['free_bytes'])} free)")
+    sync = s.get("sync")
+    if sync:
+        if sync.get("error"):
+            out.append("sync stopped")
+        elif sync.get("reachable") is False:
+            out.append("API unreachable")
+        if sync.get("problems"):
+            out.append(f"{len(sync['problems'])} image(s) refused or quarantined")
+    return out
+
+
+def verdict(s: dict[str, Any]) -> str:
+    """Given :func:`collect_status` data, return the first line: ``OK: capturing every 20 min,
+    0 waiting`` or ``PROBLEM: agent NOT RUNNING; clock NOT TRUSTED``."""
+    found = problems(s)
+    if found:
+        text = "PROBLEM: " + "; ".join(found)
+        while len(text) > MAX_LINE and len(found) > 1:
+            found = found[:-1]
+            text = "PROBLEM: " + "; ".join(found) + " (more below)"
+        return text
+    q = s.get("queue") or {}
+    tail = f"{q.get('waiting', 0)} waiting" if s.get("sync") else f"{q.get('total', 0)} images stored"
+    return f"OK: capturing {s.get('schedule', '')}, {tail}"
+
+
+def _fit(lines: list[str]) -> list[str]:
+    """Given lines, return them with every one of at most MAX_LINE characters: a longer one
+    continues on lines indented under its value."""
+    out: list[str] = []
+    for line in lines:
+        labelled = len(line) > _LABEL and line[:_LABEL].endswith("  ")
+        out.extend(humanize.fit(line, _LABEL if labelled else 4))
+    return out
+
+
 def format_status(s: dict[str, Any]) -> str:
-    """Given :func:`collect_status` data, return the text a technician reads."""
+    """Given :func:`collect_status` data, return the text a technician reads: a verdict line, then
+    one line per fact, each of at most MAX_LINE characters."""
     now = dt.datetime.fromisoformat(s["clock"]["now"])
     lines = [
+        verdict(s),
         f"device          {s['device'] or 'UNKNOWN: ' + s.get('device_error', '')}",
         f"software        sticky-agent {s['version']}",
     ]
     agent = s["agent"]
     if agent["running"]:
-        state = f"running (pid {agent['pid']})"
+        state = f"running (pid {agent['pid']}), capturing {s.get('schedule', '')}"
         if agent.get("stale") and s["disk"].get("full"):
-            state += f", no heartbeat written since {agent.get('heartbeat')}: the disk is full"
+            state += f", no heartbeat written since {humanize.when(agent.get('heartbeat'))}: the disk is full"
         elif agent.get("stale"):
-            state += f", NO HEARTBEAT since {agent.get('heartbeat')}: the agent may be stuck"
+            state += f", NO HEARTBEAT since {humanize.when(agent.get('heartbeat'))}: the agent may be stuck"
     else:
         state = "NOT RUNNING: no scheduled captures (start it: systemctl start sticky-agent)"
     lines.append(f"agent           {state}")
     clock = s["clock"]
     trust = "trusted" if clock.get("trusted") else "NOT TRUSTED"
-    source = clock.get("source")
-    lines.append(f"clock           {clock['now']} ({trust}, source {source}: {clock.get('detail')})")
+    lines.append(
+        f"clock           {humanize.when(clock['now'])} ({trust}, source {clock.get('source')}: "
+        f"{clock.get('detail')})"
+    )
+    syncing = bool(s.get("sync"))
     if s.get("queue") is None:
         lines.append(f"queue           {s.get('queue_error')}")
     else:
@@ -277,12 +339,13 @@ def format_status(s: dict[str, Any]) -> str:
             + ("" if c24 else "no capture attempts")
         )
         q = s["queue"]
-        lines.append(f"queue           {q['total']} images, {q['waiting']} waiting to sync")
+        waiting = f", {q['waiting']} waiting to sync" if syncing else ""
+        lines.append(f"queue           {q['total']} images{waiting}")
         for state_name, t in q["states"].items():
             lines.append(f"  {state_name:<13} {t['count']:>8}  {_size(t['bytes'])}")
         oldest = s.get("oldest_waiting")
-        if oldest:
-            lines.append(f"oldest waiting  {oldest['name']} ({_ago(oldest['datetime'], now)})")
+        if oldest and syncing:
+            lines.append(f"oldest waiting  {oldest['name']}, {_ago(oldest['datetime'], now)}")
     disk = s["disk"]
     if "free_bytes" in disk:
         lines.append(f"free disk       {_size(disk['free_bytes'])} of {_size(disk['total_bytes'])}")
@@ -295,22 +358,24 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"free disk       UNKNOWN: {disk.get('error')}")
     if s.get("last_quarantine"):
         lines.append(f"quarantined     {s['last_quarantine']}")
-    if s.get("sync"):
+    if syncing:
         lines.extend(_format_sync(s["sync"], s["queue"], now, bool(s["agent"]["running"])))
     insects = s.get("insects")
     if insects:
-        last = insects["last_image"]
-        lines.append(
-            "insects         "
-            + (
-                f"{last['insects']} on the last image ({last['name']}), "
-                if last
-                else "no image annotated yet, "
-            )
-            + f"{insects['last_24h']} on {insects['images_24h']} images in the last 24 h"
-        )
+        lines.append("insects         " + _insect_text(insects))
     errors = s.get("last_errors") or []
     if errors:
         lines.append("last errors")
-        lines.extend(f"  {e['time']} {e['outcome']}: {e['error']}" for e in errors)
-    return "\n".join(lines)
+        lines.extend(f"  {humanize.when(e['time'])} {e['outcome']}: {e['error']}" for e in errors)
+    return "\n".join(_fit(lines))
+
+
+def _insect_text(insects: dict[str, Any]) -> str:
+    last = insects["last_image"]
+    if not last:
+        return "no image annotated yet"
+    text = f"{last['insects']} on the latest image ({last['name']})"
+    new = insects.get("new_since_previous")
+    if new is not None:
+        text += f", {new} new since the previous one"
+    return text

@@ -9,11 +9,13 @@
 # Idempotent: run it again after `git pull` to upgrade. It never overwrites
 # /etc/sticky-agent/agent.toml or /etc/sticky-agent/api-credentials once they exist.
 # What it does, in order:
-#   1. apt packages: picamera2, lgpio, venv, OpenCV, i2c-tools (only the missing ones)
+#   1. apt packages: picamera2, lgpio, venv, numpy, OpenCV, i2c-tools (only the missing ones)
 #   2. groups video, gpio, i2c, spi and the system user sticky-agent in them
-#   3. a virtualenv /opt/sticky-agent/venv (--system-site-packages, to see apt's picamera2
-#      and lgpio) with this checkout pip-installed in it; /usr/local/bin/stickyctl;
-#      /opt/sticky-agent/bench.py
+#   3. a virtualenv /opt/sticky-agent/venv (--system-site-packages, to see apt's picamera2,
+#      lgpio, numpy and OpenCV) with this checkout's core pip-installed in it (no extras: pip
+#      never installs numpy or OpenCV on the trap, and apt's versions are pinned as pip
+#      constraints), then a check that numpy, cv2, simplejpeg and picamera2 still come from apt;
+#      /usr/local/bin/stickyctl; /opt/sticky-agent/bench.py
 #   4. /var/lib/sticky-agent (the agent's data) and /etc/sticky-agent (its configuration)
 #   5. /etc/sticky-agent/agent.toml from config/pi.toml, if absent
 #   6. /etc/sticky-agent/api-credentials (root:root 0600), if absent: from --api-user and
@@ -33,11 +35,24 @@ CONF_FILE=$CONF_DIR/agent.toml
 CRED_FILE=$CONF_DIR/api-credentials
 UNIT_DEST=/etc/systemd/system/$SERVICE.service
 BIN_LINK=/usr/local/bin/stickyctl
+# Debian's Python: the only one that sees apt's python3-* packages (not a pyenv or /usr/local one)
+SYSTEM_PYTHON=${STICKY_AGENT_PYTHON:-/usr/bin/python3}
+# apt's versions of these are written as pip constraints: pip may use them, never replace them
+APT_PYTHON_DISTS=(numpy simplejpeg picamera2)
+APT_CONSTRAINTS=$PREFIX/apt-constraints.txt
+# Modules that must be imported from apt's folder, not from the virtualenv
+APT_MODULES=(numpy cv2 simplejpeg picamera2)
+# How the agent is pip-installed (tests/test_pi_install.py resolves exactly this for Raspberry
+# Pi OS Trixie and Bookworm): the core and the web page's extra (pure Python: werkzeug,
+# prometheus-client), never numpy or OpenCV, upgrading only what it must.
+PIP_INSTALL_ARGS=(--disable-pip-version-check --no-cache-dir --upgrade --upgrade-strategy only-if-needed)
+PIP_EXTRAS="[web]"
 APT_PACKAGES=(
     python3-picamera2 # the camera (libcamera); Raspberry Pi OS only
     python3-lgpio     # gpiozero's pin factory on Bookworm (flash, button)
     python3-venv      # the agent's virtualenv
-    python3-opencv    # image processing on the trap
+    python3-numpy     # numpy for picamera2 and the detector: apt's, never pip's (ABI)
+    python3-opencv    # the insect detector (cv2): apt's, never pip's opencv-python wheels
     i2c-tools         # i2cdetect: find the RTC and I2C sensors
 )
 
@@ -163,9 +178,9 @@ check_platform() {
     fi
     [[ -f $REPO/pyproject.toml && -f $REPO/systemd/$SERVICE.service ]] ||
         die "$REPO is not a sticky-agent checkout (no pyproject.toml or systemd unit)"
-    if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    if ! "$SYSTEM_PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
         if ((DRY_RUN)); then
-            warn "sticky-agent needs Python 3.11 or later (Bookworm's python3); this python3 is older"
+            warn "sticky-agent needs Python 3.11 or later (Bookworm's python3); $SYSTEM_PYTHON is older or missing"
         else
             die "sticky-agent needs Python 3.11 or later (Raspberry Pi OS Bookworm or later)"
         fi
@@ -254,16 +269,65 @@ install_venv() {
         say "virtualenv $VENV: exists"
     elif [[ -e $VENV ]]; then
         say "virtualenv $VENV: exists without system site packages; recreating it"
-        run python3 -m venv --clear --system-site-packages "$VENV"
+        run "$SYSTEM_PYTHON" -m venv --clear --system-site-packages "$VENV"
     else
-        say "virtualenv $VENV: creating it (with system site packages: apt's picamera2 and lgpio)"
-        run python3 -m venv --system-site-packages "$VENV"
+        say "virtualenv $VENV: creating it (with system site packages: apt's picamera2, lgpio, numpy, OpenCV)"
+        run "$SYSTEM_PYTHON" -m venv --system-site-packages "$VENV"
     fi
-    say "sticky-agent: installing $REPO into $VENV"
-    run "$VENV/bin/python" -m pip install --disable-pip-version-check --no-cache-dir --upgrade "$REPO"
+    write_apt_constraints
+    say "sticky-agent: installing $REPO$PIP_EXTRAS into $VENV (the core and the web page: numpy and OpenCV stay apt's)"
+    run "$VENV/bin/python" -m pip install "${PIP_INSTALL_ARGS[@]}" --constraint "$APT_CONSTRAINTS" "$REPO$PIP_EXTRAS"
+    check_apt_modules
     run ln -sfn "$VENV/bin/stickyctl" "$BIN_LINK"
     # the bench script, where the service user can read it (home folders are private)
     run install -m 0755 -o root -g root "$REPO/hardware/bench.py" "$PREFIX/bench.py"
+}
+
+# Print "name==version" for each of APT_PYTHON_DISTS that apt installed (the system Python sees
+# the same system packages as the venv).
+apt_constraints() {
+    local dist version
+    printf '# apt'"'"'s versions, written by hardware/install.sh: pip must not replace them\n'
+    for dist in "${APT_PYTHON_DISTS[@]}"; do
+        version=$("$SYSTEM_PYTHON" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$dist" 2>/dev/null) ||
+            continue
+        printf '%s==%s\n' "$dist" "$version"
+    done
+}
+
+write_apt_constraints() {
+    local pins
+    pins=$(apt_constraints | grep -v '^#' | paste -sd ' ' -)
+    say "pip constraints $APT_CONSTRAINTS: ${pins:-none (no apt numpy/simplejpeg/picamera2 here)}"
+    if ((DRY_RUN)); then
+        printf '[dry-run] write %s\n' "$APT_CONSTRAINTS"
+        return
+    fi
+    printf '+ write %s\n' "$APT_CONSTRAINTS"
+    apt_constraints >"$APT_CONSTRAINTS"
+}
+
+# Fail if pip shadowed an apt module in the venv (a numpy wheel breaks picamera2's simplejpeg).
+check_apt_modules() {
+    if ((DRY_RUN)); then
+        printf '[dry-run] check that %s come from apt, not from %s\n' "${APT_MODULES[*]}" "$VENV"
+        return
+    fi
+    local shadowed
+    shadowed=$("$VENV/bin/python" - "$VENV" "${APT_MODULES[@]}" <<'PY'
+import importlib.util, os, sys
+venv = os.path.realpath(sys.argv[1])
+for name in sys.argv[2:]:
+    spec = importlib.util.find_spec(name)
+    origin = os.path.realpath(spec.origin) if spec and spec.origin else ""
+    if origin.startswith(venv + os.sep):
+        print(f"{name} ({origin})")
+PY
+    ) || die "could not check the virtualenv's modules"
+    if [[ -n $shadowed ]]; then
+        die "pip installed into $VENV what apt must provide: $(echo "$shadowed" | tr '\n' ' ')- remove it: $VENV/bin/pip uninstall <package>"
+    fi
+    say "apt's modules in use: ${APT_MODULES[*]} (those present) come from apt, not from the virtualenv"
 }
 
 install_config() {

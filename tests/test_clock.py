@@ -183,4 +183,4 @@ def test_status_shows_the_clock_state(
     assert (clock["source"], clock["trusted"], clock["ntp_synchronised"]) == ("ntp", True, True)
     assert clock["last_sync"] == "2024-06-01T11:59:00+00:00"
     text = format_status(status)
-    assert "clock           2024-06-01T12:00:00+00:00 (trusted, source ntp: NTP synchronised" in text
+    assert "clock           2024-06-01 12:00:00 UTC (trusted, source ntp: NTP synchronised" in text

@@ -269,7 +269,9 @@ def test_cli_exit_codes_and_json(write_config: Callable[..., Path], tmp_path: Pa
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     api = next(i for i, line in enumerate(lines) if line.startswith("FAIL api:"))
-    assert lines[api + 1].startswith("     fix: nothing answers at")
+    fix = next(line for line in lines[api + 1 :] if not line.startswith("     ") or "fix:" in line)
+    assert fix.startswith("     fix: nothing answers at")  # after the FAIL line and its continuations
+    assert all(len(line) <= 99 for line in lines)
     assert "check(s) failed" in result.stderr
     data = json.loads(run_stickyctl("--config", str(cfg), "doctor", "--json").stdout)
     assert data["ok"] is False

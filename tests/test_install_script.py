@@ -59,7 +59,10 @@ def test_dry_run_prints_every_action_and_changes_nothing() -> None:
     expected = [
         "install -d -m 0750 -o sticky-agent -g sticky-agent /var/lib/sticky-agent",
         "install -d -m 0755 -o root -g root /etc/sticky-agent",
-        f"python -m pip install --disable-pip-version-check --no-cache-dir --upgrade {REPO}",
+        "python -m pip install --disable-pip-version-check --no-cache-dir --upgrade --upgrade-strategy "
+        f"only-if-needed --constraint /opt/sticky-agent/apt-constraints.txt {REPO}",
+        "write /opt/sticky-agent/apt-constraints.txt",
+        "check that numpy cv2 simplejpeg picamera2 come from apt, not from /opt/sticky-agent/venv",
         f"install -m 0644 -o root -g root {REPO}/systemd/sticky-agent.service "
         "/etc/systemd/system/sticky-agent.service",
         "systemctl daemon-reload",
@@ -122,3 +125,30 @@ def test_shellcheck_clean() -> None:
         pytest.skip("shellcheck is not installed (Debian: apt-get install shellcheck); script not linted")
     result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_pip_package_shadowing_apt_is_refused(tmp_path: Path) -> None:
+    """The venv check after pip: apt's modules pass, a numpy inside the venv fails the install."""
+    system_python = Path("/usr/bin/python3")
+    venv = tmp_path / "venv"
+    made = subprocess.run(
+        [str(system_python), "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a venv with {system_python}: {made.stderr.strip()}")
+    check = f"source {SCRIPT}; VENV={venv}; check_apt_modules"
+    clean = subprocess.run(["bash", "-c", check], capture_output=True, text=True, timeout=120)
+    assert clean.returncode == 0, clean.stderr
+    assert "come from apt, not from the virtualenv" in clean.stdout
+    (site,) = venv.glob("lib/python3*/site-packages")
+    (site / "numpy").mkdir()
+    (site / "numpy" / "__init__.py").write_text("")  # what a pip numpy wheel would put there
+    shadowed = subprocess.run(["bash", "-c", check], capture_output=True, text=True, timeout=120)
+    assert shadowed.returncode == 1
+    assert (
+        f"pip installed into {venv} what apt must provide: numpy ({site}/numpy/__init__.py)"
+        in shadowed.stderr
+    )

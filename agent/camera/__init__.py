@@ -101,6 +101,11 @@ def make_camera(config: CameraConfig, state_dir: Path | None = None) -> Camera:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
+        if e.name == "numpy":  # the synthetic camera renders with numpy: an extra off a Pi
+            raise CameraError(
+                f"camera type {config.type!r} needs numpy, which is not installed: on a Raspberry Pi "
+                "sudo apt install python3-numpy; elsewhere pip install 'sticky-agent[dev]'"
+            ) from e
         raise CameraError(
             f"camera type {config.type!r} is not available in this version of sticky-agent "
             f'or on this machine ({e}); use type = "synthetic" or "replay", or set '

@@ -12,7 +12,8 @@ Detectors are chosen by ``[detector] type`` in the config:
 - ``builtin`` (:mod:`agent.detect.builtin`): classical segmentation with OpenCV and
   NumPy, its few parameters in ``params.json`` (trained by :mod:`agent.detect.train`).
 
-This module imports neither OpenCV nor the detector: ``make_detector`` loads it lazily.
+This module imports neither NumPy, OpenCV nor the detector (the trap's core installs without
+them): ``make_detector`` loads it lazily.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, overload
 
-import numpy as np
-from numpy.typing import NDArray
-
 from agent.errors import StickyAgentError
 
 if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
     from agent.config import BuiltinDetectorConfig, DetectorConfig, NoDetectorConfig
 
 __all__ = [
@@ -55,6 +56,8 @@ class Outline:
     contour: NDArray[np.int32]
 
     def __post_init__(self) -> None:
+        import numpy as np
+
         c = self.contour
         if c.dtype != np.int32 or c.ndim != 3 or c.shape[1:] != (1, 2) or c.shape[0] < 3:
             raise ValueError(f"an outline must be an int32 array of shape (N >= 3, 1, 2), got {c.shape}")
@@ -93,8 +96,9 @@ def make_detector(config: DetectorConfig) -> Detector | None:
         from agent.detect.builtin import BuiltinDetector
     except ImportError as e:
         raise DetectorError(
-            f"detector type 'builtin' needs OpenCV and NumPy ({e}); on a Pi: "
-            "sudo apt install python3-opencv, elsewhere: pip install opencv-python-headless"
+            f"detector type 'builtin' needs OpenCV and NumPy ({e}); on a Raspberry Pi: "
+            "sudo apt install python3-opencv python3-numpy (never pip's wheels there), "
+            "elsewhere: pip install 'sticky-agent[detect]'"
         ) from e
     return BuiltinDetector(params_path=config.params, max_side=config.max_side)
 

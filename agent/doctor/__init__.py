@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+from agent import humanize
 from agent.doctor.checks import Check, Probes, _one_line, fail
 from agent.doctor.hardware import (
     UNITS,
@@ -82,7 +83,9 @@ def format_results(results: list[Check]) -> str:
     counts = {s: sum(r.status == s for r in results) for s in ("OK", "WARN", "FAIL")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     verdict = "not ready: fix the FAIL lines" if counts["FAIL"] else "ready"
-    return "\n".join([*(r.line() for r in results), f"doctor: {summary}: {verdict}"])
+    lines = [part for r in results for part in r.line().splitlines()]
+    lines.append(f"doctor: {summary}: {verdict}")
+    return "\n".join(out for line in lines for out in humanize.fit(line, 5))  # under "FAIL "
 
 
 def as_json(results: list[Check]) -> str:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent import humanize
 from agent.config import Config, Picamera2CameraConfig
 from agent.doctor.checks import CAMERA_HINT, Check, _one_line, fail, ok, warn
 from agent.doctor.local import _last_capture
@@ -126,7 +127,7 @@ def _test_frame(config: Config) -> Check:
         return fail("camera", f"{config.camera.type}: the frame is not a JPEG", CAMERA_HINT)
     detail = (
         f"{config.camera.type} ({frame.sensor}): test frame {frame.width}x{frame.height}, "
-        f"{len(frame.jpeg) / 1024:,.0f} KB in {time.monotonic() - started:.1f} s"
+        f"{humanize.size(len(frame.jpeg))} in {time.monotonic() - started:.1f} s"
     )
     return _with_focus(config, frame.sensor, ok("camera", detail))
 

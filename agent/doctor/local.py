@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from agent import humanize
 from agent.config import Config, load_config
 from agent.doctor.checks import SERVICE, Check, _one_line, fail, ok, warn
 from agent.errors import (
@@ -146,4 +147,4 @@ def _last_capture(config: Config) -> tuple[str, str | None, str] | None:
     if not attempts:
         return None
     a = attempts[0]
-    return a.outcome, a.error, a.started_at.isoformat(timespec="seconds")
+    return a.outcome, a.error, humanize.when(a.started_at)

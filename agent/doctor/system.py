@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from agent import humanize
 from agent.config import Config
 from agent.doctor.checks import (
     PROBE_CONNECT_TIMEOUT_S,
@@ -40,7 +41,7 @@ def check_clock(probes: Probes) -> Check:
 
     hint = (
         "give the trap network time (NTP: `timedatectl set-ntp true`) or fit an RTC "
-        "(dtoverlay=i2c-rtc,ds3231, then `sudo hwclock -w` once the time is right); see hardware/"
+        "(dtoverlay=i2c-rtc,ds3231, then `sudo hwclock -w` once the time is right); see hardware/rtc.md"
     )
     state_fn = probes.clock or getattr(clock_module, "clock_state", None)
     if state_fn is not None:
@@ -53,12 +54,12 @@ def check_clock(probes: Probes) -> Check:
     # Without clock_state(): timesyncd's marker and the 2019-11-01 bound.
     now = probes.now()
     if now < EARLIEST_VALID_TIME:
-        return fail("clock", f"reads {now:%Y-%m-%d %H:%M} UTC, before 2019-11-01: captures are refused", hint)
+        return fail("clock", f"reads {humanize.when(now)}, before 2019-11-01: captures are refused", hint)
     synced = clock_module.last_sync_time()
     if synced is None:
         return warn("clock", "not NTP synchronised (no timesyncd marker); the time looks plausible", hint)
     return ok(
-        "clock", f"NTP synchronised, last sync {dt.datetime.fromtimestamp(synced, dt.UTC):%Y-%m-%d %H:%M} UTC"
+        "clock", f"NTP synchronised, last sync {humanize.when(dt.datetime.fromtimestamp(synced, dt.UTC))}"
     )
 
 

@@ -130,22 +130,20 @@ class QueueReader:
         return {s: int(n) for s, n in self._all("SELECT state, count(*) FROM annotations GROUP BY state")}
 
     def insect_counts(self, since: dt.datetime) -> dict[str, Any]:
-        """Return the insect count of the newest annotated image and the total since ``since``."""
-        last = self._all(
+        """Return the insect counts of the newest two annotated images and the total since ``since``."""
+        last = self._all(  # the newest two: status shows what the newest adds to the card
             "SELECT i.path, i.datetime, a.n_objects FROM annotations a JOIN images i ON a.image_id = i.id"
-            " ORDER BY i.datetime DESC LIMIT 1"
+            " ORDER BY i.datetime DESC LIMIT 2"
         )
         total = self._all(
             "SELECT coalesce(sum(a.n_objects), 0), count(*) FROM annotations a"
             " JOIN images i ON a.image_id = i.id WHERE i.datetime >= ?",
             _stored(since),
         )[0]
+        images = [{"name": Path(p).name, "datetime": _time(t), "insects": int(n)} for p, t, n in last]
         return {
-            "last_image": (
-                {"name": Path(last[0][0]).name, "datetime": _time(last[0][1]), "insects": int(last[0][2])}
-                if last
-                else None
-            ),
+            "last_image": images[0] if images else None,
+            "previous_image": images[1] if len(images) > 1 else None,
             "since": since,
             "insects_since": int(total[0]),
             "images_since": int(total[1]),
