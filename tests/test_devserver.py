@@ -291,6 +291,7 @@ def test_upload_real_image_then_metadata(server: DevServer) -> None:
         "url": "",
     }
     assert isinstance(row["api_user_id"], int)
+    assert row["api_version"] == put["api_version"] == "1.0.0"  # the server library's, not the agent's
     # The legacy datetime form is accepted on input.
     legacy_query = [{"device": "512858f4", "datetime": "2022-05-17_18-46-57"}]
     assert post(server, "/get_images/metadata", legacy_query, token).json() == [row]

@@ -43,7 +43,6 @@ from typing import Any
 
 from PIL import Image
 
-from agent import __version__
 from agent.devserver.parser import SpecError, parse_image
 
 DB_FILE = "devserver.sqlite3"
@@ -51,8 +50,9 @@ SECRET_FILE = "secret.key"
 OBJECT_KINDS = ("image", "thumbnail", "thumbnail-mini")
 THUMBNAIL_SIZE = (512, 384)
 THUMBNAIL_MINI_SIZE = (128, 96)
-#: What the rows' ``api_version`` says (the real column is 8 characters).
-API_VERSION = __version__[:8]
+#: What the rows' ``api_version`` says: the version of the *server's* sticky-pi-api library (not
+#: the agent's), its column default ``"1.0.0"`` (the real column is 8 characters).
+API_VERSION = "1.0.0"
 MAX_ALGO_NAME = 64
 MAX_ALGO_VERSION = 46
 
