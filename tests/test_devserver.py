@@ -543,12 +543,16 @@ def test_algo_name_over_64_characters_is_500(server: DevServer) -> None:
 def test_column_limits() -> None:
     """``alt`` and ``bat`` are small integers (rounded; out of range is the database's error, a
     500), ``lat``/``lng`` keep 6 decimals."""
-    from agent.devserver.store import StoreError, _round6, _smallint
+    from agent.devserver.values import StoreError, decimal6_column, smallint_column
 
-    assert (_smallint(97.5, "alt"), _smallint(-97.5, "alt"), _smallint(None, "bat")) == (98, -98, None)
+    assert (smallint_column(97.5, "alt"), smallint_column(-97.5, "alt"), smallint_column(None, "bat")) == (
+        98,
+        -98,
+        None,
+    )
     with pytest.raises(StoreError, match="alt=40000"):
-        _smallint(40000, "alt")
-    assert _round6(49.12345678) == 49.123457
+        smallint_column(40000, "alt")
+    assert decimal6_column(49.12345678) == 49.123457
 
 
 def test_request_counter(server: DevServer) -> None:
@@ -717,7 +721,7 @@ def test_get_users_is_admin_only(server: DevServer) -> None:
 
 
 def test_float_columns_read_back_as_mariadb_floats() -> None:
-    from agent.devserver.store import float_column
+    from agent.devserver.values import float_column
 
     assert [float_column(v) for v in (21.899999618530273, 17.0, 1.86, -300.0, None)] == [
         21.9,

@@ -37,9 +37,7 @@ import collections
 import datetime as dt
 import functools
 import hmac
-import json
 import logging
-import re
 import sys
 import threading
 import time
@@ -50,19 +48,27 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from werkzeug.exceptions import (
-    BadRequest,
     Forbidden,
     HTTPException,
     InternalServerError,
     NotFound,
-    UnsupportedMediaType,
 )
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from agent.devserver import User
-from agent.devserver.store import Store, StoreError, key_datetime, parse_datetime
+from agent.devserver.store import Store
+from agent.devserver.values import StoreError, parse_datetime
+from agent.devserver.wire import (
+    forbidden,
+    json_list,
+    json_response,
+    like_regex,
+    string_field,
+    unauthorized,
+    unique_keys,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -92,67 +98,6 @@ _ROUTES = Map(
         Rule("/files/<path:key>", endpoint="files", methods=["GET"]),
     ]
 )
-
-
-def _unauthorized() -> Response:
-    return Response(
-        "Unauthorized Access",
-        401,
-        {"WWW-Authenticate": 'Basic realm="Authentication Required"'},
-        mimetype="text/html",
-    )
-
-
-def _forbidden() -> Response:
-    """A role refusal as flask-httpauth answers it: the 401's body and header, status 403."""
-    response = _unauthorized()
-    response.status_code = 403
-    return response
-
-
-def _json(data: object) -> Response:
-    return Response(json.dumps(data), mimetype="application/json")
-
-
-def _json_list(request: Request) -> list[dict[str, Any]]:
-    """Given a JSON route's request, return its body, a list of dicts.
-
-    Raise a 415 without the JSON content type, a 400 for invalid JSON and :class:`StoreError`
-    (a 500) for JSON that is not a list of dicts.
-    """
-    if not request.is_json:
-        raise UnsupportedMediaType()
-    try:
-        data = json.loads(request.get_data())
-    except ValueError:
-        raise BadRequest("invalid JSON body") from None
-    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
-        raise StoreError("the body must be a JSON list of dicts")
-    return data
-
-
-def _unique_keys(queries: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """Given ``{"device", "datetime"}`` queries, return ``(device, datetime text)``, each key once.
-
-    The real server selects ``WHERE (datetime, device) IN (...)``: a key asked twice (device ids
-    in any case) still matches its row once. The datetime text is :func:`key_datetime`'s. Raise
-    :class:`StoreError` for a missing device or a datetime that is not a string.
-    """
-    keys = {(_str(q, "device").lower(), key_datetime(q.get("datetime"))): None for q in queries}
-    return list(keys)
-
-
-def _like_regex(pattern: str) -> re.Pattern[str]:
-    """Given a SQL LIKE pattern (``%``, ``_``), return the regex it means (case-insensitive)."""
-    parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
-
-
-def _str(query: dict[str, Any], key: str) -> str:
-    value = query.get(key)
-    if not isinstance(value, str):
-        raise StoreError(f"{key!r} must be a string, got {value!r}")
-    return value
 
 
 class WSGIApp:
@@ -197,9 +142,9 @@ class WSGIApp:
                 return self.files(request, args["key"])
             user = self.authenticate(request)
             if user is None:
-                return _unauthorized()
+                return unauthorized()
             if not self.allowed(endpoint, user):
-                return _forbidden()
+                return forbidden()
             handler: Callable[..., Response] = getattr(self, endpoint)
             return handler(request, user, **args)
         except HTTPException as exc:
@@ -247,7 +192,9 @@ class WSGIApp:
     def get_token(self, request: Request, user: User) -> Response:
         """Return ``{"token", "expiration"}`` for the authenticated user."""
         expiration = int(self.clock() + self.token_lifetime)
-        return _json({"token": self.store.signer.make_token(user.name, expiration), "expiration": expiration})
+        return json_response(
+            {"token": self.store.signer.make_token(user.name, expiration), "expiration": expiration}
+        )
 
     def get_images(self, request: Request, user: User, what: str) -> Response:
         """Return one row per ``{"device", "datetime"}`` found; absent images are left out.
@@ -255,27 +202,27 @@ class WSGIApp:
         An unknown ``<what>`` fails (500) only on a found image, as the real server fails only
         when it makes a row's URL: with no image found the answer is ``[]``.
         """
-        queries = _json_list(request)
+        queries = json_list(request)
         if not queries:  # the real server builds "... WHERE " with no condition
             raise StoreError("an empty key list: the SQL query has an empty WHERE clause")
         rows = []
-        for device, when in _unique_keys(queries):  # one SQL query: each image once
+        for device, when in unique_keys(queries):  # one SQL query: each image once
             row = self.store.get_image(device, when)
             if row is not None:
                 rows.append(self._with_url(request, row, what))
-        return _json(rows)
+        return json_response(rows)
 
     def get_image_series(self, request: Request, user: User, what: str) -> Response:
         """Return the rows of each ``{"device" (LIKE pattern), "start_datetime", "end_datetime"}``."""
-        queries = _json_list(request)
+        queries = json_list(request)
         if what not in IMAGE_WHATS:
             raise StoreError(f"unknown image kind {what!r}")
         rows: list[dict[str, Any]] = []
         for q in queries:
             start, end = parse_datetime(q.get("start_datetime")), parse_datetime(q.get("end_datetime"))
-            series = self.store.image_series(_str(q, "device"), start, end)
+            series = self.store.image_series(string_field(q, "device"), start, end)
             rows.extend(self._with_url(request, row, what) for row in series)
-        return _json(rows)
+        return json_response(rows)
 
     def put_new_images(self, request: Request, user: User) -> Response:
         """Store each multipart file part (field name = file name), each committed on its own."""
@@ -288,54 +235,54 @@ class WSGIApp:
             md5 = request.form.get(f"{name}.md5")
             row = self.store.put_image(name, blob, md5, self.user_ids[user.name], self._now())
             rows.append(row)
-        return _json(rows)
+        return json_response(rows)
 
     def put_uid_annotations(self, request: Request, user: User) -> Response:
         """Store every ``{"metadata", "annotations"}`` item, or none on a 500; return the rows
         with ``"json": ""`` and ``"api_user_id": null``."""
-        return _json(self.store.put_annotations(_json_list(request), self._now()))
+        return json_response(self.store.put_annotations(json_list(request), self._now()))
 
     def get_uid_annotations(self, request: Request, user: User, what: str) -> Response:
         """Return the annotation rows of each ``{"device", "datetime"}``; ``json`` is left out
         for ``metadata`` only (the real server includes it for any other ``<what>``)."""
-        queries = _json_list(request)
+        queries = json_list(request)
         rows: list[dict[str, Any]] = []
-        for device, when in _unique_keys(queries):
+        for device, when in unique_keys(queries):
             rows.extend(self.store.get_annotations(device, when, with_json=what != "metadata"))
-        return _json(rows)
+        return json_response(rows)
 
     def get_uid_annotations_series(self, request: Request, user: User, what: str) -> Response:
         """Return the annotation rows of the images of each ``{"device" (LIKE pattern),
         "start_datetime", "end_datetime"}``; ``json`` is left out for ``metadata`` only. The
         official client's ``get_images_with_uid_annotations_series`` calls it."""
         rows: list[dict[str, Any]] = []
-        for q in _json_list(request):
+        for q in json_list(request):
             start, end = parse_datetime(q.get("start_datetime")), parse_datetime(q.get("end_datetime"))
-            series = self.store.annotation_series(_str(q, "device"), start, end, what != "metadata")
+            series = self.store.annotation_series(string_field(q, "device"), start, end, what != "metadata")
             rows.extend(series)
-        return _json(rows)
+        return json_response(rows)
 
     def get_users(self, request: Request, user: User) -> Response:
         """(admin only) Return the users whose name matches each ``{"username": <LIKE pattern>}``,
         as the real server does without its secrets: ``id``, ``username``, ``is_admin``,
         ``can_write`` (no ``email``, ``password_hash`` or creation date: the devserver keeps none)."""
         out: dict[str, dict[str, Any]] = {}
-        for q in _json_list(request):
-            pattern = _like_regex(_str(q, "username"))
+        for q in json_list(request):
+            pattern = like_regex(string_field(q, "username"))
             for name in filter(pattern.fullmatch, self.users):
                 u = self.users[name]
                 out[name] = {"id": self.user_ids[name], "username": name, "is_admin": u.is_admin,
                              "can_write": u.can_write}  # fmt: skip
-        return _json(list(out.values()))
+        return json_response(list(out.values()))
 
     def delete_images(self, request: Request, user: User) -> Response:
         """Delete each ``{"device", "datetime"}`` (admin only); return the deleted rows."""
         rows = []
-        for device, when in _unique_keys(_json_list(request)):
+        for device, when in unique_keys(json_list(request)):
             row = self.store.delete_image(device, when)
             if row is not None:
                 rows.append(row)
-        return _json(rows)
+        return json_response(rows)
 
     def files(self, request: Request, key: str) -> Response:
         """Serve a stored file through a signed URL; 403 if the signature is wrong or expired."""

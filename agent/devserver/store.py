@@ -24,19 +24,15 @@ shapes the real server (MariaDB behind SQLAlchemy) gives, as measured against it
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import datetime as dt
 import hashlib
-import hmac
 import io
 import json
 import os
 import re
 import secrets
 import sqlite3
-import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -44,6 +40,20 @@ from typing import Any
 from PIL import Image
 
 from agent.devserver.parser import SpecError, parse_image
+from agent.devserver.signing import Signer, load_secret
+from agent.devserver.values import (
+    StoreError,
+    db_datetime,
+    decimal6_column,
+    float_column,
+    format_datetime,
+    key_datetime,
+    out_datetime,
+    parse_datetime,
+    smallint_column,
+)
+
+__all__ = ["Store", "StoreError", "format_datetime", "key_datetime", "make_thumbnails", "parse_datetime"]
 
 DB_FILE = "devserver.sqlite3"
 SECRET_FILE = "secret.key"
@@ -86,55 +96,7 @@ _CASE_INSENSITIVE_KEY = (
 )
 #: The ``device_version`` column's default, stored for a 2020 image that has none.
 DEFAULT_DEVICE_VERSION = "1.0.0"
-_DB_DATETIME = "%Y-%m-%d %H:%M:%S"
-_IN_DATETIMES = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d_%H-%M-%S")
 _KEY_RE = re.compile(r"(image|thumbnail|thumbnail-mini)/([0-9a-fA-F]{8})/([0-9a-fA-F]{8}\.[0-9_-]{19}\.jpg)")
-
-
-class StoreError(Exception):
-    """The request fails as on the real server (a 500); the message says why, for the log."""
-
-
-def format_datetime(when: dt.datetime) -> str:
-    """Given an aware UTC datetime, return it as the API writes it: ``YYYY-MM-DDTHH:MM:SSZ``."""
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_datetime(value: object) -> dt.datetime:
-    """Given ``YYYY-MM-DDTHH:MM:SSZ`` or legacy ``YYYY-MM-DD_HH-MM-SS``, return an aware UTC datetime.
-
-    Raise :class:`StoreError` for anything else.
-    """
-    if isinstance(value, str):
-        for fmt in _IN_DATETIMES:
-            with contextlib.suppress(ValueError):
-                return dt.datetime.strptime(value, fmt).replace(tzinfo=dt.UTC)
-    raise StoreError(f"bad datetime {value!r}: YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DD_HH-MM-SS expected")
-
-
-def key_datetime(value: object) -> str:
-    """Given a lookup key's ``datetime``, return the text it is compared with, as the stored
-    ``YYYY-MM-DD HH:MM:SS`` (the real server's ``SUBSTR(datetime, 1, 19) = '<value>'``).
-
-    The two API forms are parsed first; any other string is compared as it is, so
-    ``"2020-06-20 21:33:24"`` finds its image and ``"2020-06-20T21:33:24"`` (no ``Z``),
-    ``...+00:00`` or ``....000Z`` silently find nothing, as on the real server. Raise
-    :class:`StoreError` for a value that is not a string (absent, ``null``, a number).
-    """
-    if not isinstance(value, str):
-        raise StoreError(f"bad datetime {value!r}: a string expected")
-    for fmt in _IN_DATETIMES:
-        with contextlib.suppress(ValueError):
-            return _db_datetime(dt.datetime.strptime(value, fmt).replace(tzinfo=dt.UTC))
-    return value
-
-
-def _db_datetime(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime(_DB_DATETIME)
-
-
-def _out_datetime(value: str) -> str:
-    return dt.datetime.strptime(value, _DB_DATETIME).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def make_thumbnails(blob: bytes) -> tuple[bytes, bytes]:
@@ -156,81 +118,13 @@ def make_thumbnails(blob: bytes) -> tuple[bytes, bytes]:
     return out[0], out[1]
 
 
-class Signer:
-    """HMAC-SHA256 signatures of tokens and download URLs with the data folder's secret."""
-
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-
-    def sign(self, message: str) -> str:
-        """Given a message, return its hex signature."""
-        return hmac.new(self._key, message.encode(), hashlib.sha256).hexdigest()
-
-    def check(self, message: str, signature: str) -> bool:
-        """Given a message and a claimed signature, return whether the signature is right."""
-        return hmac.compare_digest(self.sign(message), signature)
-
-    def make_token(self, user: str, expiration: int) -> str:
-        """Given a user name and an expiration (unix seconds), return an opaque signed token."""
-        name = base64.urlsafe_b64encode(user.encode()).decode().rstrip("=")
-        signature = self.sign(f"token\n{user}\n{expiration}")
-        return f"{name}.{expiration}.{signature}"
-
-    def token_user(self, token: str, now: float) -> str | None:
-        """Given a token and the time, return its user's name, or None if it is forged or expired."""
-        parts = token.split(".")
-        if len(parts) != 3 or not parts[1].isdigit():
-            return None
-        try:
-            user = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            return None
-        if not self.check(f"token\n{user}\n{parts[1]}", parts[2]) or int(parts[1]) <= now:
-            return None
-        return user
-
-
-def _load_secret(path: Path) -> bytes:
-    """Given the secret file's path, return its key, creating it (0600) on the first run."""
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
-    key = path.read_bytes()
-    if len(key) < 16:
-        raise StoreError(f"{path} holds a key of {len(key)} bytes; delete it to make a new one")
-    return key
-
-
-def _smallint(value: float | None, column: str) -> int | None:
-    """A value as a SMALLINT column stores it: rounded half away from zero, else an error."""
-    if value is None:
-        return None
-    rounded = int(abs(value) + 0.5) * (1 if value >= 0 else -1)
-    if not -32768 <= rounded <= 32767:
-        raise StoreError(f"{column}={value} is out of range for a small integer column")
-    return rounded
-
-
-def _round6(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
-
-
-def float_column(value: float | None) -> float | None:
-    """A value as a MariaDB ``FLOAT`` column reads back: single precision, 6 significant digits."""
-    if value is None:
-        return None
-    single = struct.unpack("f", struct.pack("f", value))[0]
-    return float(f"{single:.6g}")
-
-
 class Store:
     """The database and files of one devserver data folder; safe to share between threads."""
 
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
-        self.signer = Signer(_load_secret(data_dir / SECRET_FILE))
+        self.signer = Signer(load_secret(data_dir / SECRET_FILE))
         self._lock = threading.RLock()
         self._db = sqlite3.connect(data_dir / DB_FILE, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -326,13 +220,13 @@ class Store:
             self._put_object(f"{kind}/{parsed['device']}/{name}", data)
         values = dict(
             row,
-            datetime=_db_datetime(parsed["datetime"]),
-            datetime_created=_db_datetime(now),
+            datetime=db_datetime(parsed["datetime"]),
+            datetime_created=db_datetime(now),
             device_version=parsed["device_version"] or DEFAULT_DEVICE_VERSION,
-            lat=_round6(parsed["lat"]),
-            lng=_round6(parsed["lng"]),
-            alt=_smallint(parsed["alt"], "alt"),
-            bat=_smallint(parsed["bat"], "bat"),
+            lat=decimal6_column(parsed["lat"]),
+            lng=decimal6_column(parsed["lng"]),
+            alt=smallint_column(parsed["alt"], "alt"),
+            bat=smallint_column(parsed["bat"], "bat"),
         )
         del values["id"]
         try:
@@ -344,8 +238,8 @@ class Store:
     def _image_row(self, row: sqlite3.Row) -> dict[str, Any]:
         """A stored image as the real server's raw SQL gives it: ``but`` 1/0, FLOAT columns."""
         out = {k: row[k] for k in IMAGE_FIELDS}
-        out["datetime"] = _out_datetime(row["datetime"])
-        out["datetime_created"] = _out_datetime(row["datetime_created"])
+        out["datetime"] = out_datetime(row["datetime"])
+        out["datetime_created"] = out_datetime(row["datetime_created"])
         for column in ("temp", "hum", "lum"):
             out[column] = float_column(row[column])
         return out
@@ -353,7 +247,7 @@ class Store:
     def get_image(self, device: str, when: dt.datetime | str) -> dict[str, Any] | None:
         """Given a device id (any case) and a datetime (or a key's text, see
         :func:`key_datetime`), return the image's row, or None if absent."""
-        text = when if isinstance(when, str) else _db_datetime(when)
+        text = when if isinstance(when, str) else db_datetime(when)
         with self._lock:
             row = self._db.execute(
                 "SELECT * FROM images WHERE device = ? COLLATE NOCASE AND datetime = ?", (device, text)
@@ -366,7 +260,7 @@ class Store:
             rows = self._db.execute(
                 "SELECT * FROM images WHERE device LIKE ? AND datetime >= ? AND datetime < ? "
                 "ORDER BY device, datetime",
-                (device_like, _db_datetime(start), _db_datetime(end)),
+                (device_like, db_datetime(start), db_datetime(end)),
             ).fetchall()
         return [self._image_row(r) for r in rows]
 
@@ -431,7 +325,7 @@ class Store:
             "algo_version": algo_version,
             "n_objects": len(annotations),
             "json": json.dumps(item),
-            "datetime_created": _db_datetime(now),
+            "datetime_created": db_datetime(now),
             "api_version": API_VERSION,
             "api_user_id": None,  # the real server does not record who put an annotation
         }
@@ -444,7 +338,7 @@ class Store:
     def get_annotations(self, device: str, when: dt.datetime | str, with_json: bool) -> list[dict[str, Any]]:
         """Given an image's device id (any case) and datetime (or a key's text), return its
         annotation rows (``json`` if asked)."""
-        text = when if isinstance(when, str) else _db_datetime(when)
+        text = when if isinstance(when, str) else db_datetime(when)
         with self._lock:
             rows = self._db.execute(
                 "SELECT a.* FROM uid_annotations a JOIN images i ON a.parent_image_id = i.id "
@@ -462,13 +356,13 @@ class Store:
             rows = self._db.execute(
                 "SELECT a.* FROM uid_annotations a JOIN images i ON a.parent_image_id = i.id "
                 "WHERE i.device LIKE ? AND i.datetime >= ? AND i.datetime < ? ORDER BY a.id",
-                (device_like, _db_datetime(start), _db_datetime(end)),
+                (device_like, db_datetime(start), db_datetime(end)),
             ).fetchall()
         return [self._annotation_row(row, with_json) for row in rows]
 
     @staticmethod
     def _annotation_row(row: sqlite3.Row, with_json: bool) -> dict[str, Any]:
         item = {k: row[k] for k in ANNOTATION_FIELDS if with_json or k != "json"}
-        item["datetime_created"] = _out_datetime(row["datetime_created"])
+        item["datetime_created"] = out_datetime(row["datetime_created"])
         item["api_user_id"] = None  # also for rows an older devserver stored with an id
         return item
