@@ -187,9 +187,15 @@ def test_route_without_suffix_is_404(server: DevServer, route: str) -> None:
     assert post(server, route, [], get_token(server)).status_code == 404
 
 
-def test_thumbnail_underscore_is_500(server: DevServer) -> None:
+@pytest.mark.parametrize("what", ["thumbnail_mini", "bogus"])
+def test_an_unknown_image_what_is_a_500_only_when_an_image_matches(server: DevServer, what: str) -> None:
+    """The real server fails making a found row's URL: with nothing found it answers ``[]``."""
     token = get_token(server)
-    assert_html_500(post(server, "/get_images/thumbnail_mini", [key(NEW)], token))
+    r = post(server, f"/get_images/{what}", [key(NEW)], token)
+    assert (r.status_code, r.json()) == (200, [])
+    assert upload(server, token, NEW, blob(NEW)).status_code == 200
+    assert_html_500(post(server, f"/get_images/{what}", [key(NEW)], token))
+    assert_html_500(post(server, f"/get_images/{what}", [], token))  # the empty WHERE, as always
     assert post(server, "/get_images/thumbnail-mini", [key(NEW)], token).status_code == 200
 
 
@@ -233,7 +239,8 @@ def test_invalid_json_is_400_and_json_not_a_list_is_500(server: DevServer) -> No
     assert r.status_code == 400
     assert_html_500(post(server, "/get_images/metadata", {"device": "512858f4"}, token))
     assert_html_500(post(server, "/get_images/metadata", [{"device": "512858f4"}], token))  # no datetime
-    assert_html_500(post(server, "/get_images/metadata", [{**key(NEW), "datetime": "yesterday"}], token))
+    assert_html_500(post(server, "/get_images/metadata", [{**key(NEW), "datetime": None}], token))
+    assert_html_500(post(server, "/get_images/metadata", [{"datetime": key(NEW)["datetime"]}], token))
 
 
 # -- images -----------------------------------------------------------------------------------------
@@ -256,8 +263,11 @@ def test_upload_real_image_then_metadata(server: DevServer) -> None:
     r = upload(server, token, NEW, data)
     assert r.status_code == 200, r.text
     [put] = r.json()
-    assert list(put) == IMAGE_FIELDS
+    assert list(put) == IMAGE_FIELDS[:-1]  # no "url" in the upload's answer
     assert put["id"] is None
+    # the answer carries the parser's values, not the stored (rounded) ones
+    assert (put["alt"], put["bat"], put["but"]) == (97.3, 72.0, True)
+    assert isinstance(put["bat"], float)
 
     [row] = metadata(server, token, NEW)
     assert list(row) == IMAGE_FIELDS
@@ -276,11 +286,12 @@ def test_upload_real_image_then_metadata(server: DevServer) -> None:
         "hum": 42.6,
         "lum": 1.2,
         "bat": 72,
-        "but": True,
+        "but": 1,  # raw SQL on a BOOLEAN (TINYINT) column: 1/0, not true/false
         "datetime_created": "2023-11-14T22:13:20Z",
         "url": "",
     }
     assert isinstance(row["api_user_id"], int)
+    assert row["api_version"] == put["api_version"] == "1.0.0"  # the server library's, not the agent's
     # The legacy datetime form is accepted on input.
     legacy_query = [{"device": "512858f4", "datetime": "2022-05-17_18-46-57"}]
     assert post(server, "/get_images/metadata", legacy_query, token).json() == [row]
@@ -292,7 +303,10 @@ def test_upload_legacy_image(server: DevServer) -> None:
     [row] = metadata(server, token, LEGACY)
     assert (row["width"], row["height"]) == (2592, 1944)
     assert row["lat"] is row["lng"] is row["alt"] is None  # the server's "no GPS"
-    assert row["device_version"] is row["bat"] is row["but"] is None
+    assert row["bat"] is row["but"] is None
+    assert row["device_version"] == "1.0.0"  # the column's default on the real server
+    # temp/hum as a MariaDB FLOAT reads back (the EXIF holds 21.899999618530273, 76.80000305175781)
+    assert (row["temp"], row["hum"]) == (21.9, 76.8)
 
 
 def test_downloads_and_thumbnails(server: DevServer, clock: Clock) -> None:
@@ -426,6 +440,7 @@ def test_delete_images_is_admin_only(server: DevServer) -> None:
     assert r.status_code == 200
     [row] = r.json()
     assert (row["device"], row["datetime"]) == ("512858f4", "2022-05-17T18:46:57Z")
+    assert row["but"] is True and "url" not in row  # the ORM's row: a bool and no url
     assert post(server, "/delete_images", [key(NEW)], admin).json() == []
     assert metadata(server, token, NEW) == []
     assert upload(server, token, NEW, blob(NEW)).status_code == 200  # may be uploaded again
@@ -510,7 +525,8 @@ def test_annotations(server: DevServer) -> None:
     [first, _] = post(server, "/get_uid_annotations/data", [key(NEW)], token).json()
     assert list(first) == ANNOTATION_FIELDS
     assert json.loads(first["json"]) == body[0]
-    assert_html_500(post(server, "/get_uid_annotations/json", [key(NEW)], token))
+    # any <what> but metadata includes the json, as on the real server
+    assert post(server, "/get_uid_annotations/json", [key(NEW)], token).json() == [first, _]
 
 
 def test_algo_name_over_64_characters_is_500(server: DevServer) -> None:
@@ -527,12 +543,16 @@ def test_algo_name_over_64_characters_is_500(server: DevServer) -> None:
 def test_column_limits() -> None:
     """``alt`` and ``bat`` are small integers (rounded; out of range is the database's error, a
     500), ``lat``/``lng`` keep 6 decimals."""
-    from agent.devserver.store import StoreError, _round6, _smallint
+    from agent.devserver.values import StoreError, decimal6_column, smallint_column
 
-    assert (_smallint(97.5, "alt"), _smallint(-97.5, "alt"), _smallint(None, "bat")) == (98, -98, None)
+    assert (smallint_column(97.5, "alt"), smallint_column(-97.5, "alt"), smallint_column(None, "bat")) == (
+        98,
+        -98,
+        None,
+    )
     with pytest.raises(StoreError, match="alt=40000"):
-        _smallint(40000, "alt")
-    assert _round6(49.12345678) == 49.123457
+        smallint_column(40000, "alt")
+    assert decimal6_column(49.12345678) == 49.123457
 
 
 def test_request_counter(server: DevServer) -> None:
@@ -565,3 +585,148 @@ def test_parse_user(spec: str, user: User) -> None:
 def test_parse_user_rejects(spec: str) -> None:
     with pytest.raises(ValueError, match="NAME:PASSWORD"):
         parse_user(spec)
+
+
+# -- as the real server answers (a local rebuild of sticky-pi-api, probed) ---------------------------
+
+
+def test_a_token_with_a_non_empty_password_is_accepted(server: DevServer) -> None:
+    """The real server tries the token first and ignores the password when it verifies."""
+    token = get_token(server)
+    r = requests.post(f"{server.url}/get_images/metadata", json=[key(NEW)], auth=(token, "x"), timeout=10)
+    assert (r.status_code, r.json()) == (200, [])
+    bad = requests.post(f"{server.url}/get_images/metadata", json=[key(NEW)], auth=("nope", "x"), timeout=10)
+    assert bad.status_code == 401
+    assert requests.post(f"{server.url}/get_token", auth=("alice", ""), timeout=10).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("when", "found"),
+    [
+        ("2022-05-17T18:46:57Z", 1),
+        ("2022-05-17_18-46-57", 1),
+        ("2022-05-17 18:46:57", 1),  # the stored text itself (SUBSTR(datetime, 1, 19) = '...')
+        ("2022-05-17T18:46:57", 0),  # forms it does not parse silently find nothing
+        ("2022-05-17T18:46:57+00:00", 0),
+        ("2022-05-17T18:46:57.000Z", 0),
+        ("yesterday", 0),
+    ],
+)
+def test_key_datetime_forms(server: DevServer, when: str, found: int) -> None:
+    token = get_token(server)
+    assert upload(server, token, NEW, blob(NEW)).status_code == 200
+    assert (
+        post(server, "/put_uid_annotations", annotation_body(NEW, md5(blob(NEW))), token).status_code == 200
+    )
+    query = [{"device": "512858f4", "datetime": when}]
+    for route in ("/get_images/metadata", "/get_uid_annotations/metadata"):
+        r = post(server, route, query, token)
+        assert (r.status_code, len(r.json())) == (200, found), route
+
+
+def test_device_ids_compare_case_insensitively(server: DevServer, tmp_path: Path) -> None:
+    """MariaDB's collation: an upper-case key finds the stored lower-case image, an upper-case
+    upload of a stored key is a duplicate (its object is written first, as any re-upload)."""
+    token = get_token(server)
+    data = blob(NEW)
+    assert upload(server, token, NEW, data).status_code == 200
+    upper = NEW.replace("512858f4", "512858F4")
+    [row] = post(server, "/get_images/metadata", [key(upper)], token).json()
+    assert row["device"] == "512858f4"
+    assert len(post(server, "/get_images/metadata", [key(NEW), key(upper)], token).json()) == 1
+    assert_html_500(upload(server, token, upper, data))
+    series = [
+        {
+            "device": "512858F%",
+            "start_datetime": "2020-01-01T00:00:00Z",
+            "end_datetime": "2030-01-01T00:00:00Z",
+        }
+    ]
+    assert len(post(server, "/get_image_series/metadata", series, token).json()) == 1
+    body = annotation_body(upper, md5(data))
+    assert post(server, "/put_uid_annotations", body, token).status_code == 200
+    assert len(post(server, "/get_uid_annotations/metadata", [key(NEW)], token).json()) == 1
+    admin = get_token(server, "root", "toor")
+    [deleted] = post(server, "/delete_images", [key(upper)], admin).json()
+    assert deleted["device"] == "512858f4"
+    assert not (tmp_path / "srv" / "files" / "image" / "512858f4" / NEW).exists()
+
+
+def test_an_annotation_put_stores_all_items_or_none(server: DevServer) -> None:
+    token = get_token(server)
+    data = blob(NEW)
+    assert upload(server, token, NEW, data).status_code == 200
+    good = annotation_body(NEW, md5(data), "1")
+    bad = annotation_body(NEW, "0" * 32, "2")
+    assert_html_500(post(server, "/put_uid_annotations", good + bad, token))
+    assert post(server, "/get_uid_annotations/metadata", [key(NEW)], token).json() == []
+    assert_html_500(post(server, "/put_uid_annotations", good + good, token))  # a duplicate within
+    assert post(server, "/get_uid_annotations/metadata", [key(NEW)], token).json() == []
+    r = post(server, "/put_uid_annotations", good + annotation_body(NEW, md5(data), "2"), token)
+    assert r.status_code == 200
+    assert [a["algo_version"] for a in r.json()] == ["1", "2"]
+
+
+def test_annotation_rows_have_no_user_id(server: DevServer) -> None:
+    token = get_token(server)
+    assert upload(server, token, NEW, blob(NEW)).status_code == 200
+    [put] = post(server, "/put_uid_annotations", annotation_body(NEW, md5(blob(NEW))), token).json()
+    [got] = post(server, "/get_uid_annotations/data", [key(NEW)], token).json()
+    assert put["api_user_id"] is None and got["api_user_id"] is None
+    [image] = metadata(server, token, NEW)
+    assert isinstance(image["api_user_id"], int)  # images do record their uploader
+
+
+def test_the_upload_answer_of_a_legacy_image_has_the_parser_values(server: DevServer) -> None:
+    token = get_token(server)
+    [put] = upload(server, token, LEGACY, blob(LEGACY)).json()
+    assert (put["temp"], put["hum"]) == (21.899999618530273, 76.80000305175781)
+    assert put["device_version"] is None and "url" not in put
+
+
+def test_get_uid_annotations_series(server: DevServer) -> None:
+    """The route the official client's ``get_images_with_uid_annotations_series`` calls."""
+    token = get_token(server)
+    for name in (NEW, NEW2, LEGACY):
+        assert upload(server, token, name, blob(name)).status_code == 200
+        body = annotation_body(name, md5(blob(name)))
+        assert post(server, "/put_uid_annotations", body, token).status_code == 200
+    images = {r["id"]: r["device"] for r in metadata(server, token, NEW, NEW2, LEGACY)}
+
+    def series(what: str, device: str, start: str, end: str) -> list[dict[str, Any]]:
+        query = [{"device": device, "start_datetime": start, "end_datetime": end}]
+        r = post(server, f"/get_uid_annotations_series/{what}", query, token)
+        assert r.status_code == 200, r.text
+        rows: list[dict[str, Any]] = r.json()
+        return rows
+
+    rows = series("metadata", "5128%", "2022-05-17T18:34:50Z", "2030-01-01T00:00:00Z")
+    assert len(rows) == 2 and all(
+        "json" not in r and images[r["parent_image_id"]] == "512858f4" for r in rows
+    )
+    [one] = series("data", "%", "2022-05-17T18:34:50Z", "2022-05-17T18:46:57Z")  # [start, end)
+    assert json.loads(one["json"]) == annotation_body(NEW2, md5(blob(NEW2)))[0]
+    assert series("metadata", "%", "2030-01-01T00:00:00Z", "2031-01-01T00:00:00Z") == []
+
+
+def test_get_users_is_admin_only(server: DevServer) -> None:
+    assert_403(post(server, "/get_users", [{"username": "%"}], get_token(server)))
+    r = post(server, "/get_users", [{"username": "r%"}], get_token(server, "root", "toor"))
+    assert r.status_code == 200
+    assert sorted((u["username"], u["can_write"], u["is_admin"]) for u in r.json()) == [
+        ("reader", False, False),
+        ("root", True, True),
+    ]
+    assert all("password" not in k for u in r.json() for k in u)
+
+
+def test_float_columns_read_back_as_mariadb_floats() -> None:
+    from agent.devserver.values import float_column
+
+    assert [float_column(v) for v in (21.899999618530273, 17.0, 1.86, -300.0, None)] == [
+        21.9,
+        17.0,
+        1.86,
+        -300.0,
+        None,
+    ]

@@ -6,9 +6,11 @@ failed upload, a re-upload overwriting the stored file before the database rejec
 the README demo, development and the sync tests, never for production: plain HTTP, users and
 passwords given on the command line, no rate limits.
 
-Modules: :mod:`.parser` (reads an image the way the server does), :mod:`.store` (SQLite and files
-under one data folder, signatures), :mod:`.app` (the WSGI application, :class:`~.app.DevServer`
-and :func:`~.app.serve`). This module holds only the users, so importing it stays cheap.
+Modules: :mod:`.parser` (reads an image the way the server does), :mod:`.values` (datetimes and
+column types as the real database holds them), :mod:`.signing` (tokens and download URLs),
+:mod:`.store` (SQLite and files under one data folder), :mod:`.wire` (refusals, JSON bodies and
+lookup keys), :mod:`.app` (the WSGI application, :class:`~.app.DevServer` and :func:`~.app.serve`).
+This module holds only the users, so importing it stays cheap.
 """
 
 from __future__ import annotations

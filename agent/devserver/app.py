@@ -1,14 +1,31 @@
 """The devserver's HTTP side: a Werkzeug WSGI application speaking the Sticky Pi API.
 
-Behaviour (``../shared/specs/sticky-pi-api.md``, quirks included): every API route is a
-``POST`` behind HTTP Basic (``user:password``, or ``token:`` with an empty password); a wrong
-password or a bad or expired token is a 401 ``Unauthorized Access``; JSON routes without
-``Content-Type: application/json`` are a 415; a read-only user uploading is a 403, and so is a
-non-admin deleting (flask-httpauth's ``Unauthorized Access`` body, checked before the body is
-read); an empty key list on ``/get_images/<what>`` is a 500 (the real server's ``WHERE`` with no
-condition) and a key asked twice matches its image once; every other failure, upload failures
-above all, is a 500 with Werkzeug's HTML error page, never JSON. Download URLs are
-``GET /files/<kind>/<device>/<file name>`` signed with the data folder's secret, valid 7 days.
+Behaviour (``../shared/specs/sticky-pi-api.md``, quirks included, and the real server as
+measured by probing a rebuild of it): every API route is a ``POST`` behind HTTP Basic
+(``user:password``, or a token as the user name: the token is tried first and, when it verifies,
+the password is ignored, so ``token:anything`` works as the real server's does); a wrong password
+or a bad or expired token is a 401 ``Unauthorized Access``; a read-only user uploading is a 403,
+and so is a non-admin deleting or calling ``/get_users`` (flask-httpauth's ``Unauthorized
+Access`` body, checked before the body is read).
+
+JSON routes without ``Content-Type: application/json`` are a 415, as the spec says (the real
+server's answer depends on its Flask version: Flask 2.2, the newest that installs on its
+``python:3.7-alpine`` image, answers 400). JSON answers are labelled ``application/json`` (the
+real Flask 2.2 labels them ``text/html``; clients must read the body as JSON either way).
+
+Lookups (``/get_images``, ``/get_uid_annotations``, ``/delete_images``): an empty key list on
+``/get_images/<what>`` is a 500 (the real server's ``WHERE`` with no condition); a key asked
+twice matches its image once; device ids compare case-insensitively (MariaDB); a key's
+``datetime`` in one of the API's two forms is parsed, any other string is compared as text with
+the stored ``YYYY-MM-DD HH:MM:SS`` (so that form finds its image and unparsed forms such as
+``...T21:33:24`` without ``Z`` silently find nothing), a non-string is a 500. An unknown image
+``<what>`` is a 500 only when a key matches an image (the real server fails making its URL), else
+``[]``; any annotation ``<what>`` other than ``metadata`` returns the rows with ``json``.
+
+Every other failure, upload failures above all, is a 500 with Werkzeug's HTML error page, never
+JSON; ``/put_uid_annotations`` stores all its items or, on a 500, none. Download URLs are
+``GET /files/<kind>/<device>/<file name>`` signed with the data folder's secret, valid 7 days
+(the real server's are presigned S3 URLs).
 
 :func:`make_app` builds the application, :func:`serve` runs it in the foreground
 (``stickyctl devserver``) and :class:`DevServer` runs it in a background thread for tests.
@@ -20,7 +37,6 @@ import collections
 import datetime as dt
 import functools
 import hmac
-import json
 import logging
 import sys
 import threading
@@ -32,19 +48,27 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from werkzeug.exceptions import (
-    BadRequest,
     Forbidden,
     HTTPException,
     InternalServerError,
     NotFound,
-    UnsupportedMediaType,
 )
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from agent.devserver import User
-from agent.devserver.store import Store, StoreError, parse_datetime
+from agent.devserver.store import Store
+from agent.devserver.values import StoreError, parse_datetime
+from agent.devserver.wire import (
+    forbidden,
+    json_list,
+    json_response,
+    like_regex,
+    string_field,
+    unauthorized,
+    unique_keys,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -59,7 +83,6 @@ URL_LIFETIME = 7 * 86400
 #: nginx's ``client_max_body_size 100M`` in front of the real server.
 MAX_CONTENT_LENGTH = 100 * 1024 * 1024
 IMAGE_WHATS = ("metadata", "image", "thumbnail", "thumbnail-mini")
-ANNOTATION_WHATS = ("metadata", "data")
 
 _ROUTES = Map(
     [
@@ -69,64 +92,12 @@ _ROUTES = Map(
         Rule("/_put_new_images", endpoint="put_new_images", methods=["POST"]),
         Rule("/put_uid_annotations", endpoint="put_uid_annotations", methods=["POST"]),
         Rule("/get_uid_annotations/<what>", endpoint="get_uid_annotations", methods=["POST"]),
+        Rule("/get_uid_annotations_series/<what>", endpoint="get_uid_annotations_series", methods=["POST"]),
+        Rule("/get_users", endpoint="get_users", methods=["POST"]),
         Rule("/delete_images", endpoint="delete_images", methods=["POST"]),
         Rule("/files/<path:key>", endpoint="files", methods=["GET"]),
     ]
 )
-
-
-def _unauthorized() -> Response:
-    return Response(
-        "Unauthorized Access",
-        401,
-        {"WWW-Authenticate": 'Basic realm="Authentication Required"'},
-        mimetype="text/html",
-    )
-
-
-def _forbidden() -> Response:
-    """A role refusal as flask-httpauth answers it: the 401's body and header, status 403."""
-    response = _unauthorized()
-    response.status_code = 403
-    return response
-
-
-def _json(data: object) -> Response:
-    return Response(json.dumps(data), mimetype="application/json")
-
-
-def _json_list(request: Request) -> list[dict[str, Any]]:
-    """Given a JSON route's request, return its body, a list of dicts.
-
-    Raise a 415 without the JSON content type, a 400 for invalid JSON and :class:`StoreError`
-    (a 500) for JSON that is not a list of dicts.
-    """
-    if not request.is_json:
-        raise UnsupportedMediaType()
-    try:
-        data = json.loads(request.get_data())
-    except ValueError:
-        raise BadRequest("invalid JSON body") from None
-    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
-        raise StoreError("the body must be a JSON list of dicts")
-    return data
-
-
-def _unique_keys(queries: list[dict[str, Any]]) -> list[tuple[str, dt.datetime]]:
-    """Given ``{"device", "datetime"}`` queries, return their keys, each once, in order.
-
-    The real server selects ``WHERE (datetime, device) IN (...)``: a key asked twice still
-    matches its row once. Raise :class:`StoreError` for a missing or malformed key.
-    """
-    keys = [(_str(q, "device"), parse_datetime(q.get("datetime"))) for q in queries]
-    return list(dict.fromkeys(keys))
-
-
-def _str(query: dict[str, Any], key: str) -> str:
-    value = query.get(key)
-    if not isinstance(value, str):
-        raise StoreError(f"{key!r} must be a string, got {value!r}")
-    return value
 
 
 class WSGIApp:
@@ -171,9 +142,9 @@ class WSGIApp:
                 return self.files(request, args["key"])
             user = self.authenticate(request)
             if user is None:
-                return _unauthorized()
+                return unauthorized()
             if not self.allowed(endpoint, user):
-                return _forbidden()
+                return forbidden()
             handler: Callable[..., Response] = getattr(self, endpoint)
             return handler(request, user, **args)
         except HTTPException as exc:
@@ -196,9 +167,11 @@ class WSGIApp:
         auth = request.authorization
         if auth is None or auth.type != "basic" or not auth.username:
             return None
+        name = self.store.signer.token_user(auth.username, self.clock())
+        if name is not None:  # the real server tries the token first and then ignores the password
+            return self.users.get(name)
         if not auth.password:
-            name = self.store.signer.token_user(auth.username, self.clock())
-            return None if name is None else self.users.get(name)
+            return None
         user = self.users.get(auth.username)
         if user is None or not hmac.compare_digest(user.password.encode(), auth.password.encode()):
             return None
@@ -210,7 +183,7 @@ class WSGIApp:
         (checked before the body is read, as ``login_required(role=...)`` does)."""
         if endpoint in ("put_new_images", "put_uid_annotations"):
             return user.can_write
-        if endpoint == "delete_images":
+        if endpoint in ("delete_images", "get_users"):
             return user.is_admin
         return True
 
@@ -219,33 +192,37 @@ class WSGIApp:
     def get_token(self, request: Request, user: User) -> Response:
         """Return ``{"token", "expiration"}`` for the authenticated user."""
         expiration = int(self.clock() + self.token_lifetime)
-        return _json({"token": self.store.signer.make_token(user.name, expiration), "expiration": expiration})
+        return json_response(
+            {"token": self.store.signer.make_token(user.name, expiration), "expiration": expiration}
+        )
 
     def get_images(self, request: Request, user: User, what: str) -> Response:
-        """Return one row per ``{"device", "datetime"}`` found; absent images are left out."""
-        queries = _json_list(request)
-        if what not in IMAGE_WHATS:
-            raise StoreError(f"unknown image kind {what!r}")
+        """Return one row per ``{"device", "datetime"}`` found; absent images are left out.
+
+        An unknown ``<what>`` fails (500) only on a found image, as the real server fails only
+        when it makes a row's URL: with no image found the answer is ``[]``.
+        """
+        queries = json_list(request)
         if not queries:  # the real server builds "... WHERE " with no condition
             raise StoreError("an empty key list: the SQL query has an empty WHERE clause")
         rows = []
-        for device, when in _unique_keys(queries):  # one SQL query: each image once
+        for device, when in unique_keys(queries):  # one SQL query: each image once
             row = self.store.get_image(device, when)
             if row is not None:
                 rows.append(self._with_url(request, row, what))
-        return _json(rows)
+        return json_response(rows)
 
     def get_image_series(self, request: Request, user: User, what: str) -> Response:
         """Return the rows of each ``{"device" (LIKE pattern), "start_datetime", "end_datetime"}``."""
-        queries = _json_list(request)
+        queries = json_list(request)
         if what not in IMAGE_WHATS:
             raise StoreError(f"unknown image kind {what!r}")
         rows: list[dict[str, Any]] = []
         for q in queries:
             start, end = parse_datetime(q.get("start_datetime")), parse_datetime(q.get("end_datetime"))
-            series = self.store.image_series(_str(q, "device"), start, end)
+            series = self.store.image_series(string_field(q, "device"), start, end)
             rows.extend(self._with_url(request, row, what) for row in series)
-        return _json(rows)
+        return json_response(rows)
 
     def put_new_images(self, request: Request, user: User) -> Response:
         """Store each multipart file part (field name = file name), each committed on its own."""
@@ -257,33 +234,55 @@ class WSGIApp:
             blob = storage.read()
             md5 = request.form.get(f"{name}.md5")
             row = self.store.put_image(name, blob, md5, self.user_ids[user.name], self._now())
-            rows.append(dict(row, url=""))
-        return _json(rows)
+            rows.append(row)
+        return json_response(rows)
 
     def put_uid_annotations(self, request: Request, user: User) -> Response:
-        """Store each ``{"metadata", "annotations"}`` item; return the rows with ``"json": ""``."""
-        items = _json_list(request)
-        now = self._now()
-        return _json([self.store.put_annotations(i, self.user_ids[user.name], now) for i in items])
+        """Store every ``{"metadata", "annotations"}`` item, or none on a 500; return the rows
+        with ``"json": ""`` and ``"api_user_id": null``."""
+        return json_response(self.store.put_annotations(json_list(request), self._now()))
 
     def get_uid_annotations(self, request: Request, user: User, what: str) -> Response:
-        """Return the annotation rows of each ``{"device", "datetime"}`` (``json`` with ``data``)."""
-        queries = _json_list(request)
-        if what not in ANNOTATION_WHATS:
-            raise StoreError(f"unknown annotation kind {what!r}")
+        """Return the annotation rows of each ``{"device", "datetime"}``; ``json`` is left out
+        for ``metadata`` only (the real server includes it for any other ``<what>``)."""
+        queries = json_list(request)
         rows: list[dict[str, Any]] = []
-        for device, when in _unique_keys(queries):
-            rows.extend(self.store.get_annotations(device, when, with_json=what == "data"))
-        return _json(rows)
+        for device, when in unique_keys(queries):
+            rows.extend(self.store.get_annotations(device, when, with_json=what != "metadata"))
+        return json_response(rows)
+
+    def get_uid_annotations_series(self, request: Request, user: User, what: str) -> Response:
+        """Return the annotation rows of the images of each ``{"device" (LIKE pattern),
+        "start_datetime", "end_datetime"}``; ``json`` is left out for ``metadata`` only. The
+        official client's ``get_images_with_uid_annotations_series`` calls it."""
+        rows: list[dict[str, Any]] = []
+        for q in json_list(request):
+            start, end = parse_datetime(q.get("start_datetime")), parse_datetime(q.get("end_datetime"))
+            series = self.store.annotation_series(string_field(q, "device"), start, end, what != "metadata")
+            rows.extend(series)
+        return json_response(rows)
+
+    def get_users(self, request: Request, user: User) -> Response:
+        """(admin only) Return the users whose name matches each ``{"username": <LIKE pattern>}``,
+        as the real server does without its secrets: ``id``, ``username``, ``is_admin``,
+        ``can_write`` (no ``email``, ``password_hash`` or creation date: the devserver keeps none)."""
+        out: dict[str, dict[str, Any]] = {}
+        for q in json_list(request):
+            pattern = like_regex(string_field(q, "username"))
+            for name in filter(pattern.fullmatch, self.users):
+                u = self.users[name]
+                out[name] = {"id": self.user_ids[name], "username": name, "is_admin": u.is_admin,
+                             "can_write": u.can_write}  # fmt: skip
+        return json_response(list(out.values()))
 
     def delete_images(self, request: Request, user: User) -> Response:
         """Delete each ``{"device", "datetime"}`` (admin only); return the deleted rows."""
         rows = []
-        for q in _json_list(request):
-            row = self.store.delete_image(_str(q, "device"), parse_datetime(q.get("datetime")))
+        for device, when in unique_keys(json_list(request)):
+            row = self.store.delete_image(device, when)
             if row is not None:
-                rows.append(dict(row, url=""))
-        return _json(rows)
+                rows.append(row)
+        return json_response(rows)
 
     def files(self, request: Request, key: str) -> Response:
         """Serve a stored file through a signed URL; 403 if the signature is wrong or expired."""
@@ -298,9 +297,13 @@ class WSGIApp:
         return Response(path.read_bytes(), mimetype="image/jpeg")
 
     def _with_url(self, request: Request, row: dict[str, Any], what: str) -> dict[str, Any]:
-        """Given an image row and a ``<what>``, return the row with its ``url``."""
+        """Given an image row and a ``<what>``, return the row with its ``url``.
+
+        Raise :class:`StoreError` for an unknown ``<what>``."""
         if what == "metadata":
             return dict(row, url="")
+        if what not in IMAGE_WHATS:
+            raise StoreError(f"unknown image kind {what!r}")
         stamp = parse_datetime(row["datetime"]).strftime("%Y-%m-%d_%H-%M-%S")
         key = f"{what}/{row['device']}/{row['device']}.{stamp}.jpg"
         expires = int(self.clock()) + URL_LIFETIME

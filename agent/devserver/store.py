@@ -8,17 +8,25 @@ Layout of ``data_dir``::
 
 Every operation that the real server answers with a 500 raises :class:`StoreError` here; the
 WSGI layer (:mod:`.app`) turns it into a 500 with an HTML body. Rows come out JSON-ready, with the
-spec's fields in the spec's order and datetimes as ``YYYY-MM-DDTHH:MM:SSZ``.
+spec's fields in the spec's order and datetimes as ``YYYY-MM-DDTHH:MM:SSZ``, and with the value
+shapes the real server (MariaDB behind SQLAlchemy) gives, as measured against it:
+
+* stored image rows (``/get_images``, ``/get_image_series``: raw SQL) have ``but`` as ``1``/``0``,
+  ``temp``/``hum``/``lum`` as a MariaDB ``FLOAT`` reads back (single precision, 6 significant
+  digits: ``21.9``, not ``21.899999618530273``), ``alt``/``bat`` as small integers and
+  ``device_version`` ``"1.0.0"`` (the column's default) for a 2020 image that has none;
+* the ``/delete_images`` answer (ORM rows) has ``but`` as ``true``/``false`` and no ``url``;
+* the upload answer carries the parser's values, not the stored ones (see :meth:`Store.put_image`);
+* annotation rows have ``api_user_id: null``: the real server does not record who put them;
+* device ids compare case-insensitively, as MariaDB's default collation does: ``5C173FF2`` finds
+  the stored ``5c173ff2`` image and a ``5C173FF2`` upload of the same datetime is a duplicate.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import datetime as dt
 import hashlib
-import hmac
 import io
 import json
 import os
@@ -31,16 +39,30 @@ from typing import Any
 
 from PIL import Image
 
-from agent import __version__
 from agent.devserver.parser import SpecError, parse_image
+from agent.devserver.signing import Signer, load_secret
+from agent.devserver.values import (
+    StoreError,
+    db_datetime,
+    decimal6_column,
+    float_column,
+    format_datetime,
+    key_datetime,
+    out_datetime,
+    parse_datetime,
+    smallint_column,
+)
+
+__all__ = ["Store", "StoreError", "format_datetime", "key_datetime", "make_thumbnails", "parse_datetime"]
 
 DB_FILE = "devserver.sqlite3"
 SECRET_FILE = "secret.key"
 OBJECT_KINDS = ("image", "thumbnail", "thumbnail-mini")
 THUMBNAIL_SIZE = (512, 384)
 THUMBNAIL_MINI_SIZE = (128, 96)
-#: What the rows' ``api_version`` says (the real column is 8 characters).
-API_VERSION = __version__[:8]
+#: What the rows' ``api_version`` says: the version of the *server's* sticky-pi-api library (not
+#: the agent's), its column default ``"1.0.0"`` (the real column is 8 characters).
+API_VERSION = "1.0.0"
 MAX_ALGO_NAME = 64
 MAX_ALGO_VERSION = 46
 
@@ -67,38 +89,14 @@ CREATE TABLE IF NOT EXISTS uid_annotations (
     json TEXT NOT NULL, datetime_created TEXT NOT NULL, api_version TEXT, api_user_id INTEGER,
     UNIQUE (parent_image_id, algo_name, algo_version));
 """
-_DB_DATETIME = "%Y-%m-%d %H:%M:%S"
-_IN_DATETIMES = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d_%H-%M-%S")
+# MariaDB compares device ids case-insensitively; this index (made on old data folders too)
+# makes a ``(device, datetime)`` that differs only in case a duplicate here as well.
+_CASE_INSENSITIVE_KEY = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS images_device_nocase ON images (device COLLATE NOCASE, datetime)"
+)
+#: The ``device_version`` column's default, stored for a 2020 image that has none.
+DEFAULT_DEVICE_VERSION = "1.0.0"
 _KEY_RE = re.compile(r"(image|thumbnail|thumbnail-mini)/([0-9a-fA-F]{8})/([0-9a-fA-F]{8}\.[0-9_-]{19}\.jpg)")
-
-
-class StoreError(Exception):
-    """The request fails as on the real server (a 500); the message says why, for the log."""
-
-
-def format_datetime(when: dt.datetime) -> str:
-    """Given an aware UTC datetime, return it as the API writes it: ``YYYY-MM-DDTHH:MM:SSZ``."""
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_datetime(value: object) -> dt.datetime:
-    """Given ``YYYY-MM-DDTHH:MM:SSZ`` or legacy ``YYYY-MM-DD_HH-MM-SS``, return an aware UTC datetime.
-
-    Raise :class:`StoreError` for anything else.
-    """
-    if isinstance(value, str):
-        for fmt in _IN_DATETIMES:
-            with contextlib.suppress(ValueError):
-                return dt.datetime.strptime(value, fmt).replace(tzinfo=dt.UTC)
-    raise StoreError(f"bad datetime {value!r}: YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DD_HH-MM-SS expected")
-
-
-def _db_datetime(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime(_DB_DATETIME)
-
-
-def _out_datetime(value: str) -> str:
-    return dt.datetime.strptime(value, _DB_DATETIME).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def make_thumbnails(blob: bytes) -> tuple[bytes, bytes]:
@@ -120,73 +118,13 @@ def make_thumbnails(blob: bytes) -> tuple[bytes, bytes]:
     return out[0], out[1]
 
 
-class Signer:
-    """HMAC-SHA256 signatures of tokens and download URLs with the data folder's secret."""
-
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-
-    def sign(self, message: str) -> str:
-        """Given a message, return its hex signature."""
-        return hmac.new(self._key, message.encode(), hashlib.sha256).hexdigest()
-
-    def check(self, message: str, signature: str) -> bool:
-        """Given a message and a claimed signature, return whether the signature is right."""
-        return hmac.compare_digest(self.sign(message), signature)
-
-    def make_token(self, user: str, expiration: int) -> str:
-        """Given a user name and an expiration (unix seconds), return an opaque signed token."""
-        name = base64.urlsafe_b64encode(user.encode()).decode().rstrip("=")
-        signature = self.sign(f"token\n{user}\n{expiration}")
-        return f"{name}.{expiration}.{signature}"
-
-    def token_user(self, token: str, now: float) -> str | None:
-        """Given a token and the time, return its user's name, or None if it is forged or expired."""
-        parts = token.split(".")
-        if len(parts) != 3 or not parts[1].isdigit():
-            return None
-        try:
-            user = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            return None
-        if not self.check(f"token\n{user}\n{parts[1]}", parts[2]) or int(parts[1]) <= now:
-            return None
-        return user
-
-
-def _load_secret(path: Path) -> bytes:
-    """Given the secret file's path, return its key, creating it (0600) on the first run."""
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
-    key = path.read_bytes()
-    if len(key) < 16:
-        raise StoreError(f"{path} holds a key of {len(key)} bytes; delete it to make a new one")
-    return key
-
-
-def _smallint(value: float | None, column: str) -> int | None:
-    """A value as a SMALLINT column stores it: rounded half away from zero, else an error."""
-    if value is None:
-        return None
-    rounded = int(abs(value) + 0.5) * (1 if value >= 0 else -1)
-    if not -32768 <= rounded <= 32767:
-        raise StoreError(f"{column}={value} is out of range for a small integer column")
-    return rounded
-
-
-def _round6(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
-
-
 class Store:
     """The database and files of one devserver data folder; safe to share between threads."""
 
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
-        self.signer = Signer(_load_secret(data_dir / SECRET_FILE))
+        self.signer = Signer(load_secret(data_dir / SECRET_FILE))
         self._lock = threading.RLock()
         self._db = sqlite3.connect(data_dir / DB_FILE, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -194,6 +132,9 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            # an old data folder holding two case variants of one key keeps working without it
+            with contextlib.suppress(sqlite3.IntegrityError):
+                self._db.execute(_CASE_INSENSITIVE_KEY)
 
     def close(self) -> None:
         """Close the database."""
@@ -241,8 +182,11 @@ class Store:
 
         As the real server: check the md5, parse the name and EXIF, compute the thumbnails,
         write (overwrite) the three files, then insert the row, so a duplicate ``(device,
-        datetime)`` replaces the stored files before it is rejected. The row's ``id`` is None.
-        Raise :class:`StoreError` for any failure.
+        datetime)`` (device compared case-insensitively) replaces the stored files before it is
+        rejected. The returned row is the real server's answer: ``id`` None, no ``url``, and the
+        parser's values rather than the stored ones (``alt: 81.7``, ``bat: 72.0``, ``temp:
+        21.899999618530273``, ``device_version: null`` for a 2020 image). Raise
+        :class:`StoreError` for any failure.
         """
         actual = hashlib.md5(blob).hexdigest()
         if md5 is not None and md5 != actual:
@@ -259,13 +203,13 @@ class Store:
             "device_version": parsed["device_version"],
             "width": parsed["width"],
             "height": parsed["height"],
-            "lat": _round6(parsed["lat"]),
-            "lng": _round6(parsed["lng"]),
-            "alt": _smallint(parsed["alt"], "alt"),
+            "lat": parsed["lat"],
+            "lng": parsed["lng"],
+            "alt": parsed["alt"],
             "temp": parsed["temp"],
             "hum": parsed["hum"],
             "lum": parsed["lum"],
-            "bat": _smallint(parsed["bat"], "bat"),
+            "bat": None if parsed["bat"] is None else float(parsed["bat"]),  # read as a float
             "but": parsed["but"],
             "datetime_created": format_datetime(now),
             "api_version": API_VERSION,
@@ -274,7 +218,16 @@ class Store:
         thumbnail, thumbnail_mini = make_thumbnails(blob)
         for kind, data in zip(OBJECT_KINDS, (blob, thumbnail, thumbnail_mini), strict=True):
             self._put_object(f"{kind}/{parsed['device']}/{name}", data)
-        values = dict(row, datetime=_db_datetime(parsed["datetime"]), datetime_created=_db_datetime(now))
+        values = dict(
+            row,
+            datetime=db_datetime(parsed["datetime"]),
+            datetime_created=db_datetime(now),
+            device_version=parsed["device_version"] or DEFAULT_DEVICE_VERSION,
+            lat=decimal6_column(parsed["lat"]),
+            lng=decimal6_column(parsed["lng"]),
+            alt=smallint_column(parsed["alt"], "alt"),
+            bat=smallint_column(parsed["bat"], "bat"),
+        )
         del values["id"]
         try:
             self._insert("images", values)
@@ -283,17 +236,21 @@ class Store:
         return row
 
     def _image_row(self, row: sqlite3.Row) -> dict[str, Any]:
+        """A stored image as the real server's raw SQL gives it: ``but`` 1/0, FLOAT columns."""
         out = {k: row[k] for k in IMAGE_FIELDS}
-        out["datetime"] = _out_datetime(row["datetime"])
-        out["datetime_created"] = _out_datetime(row["datetime_created"])
-        out["but"] = None if row["but"] is None else bool(row["but"])
+        out["datetime"] = out_datetime(row["datetime"])
+        out["datetime_created"] = out_datetime(row["datetime_created"])
+        for column in ("temp", "hum", "lum"):
+            out[column] = float_column(row[column])
         return out
 
-    def get_image(self, device: str, when: dt.datetime) -> dict[str, Any] | None:
-        """Given a device id and a datetime, return the image's row, or None if absent."""
+    def get_image(self, device: str, when: dt.datetime | str) -> dict[str, Any] | None:
+        """Given a device id (any case) and a datetime (or a key's text, see
+        :func:`key_datetime`), return the image's row, or None if absent."""
+        text = when if isinstance(when, str) else db_datetime(when)
         with self._lock:
             row = self._db.execute(
-                "SELECT * FROM images WHERE device = ? AND datetime = ?", (device, _db_datetime(when))
+                "SELECT * FROM images WHERE device = ? COLLATE NOCASE AND datetime = ?", (device, text)
             ).fetchone()
         return None if row is None else self._image_row(row)
 
@@ -303,34 +260,50 @@ class Store:
             rows = self._db.execute(
                 "SELECT * FROM images WHERE device LIKE ? AND datetime >= ? AND datetime < ? "
                 "ORDER BY device, datetime",
-                (device_like, _db_datetime(start), _db_datetime(end)),
+                (device_like, db_datetime(start), db_datetime(end)),
             ).fetchall()
         return [self._image_row(r) for r in rows]
 
-    def delete_image(self, device: str, when: dt.datetime) -> dict[str, Any] | None:
-        """Given a device id and a datetime, delete the image, its annotations and files.
+    def delete_image(self, device: str, when: dt.datetime | str) -> dict[str, Any] | None:
+        """Given a device id (any case) and a datetime (or a key's text), delete the image, its
+        annotations and files.
 
-        Return the deleted row, or None if there was no such image.
+        Return the deleted row as the real server's ORM gives it (``but`` a bool, no ``url``),
+        or None if there was no such image.
         """
         with self._lock:
             row = self.get_image(device, when)
             if row is None:
                 return None
             self._db.execute("DELETE FROM images WHERE id = ?", (row["id"],))
-        name = f"{device}.{when.strftime('%Y-%m-%d_%H-%M-%S')}.jpg"
+        stored = row["device"]
+        name = f"{stored}.{parse_datetime(row['datetime']).strftime('%Y-%m-%d_%H-%M-%S')}.jpg"
         for kind in OBJECT_KINDS:
-            (self.data_dir / "files" / kind / device / name).unlink(missing_ok=True)
-        return row
+            (self.data_dir / "files" / kind / stored / name).unlink(missing_ok=True)
+        return dict(row, but=None if row["but"] is None else bool(row["but"]))
 
     # -- annotations -------------------------------------------------------------------------
 
-    def put_annotations(self, item: object, user_id: int, now: dt.datetime) -> dict[str, Any]:
-        """Given one ``{"metadata": {...}, "annotations": [...]}`` item, store it; return its row.
+    def put_annotations(self, items: list[Any], now: dt.datetime) -> list[dict[str, Any]]:
+        """Given ``{"metadata": {...}, "annotations": [...]}`` items, store all or none of them
+        (the real server commits once, at the end); return their rows, each with ``"json": ""``.
 
-        The returned row has ``"json": ""``. Raise :class:`StoreError` if the item is malformed,
-        the parent image is absent or has another md5, a name is too long, or the
-        ``(image, algo_name, algo_version)`` triple already exists.
+        Raise :class:`StoreError`, having stored nothing, if any item is malformed, its parent
+        image is absent or has another md5, a name is too long, or an ``(image, algo_name,
+        algo_version)`` triple already exists.
         """
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                rows = [self._put_annotation(item, now) for item in items]
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return rows
+
+    def _put_annotation(self, item: object, now: dt.datetime) -> dict[str, Any]:
+        """Insert one annotation item (in the caller's transaction); return its row."""
         if not isinstance(item, dict) or not isinstance(item.get("metadata"), dict):
             raise StoreError("annotation item without a 'metadata' dict")
         meta = item["metadata"]
@@ -342,7 +315,7 @@ class Store:
             raise StoreError("algo_name and algo_version must be strings")
         if len(algo_name) > MAX_ALGO_NAME or len(algo_version) > MAX_ALGO_VERSION:
             raise StoreError(f"algo_name > {MAX_ALGO_NAME} or algo_version > {MAX_ALGO_VERSION} chars")
-        device, when = meta.get("device"), parse_datetime(meta.get("datetime"))
+        device, when = meta.get("device"), key_datetime(meta.get("datetime"))
         parent = self.get_image(device, when) if isinstance(device, str) else None
         if parent is None or parent["md5"] != meta.get("md5"):
             raise StoreError(f"no parent image {device} {meta.get('datetime')} with md5 {meta.get('md5')}")
@@ -352,9 +325,9 @@ class Store:
             "algo_version": algo_version,
             "n_objects": len(annotations),
             "json": json.dumps(item),
-            "datetime_created": _db_datetime(now),
+            "datetime_created": db_datetime(now),
             "api_version": API_VERSION,
-            "api_user_id": user_id,
+            "api_user_id": None,  # the real server does not record who put an annotation
         }
         try:
             annotation_id = self._insert("uid_annotations", values)
@@ -362,17 +335,34 @@ class Store:
             raise StoreError(f"Duplicate annotation {algo_name} {algo_version} for {device}: {exc}") from None
         return {"id": annotation_id, **values, "json": "", "datetime_created": format_datetime(now)}
 
-    def get_annotations(self, device: str, when: dt.datetime, with_json: bool) -> list[dict[str, Any]]:
-        """Given an image's device id and datetime, return its annotation rows (``json`` if asked)."""
+    def get_annotations(self, device: str, when: dt.datetime | str, with_json: bool) -> list[dict[str, Any]]:
+        """Given an image's device id (any case) and datetime (or a key's text), return its
+        annotation rows (``json`` if asked)."""
+        text = when if isinstance(when, str) else db_datetime(when)
         with self._lock:
             rows = self._db.execute(
                 "SELECT a.* FROM uid_annotations a JOIN images i ON a.parent_image_id = i.id "
-                "WHERE i.device = ? AND i.datetime = ? ORDER BY a.id",
-                (device, _db_datetime(when)),
+                "WHERE i.device = ? COLLATE NOCASE AND i.datetime = ? ORDER BY a.id",
+                (device, text),
             ).fetchall()
-        out = []
-        for row in rows:
-            item = {k: row[k] for k in ANNOTATION_FIELDS if with_json or k != "json"}
-            item["datetime_created"] = _out_datetime(row["datetime_created"])
-            out.append(item)
-        return out
+        return [self._annotation_row(row, with_json) for row in rows]
+
+    def annotation_series(
+        self, device_like: str, start: dt.datetime, end: dt.datetime, with_json: bool
+    ) -> list[dict[str, Any]]:
+        """Given a SQL LIKE pattern of device ids and ``[start, end)``, return the annotation
+        rows of the images in it (``json`` if asked)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT a.* FROM uid_annotations a JOIN images i ON a.parent_image_id = i.id "
+                "WHERE i.device LIKE ? AND i.datetime >= ? AND i.datetime < ? ORDER BY a.id",
+                (device_like, db_datetime(start), db_datetime(end)),
+            ).fetchall()
+        return [self._annotation_row(row, with_json) for row in rows]
+
+    @staticmethod
+    def _annotation_row(row: sqlite3.Row, with_json: bool) -> dict[str, Any]:
+        item = {k: row[k] for k in ANNOTATION_FIELDS if with_json or k != "json"}
+        item["datetime_created"] = out_datetime(row["datetime_created"])
+        item["api_user_id"] = None  # also for rows an older devserver stored with an id
+        return item

@@ -115,10 +115,12 @@ def image_rows(route: str, body: bytes) -> dict[ImageKey, RemoteImage]:
     """Given the body of ``/get_images/metadata``, return what the server holds, by key.
 
     Raise SinkProtocolError unless it is a list of rows each with ``device``, ``datetime``
-    and ``md5`` (``id`` an integer or absent)."""
+    and ``md5`` (``id`` an integer or absent). The device comes back in lower case, as the
+    agent's ids are: the real server (MariaDB) matches ids case-insensitively and answers the
+    stored spelling, so ``5C173FF2`` is the image a ``5c173ff2`` key asked for."""
     found: dict[ImageKey, RemoteImage] = {}
     for i, row in enumerate(_rows(route, json_answer(route, body))):
-        device = _field(route, i, row, "device")
+        device = _field(route, i, row, "device").lower()
         try:
             when = parse_api_datetime(_field(route, i, row, "datetime"))
         except SinkProtocolError:
