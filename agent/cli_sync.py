@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 
 import click
@@ -149,6 +150,13 @@ def retry(ctx: Context) -> None:
 
 
 @cli.command()
+@click.option(
+    "--api",
+    type=click.Choice(["stickypi", "tator", "datalake"]),
+    default="stickypi",
+    show_default=True,
+    help="Which platform to imitate: the Sticky Pi API, Tator (REST 1.2) or a LayerNext Data Lake.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -160,8 +168,8 @@ def retry(ctx: Context) -> None:
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Folder of the server's database, images and signing secret (created if needed).",
+    help="stickypi: folder of the server's database, images and signing secret (created if needed). "
+    "The Tator and Data Lake doubles keep everything in memory.",
 )
 @click.option(
     "--user",
@@ -169,7 +177,8 @@ def retry(ctx: Context) -> None:
     multiple=True,
     required=True,
     metavar="NAME:PASSWORD[:ROLE]",
-    help="An account; ROLE is read, write (default) or admin. Repeatable.",
+    help="An account. stickypi: NAME:PASSWORD[:ROLE], ROLE read, write (default) or admin; "
+    "tator: NAME:TOKEN; datalake: API_KEY:SECRET. Repeatable.",
 )
 @click.option(
     "--token-lifetime",
@@ -178,16 +187,24 @@ def retry(ctx: Context) -> None:
     type=click.FloatRange(min=1),
     help="Seconds a token lives (24 h on the real server).",
 )
-def devserver(host: str, port: int, data_dir: Path, users: tuple[str, ...], token_lifetime: float) -> None:
-    """Serve a local Sticky Pi API for development, demos and tests.
+def devserver(
+    api: str, host: str, port: int, data_dir: Path | None, users: tuple[str, ...], token_lifetime: float
+) -> None:
+    """Serve a local Sticky Pi API (or a Tator or Data Lake double) for development and tests.
 
     A DEVELOPMENT TOOL, NOT FOR PRODUCTION: plain HTTP, passwords on the command
-    line. It speaks the wire protocol of the real Sticky Pi server, quirks
-    included (every failed upload is a 500 with an HTML body). Stop it with Ctrl-C.
+    line. It speaks the wire protocol of the real platform, quirks included (the
+    Sticky Pi API answers every failed upload with a 500 and an HTML body). Stop it
+    with Ctrl-C.
     """
+    if api != "stickypi":
+        serve_double(api, host, port, users)
+        return
     from agent.devserver import parse_user
     from agent.devserver.app import serve
 
+    if data_dir is None:
+        raise click.UsageError("--data-dir is needed with --api stickypi")
     try:
         accounts = [parse_user(u) for u in users]
     except ValueError as e:
@@ -203,3 +220,26 @@ def devserver(host: str, port: int, data_dir: Path, users: tuple[str, ...], toke
     serve(host, port, data_dir, accounts, token_lifetime)
     if interrupted:
         raise click.exceptions.Exit(EXIT_INTERRUPTED)
+
+
+def serve_double(api: str, host: str, port: int, users: tuple[str, ...]) -> None:
+    """Given ``tator`` or ``datalake`` and ``A:B`` accounts, serve that double until Ctrl-C."""
+    from agent.devserver.datalake import DatalakeDouble
+    from agent.devserver.tator import TatorDouble
+
+    pairs = [u.partition(":") for u in users]
+    if any(not a or not sep or not b for a, sep, b in pairs):
+        form = "NAME:TOKEN" if api == "tator" else "API_KEY:SECRET"
+        raise click.BadParameter(f"expected {form}", param_hint="--user")
+    check_port_free(host, port)
+    double: TatorDouble | DatalakeDouble
+    if api == "tator":
+        double = TatorDouble({token: name for name, _, token in pairs}, host=host, port=port)
+    else:
+        double = DatalakeDouble({key: secret for key, _, secret in pairs}, host=host, port=port)
+    with double:
+        click.echo(f"{double.label} (development only, NOT for production) on {double.url}", err=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None

@@ -40,13 +40,16 @@ def readme_commands() -> list[str]:
 
 
 COMMANDS = readme_commands()
+#: Commands for a Raspberry Pi with the agent installed (sudo, systemd): not run here, but what
+#: they name is checked against the code (test_the_trap_commands_name_what_the_agent_reads).
+ON_THE_TRAP = [c for c in COMMANDS if c.startswith(("sudo ", "echo ", "#   "))]
 STICKYCTL_COMMANDS = [c for c in COMMANDS if c.startswith(STICKYCTL + " ")]
 
 
 def test_the_readme_has_commands_and_each_is_of_a_known_kind() -> None:
     assert len(COMMANDS) >= 10 and STICKYCTL_COMMANDS
     known = ("python3 -m venv .venv", ".venv/bin/pip install ", STICKYCTL + " ", ".venv/bin/python ")
-    unknown = [c for c in COMMANDS if not c.startswith(known)]
+    unknown = [c for c in COMMANDS if not c.startswith(known) and c not in ON_THE_TRAP]
     assert not unknown, f"README commands this test does not check: {unknown}"
 
 
@@ -157,3 +160,16 @@ def test_the_stickyctl_table_matches_the_commands(words: list[str], options: lis
     assert res.returncode == 0, res.stderr
     for option in options:
         assert option in res.stdout, f"stickyctl {' '.join(words)} has no {option}"
+
+
+def test_the_trap_commands_name_what_the_agent_reads() -> None:
+    """The web password set-up names the credential the page reads and a file the unit can load."""
+    from agent.web.settings import WebConfig
+
+    loads = [c for c in ON_THE_TRAP if "LoadCredential=" in c]
+    assert loads, "the README no longer shows the web password's LoadCredential line"
+    name, _, path = loads[0].split("LoadCredential=", 1)[1].partition(":")
+    assert name == WebConfig().credential_name
+    assert any(path in c and "tee" in c for c in ON_THE_TRAP) and any(
+        f"chmod 600 {path}" in c for c in ON_THE_TRAP
+    )
