@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_stickyctl
+from helpers.adoption import capture_without_row
 
 from agent.config import load_config
 from agent.service import Pipeline
@@ -65,16 +66,6 @@ def test_a_low_disk_evicts_verified_originals_before_giving_up(
 # -- a 100 % full disk (issue 9, defect 1) ----------------------------------------------------
 
 
-def _captured_without_row(pipeline: Pipeline) -> Path:
-    """Capture one image, then delete its row: a valid original waiting for adoption."""
-    result = pipeline.capturer.capture()
-    assert result.ok and result.image is not None
-    with pipeline.queue.engine.begin() as c:
-        c.exec_driver_sql("DELETE FROM capture_attempts")
-        c.exec_driver_sql("DELETE FROM images")
-    return pipeline.config.storage.data_dir / result.image.path
-
-
 def test_a_100_percent_full_disk_never_stops_the_agent(
     tmp_path: Path, write_config: Callable[..., Path]
 ) -> None:
@@ -102,7 +93,7 @@ def test_a_100_percent_full_disk_never_stops_the_agent(
         try:
             assert agent.pipeline is not None and agent.scheduler is not None
             pipeline = agent.pipeline
-            orphan = _captured_without_row(pipeline)
+            orphan = capture_without_row(pipeline)
             filler = fill(mnt)
 
             agent._publish_next(agent.scheduler.next_run_time)  # the heartbeat: must not raise
@@ -147,7 +138,7 @@ def test_a_full_queue_database_is_no_reason_to_quarantine_or_crash(
     cfg = write_config(retention={"min_free_disk_mb": 0})
     pipeline = Pipeline.build(load_config(cfg, environ={}))
     try:
-        orphan = _captured_without_row(pipeline)
+        orphan = capture_without_row(pipeline)
         thumbs = orphan.parent / "thumbnail-mini" / orphan.name
         thumbs.unlink()
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers.adoption import capture_without_row
 
 from agent.config import load_config
 from agent.naming import thumbnail_path
@@ -24,16 +25,6 @@ def pipeline(write_config: Callable[..., Path]) -> Iterator[Pipeline]:
     p = Pipeline.build(load_config(write_config(), environ={}))
     yield p
     p.close()
-
-
-def capture_without_row(pipeline: Pipeline) -> Path:
-    """One capture whose row is then deleted: a complete original waiting to be adopted."""
-    result = pipeline.capturer.capture()
-    assert result.ok and result.image is not None
-    with pipeline.queue.engine.begin() as c:
-        c.exec_driver_sql("DELETE FROM capture_attempts")
-        c.exec_driver_sql("DELETE FROM images")
-    return pipeline.config.storage.data_dir / result.image.path
 
 
 def run_reconcile_bounded(pipeline: Pipeline, seconds: float = 20.0) -> object:
