@@ -112,7 +112,7 @@ def _insects(queue: QueueReader, now: dt.datetime) -> dict[str, Any]:
     last = counts["last_image"]
     return {
         "last_image": {**last, "datetime": _iso(last["datetime"])} if last else None,
-        "last_24h": counts["insects_since"],
+        "new_24h": counts["new_since"],
         "images_24h": counts["images_since"],
     }
 
@@ -259,11 +259,13 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(
             "insects         "
             + (
-                f"{last['insects']} on the last image ({last['name']}), "
+                f"{last['insects']} on the card{' (new card)' if last['new_card'] else ''}, "
+                + ("new: unknown yet" if last["new"] is None else f"{last['new']} new")
+                + f" on the last image ({last['name']}), "
                 if last
                 else "no image annotated yet, "
             )
-            + f"{insects['last_24h']} on {insects['images_24h']} images in the last 24 h"
+            + f"{insects['new_24h']} new on {insects['images_24h']} images in the last 24 h"
         )
     errors = s.get("last_errors") or []
     if errors:

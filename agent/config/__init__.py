@@ -38,6 +38,7 @@ from agent.config.sections import (
     CaptureConfig,
     DetectorConfig,
     DeviceConfig,
+    LearnedDetectorConfig,
     LocationConfig,
     LogConfig,
     NoDetectorConfig,
@@ -59,6 +60,7 @@ __all__ = [
     "FlashConfig",
     "GpioFlashConfig",
     "HatSensorsConfig",
+    "LearnedDetectorConfig",
     "LedConfig",
     "NoDetectorConfig",
     "Picamera2CameraConfig",
@@ -188,6 +190,7 @@ _PATH_KEYS = (
     ("sync", "credentials"),
     ("sync", "ca_bundle"),
     ("detector", "params"),
+    ("detector", "model"),
 )
 
 

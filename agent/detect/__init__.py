@@ -9,10 +9,13 @@ at most 46: ``<unix timestamp>-<md5 of the parameters>``).
 Detectors are chosen by ``[detector] type`` in the config:
 
 - ``none``: no detection (the default).
+- ``learned`` (:mod:`agent.detect.learned`): a small convolutional network (``insects.onnx``,
+  trained by :mod:`agent.detect.train`) run by OpenCV's DNN module or onnxruntime.
 - ``builtin`` (:mod:`agent.detect.builtin`): classical segmentation with OpenCV and
-  NumPy, its few parameters in ``params.json`` (trained by :mod:`agent.detect.train`).
+  NumPy, its few parameters in ``params.json`` (tuned by :mod:`agent.detect.tune_builtin`);
+  the fallback where the network cannot run.
 
-This module imports neither OpenCV nor the detector: ``make_detector`` loads it lazily.
+This module imports neither NumPy, OpenCV nor a detector: ``make_detector`` loads it lazily.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, overload
 
-import numpy as np
-from numpy.typing import NDArray
-
 from agent.errors import StickyAgentError
 
 if TYPE_CHECKING:
-    from agent.config import BuiltinDetectorConfig, DetectorConfig, NoDetectorConfig
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from agent.config import BuiltinDetectorConfig, DetectorConfig, LearnedDetectorConfig, NoDetectorConfig
 
 __all__ = [
     "ALGO_NAME_MAX",
@@ -55,6 +58,8 @@ class Outline:
     contour: NDArray[np.int32]
 
     def __post_init__(self) -> None:
+        import numpy as np
+
         c = self.contour
         if c.dtype != np.int32 or c.ndim != 3 or c.shape[1:] != (1, 2) or c.shape[0] < 3:
             raise ValueError(f"an outline must be an int32 array of shape (N >= 3, 1, 2), got {c.shape}")
@@ -79,7 +84,7 @@ class Detector(Protocol):
 @overload
 def make_detector(config: NoDetectorConfig) -> None: ...
 @overload
-def make_detector(config: BuiltinDetectorConfig) -> Detector: ...
+def make_detector(config: BuiltinDetectorConfig | LearnedDetectorConfig) -> Detector: ...
 @overload
 def make_detector(config: DetectorConfig) -> Detector | None: ...
 def make_detector(config: DetectorConfig) -> Detector | None:
@@ -90,10 +95,14 @@ def make_detector(config: DetectorConfig) -> Detector | None:
     if config.type == "none":
         return None
     try:
+        if config.type == "learned":
+            from agent.detect.learned import LearnedDetector
+
+            return LearnedDetector(model=config.model, runtime=config.runtime)
         from agent.detect.builtin import BuiltinDetector
     except ImportError as e:
         raise DetectorError(
-            f"detector type 'builtin' needs OpenCV and NumPy ({e}); on a Pi: "
+            f"detector type {config.type!r} needs OpenCV and NumPy ({e}); on a Pi: "
             "sudo apt install python3-opencv, elsewhere: pip install opencv-python-headless"
         ) from e
     return BuiltinDetector(params_path=config.params, max_side=config.max_side)

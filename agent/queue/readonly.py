@@ -101,23 +101,29 @@ class QueueReader:
         return {s: int(n) for s, n in self._all("SELECT state, count(*) FROM annotations GROUP BY state")}
 
     def insect_counts(self, since: dt.datetime) -> dict[str, Any]:
-        """Return the insect count of the newest annotated image and the total since ``since``."""
+        """Return the newest annotated image's insects (on the card, new) and the new ones since ``since``."""
         last = self._all(
-            "SELECT i.path, i.datetime, a.n_objects FROM annotations a JOIN images i ON a.image_id = i.id"
-            " ORDER BY i.datetime DESC LIMIT 1"
+            "SELECT i.path, i.datetime, a.n_objects, a.n_new, a.new_card FROM annotations a"
+            " JOIN images i ON a.image_id = i.id ORDER BY i.datetime DESC LIMIT 1"
         )
         total = self._all(
-            "SELECT coalesce(sum(a.n_objects), 0), count(*) FROM annotations a"
+            "SELECT coalesce(sum(a.n_new), 0), count(*) FROM annotations a"
             " JOIN images i ON a.image_id = i.id WHERE i.datetime >= ?",
             _stored(since),
         )[0]
         return {
             "last_image": (
-                {"name": Path(last[0][0]).name, "datetime": _time(last[0][1]), "insects": int(last[0][2])}
+                {
+                    "name": Path(last[0][0]).name,
+                    "datetime": _time(last[0][1]),
+                    "insects": int(last[0][2]),
+                    "new": None if last[0][3] is None else int(last[0][3]),
+                    "new_card": bool(last[0][4]),
+                }
                 if last
                 else None
             ),
             "since": since,
-            "insects_since": int(total[0]),
+            "new_since": int(total[0]),
             "images_since": int(total[1]),
         }
