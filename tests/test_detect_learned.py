@@ -9,6 +9,7 @@ import importlib.util
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -90,6 +91,7 @@ def test_version_changes_with_the_model_or_its_settings(tmp_path: Path) -> None:
         ('{"created": 1, "colour": 2}', "unknown"),
         ('{"created": 1, "mask_threshold": 1.5}', "between 0 and 1"),
         ('{"created": 1, "upsample": true}', "number"),
+        ('{"created": 1, "strip_rows": 100}', "multiple of 32"),
     ],
 )
 def test_bad_settings_raise_detector_error(tmp_path: Path, content: str, match: str) -> None:
@@ -141,6 +143,18 @@ def test_outlines_are_in_full_pixels_of_a_12_mp_picture(detector: LearnedDetecto
         pts = o.contour.reshape(-1, 2)
         assert pts.dtype == np.int32 and (pts[:, 0] < 4056).all() and (pts[:, 1] < 3040).all()
         assert (pts >= 0).all()
+
+
+def test_strips_give_the_maps_of_the_whole_picture(detector: LearnedDetector) -> None:
+    card = read_annotated_svg(CROP)
+    bgr = cv2.imdecode(np.frombuffer(card.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    work = np.vstack([bgr, bgr[::-1]])[:, :640]  # 1536 rows: six strips of 256
+    assert detector.settings.strip_rows == 256
+    whole = LearnedDetector(runtime="opencv")
+    whole.settings = replace(whole.settings, strip_rows=0)
+    for a, b in zip(detector.maps(work), whole.maps(work), strict=True):
+        assert a.shape == b.shape == (1536, 640)
+        assert np.abs(a - b).max() < 0.05
 
 
 def test_undecodable_jpeg_raises(detector: LearnedDetector) -> None:

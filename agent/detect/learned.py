@@ -55,6 +55,12 @@ class Settings:
     max_area: float = 80000.0
     upsample: int = 2
     simplify: float = 1.0
+    #: 1: the input is divided by the picture's median colour (the card's), so cards of any
+    #: colour and exposure look alike; 0: scaled to [-0.5, 0.5] only.
+    normalise: int = 0
+    #: The network runs on horizontal strips of this many rows (plus ``STRIP_OVERLAP`` above and
+    #: below, for context), to bound its memory; 0: the whole picture at once.
+    strip_rows: int = 256
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
@@ -69,6 +75,8 @@ class Settings:
             if isinstance(data[k], bool) or not isinstance(data[k], int | float):
                 raise ValueError(f"{k} must be a number")
         s = cls(**{k: v for k, v in data.items() if k in known})
+        if s.strip_rows % MULTIPLE or s.strip_rows < 0:
+            raise ValueError(f"strip_rows must be a multiple of {MULTIPLE} (0: no strips)")
         if not (64 <= s.work_side <= 8192 and 1 <= s.upsample <= 4):
             raise ValueError("out of range: need 64 <= work_side <= 8192 and 1 <= upsample <= 4")
         if not (0 < s.mask_threshold < 1 and 0 < s.centre_threshold < 1):
@@ -151,15 +159,37 @@ def make_runtime(onnx: bytes, runtime: Runtime = "auto") -> _Net:
     return _opencv(onnx)
 
 
-def to_blob(bgr: NDArray[np.uint8]) -> F32:
+#: The card colour is at least this (8-bit), so a black frame's noise is not blown up.
+CARD_FLOOR = 40.0
+
+
+def card_colour(bgr: NDArray[np.uint8]) -> F32:
+    """Given a BGR picture, return its median colour (the card's: insects cover a small part of it)."""
+    return np.asarray(np.median(bgr[::4, ::4].reshape(-1, 3), axis=0), np.float32)
+
+
+def normalised(bgr: NDArray[np.uint8], card: F32 | None = None) -> F32:
+    """Given a BGR picture, return it divided by the card's colour (its median) minus 1, in [-1, 2]."""
+    if card is None:
+        card = card_colour(bgr)
+    x = bgr.astype(np.float32)
+    x /= np.maximum(card, CARD_FLOOR)
+    x -= 1
+    return np.asarray(np.clip(x, -1, 2), np.float32)
+
+
+def to_blob(bgr: NDArray[np.uint8], normalise: bool = False, card: F32 | None = None) -> F32:
     """Given a BGR picture, return the network's (1, 3, H', W') input, padded to multiples of 32."""
     h, w = bgr.shape[:2]
     ph, pw = -h % MULTIPLE, -w % MULTIPLE
     if ph or pw:
         bgr = np.asarray(cv2.copyMakeBorder(bgr, 0, ph, 0, pw, cv2.BORDER_REFLECT_101), np.uint8)
-    x = bgr.astype(np.float32)
-    x *= 1 / 255
-    x -= 0.5
+    if normalise:
+        x = normalised(bgr, card)
+    else:
+        x = bgr.astype(np.float32)
+        x *= 1 / 255
+        x -= 0.5
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
@@ -219,6 +249,10 @@ def outlines_of(
     return out
 
 
+#: Rows of context above and below each strip (input pixels).
+STRIP_OVERLAP = 96
+
+
 def probabilities(logits: F32, size: tuple[int, int], upsample: int) -> tuple[F32, F32]:
     """Given the network's logits and the picture's (w, h), return mask and centre maps (unpadded)."""
     w, h = size
@@ -246,7 +280,20 @@ class LearnedDetector:
     def maps(self, bgr: NDArray[np.uint8]) -> tuple[F32, F32]:
         """Given a BGR picture at the working size, return its mask and centre probability maps."""
         h, w = bgr.shape[:2]
-        return probabilities(self._net(to_blob(bgr)), (w, h), self.settings.upsample)
+        s = self.settings
+        card = card_colour(bgr) if s.normalise else None
+        rows = s.strip_rows
+        if not rows or h <= rows + 2 * STRIP_OVERLAP:
+            return probabilities(self._net(to_blob(bgr, bool(s.normalise), card)), (w, h), s.upsample)
+        ow, oh = -(-w // OUTPUT_STRIDE), -(-h // OUTPUT_STRIDE)
+        logits = np.empty((1, 2, oh, ow), np.float32)
+        for y0 in range(0, h, rows):
+            a, b = max(0, y0 - STRIP_OVERLAP), min(h, y0 + rows + STRIP_OVERLAP)
+            out = self._net(to_blob(bgr[a:b], bool(s.normalise), card))
+            top = (y0 - a) // OUTPUT_STRIDE
+            n = min(rows // OUTPUT_STRIDE, oh - y0 // OUTPUT_STRIDE)
+            logits[:, :, y0 // OUTPUT_STRIDE : y0 // OUTPUT_STRIDE + n] = out[:, :, top : top + n, :ow]
+        return probabilities(logits, (w, h), s.upsample)
 
     def detect(self, jpeg: bytes) -> list[Outline]:
         """Given a JPEG's bytes, return the insects' Outlines. Raise DetectorError if undecodable."""

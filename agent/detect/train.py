@@ -27,13 +27,15 @@ import numpy as np
 
 from agent.detect.cards import Card, load_card, patch
 from agent.detect.evaluate import THRESHOLDS, Score, collect_svgs, combine, score_image
-from agent.detect.learned import DEFAULT_MODEL, LearnedDetector, Settings, settings_path
+from agent.detect.learned import DEFAULT_MODEL, LearnedDetector, Settings, normalised, settings_path
 
 STEPS = 900
 BATCH = 6
 PATCH = 224
 LR = 2e-3
 SEED = 20261129
+#: Inputs divided by the card's colour (see agent.detect.learned.normalised).
+NORMALISE = True
 
 _CARDS: list[Card] = []  # set before the worker processes fork
 
@@ -58,10 +60,12 @@ def train_model(cards: Sequence[Card], steps: int, seed: int, log: str = "") -> 
         xs, ms, cs = [], [], []
         for _ in range(BATCH):
             img, mask, centre = patch(cards[int(rng.integers(len(cards)))], PATCH, rng)
-            xs.append(img.transpose(2, 0, 1))
+            xs.append(
+                (normalised(img) if NORMALISE else img.astype(np.float32) / 255 - 0.5).transpose(2, 0, 1)
+            )
             ms.append(mask.reshape(half, 2, half, 2).mean(axis=(1, 3)))
             cs.append(centre.reshape(half, 2, half, 2).mean(axis=(1, 3)))
-        x = torch.from_numpy(np.stack(xs).astype(np.float32) / 255 - 0.5)
+        x = torch.from_numpy(np.stack(xs))
         m = torch.from_numpy(np.stack(ms))
         c = torch.from_numpy(np.stack(cs))
         logits = net(x)
@@ -143,7 +147,7 @@ def _task(job: Job) -> tuple[str, list[dict[str, Any]]]:
     held, steps, seed, out, created = job
     train = [c for c in _CARDS if c.trap != held]
     net = train_model(train, steps, seed, log=f"held out {held}" if held else "shipped model")
-    settings = Settings(created=created)
+    settings = Settings(created=created, normalise=int(NORMALISE))
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.onnx"
         _write(net, model, settings, {})
