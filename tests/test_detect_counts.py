@@ -240,3 +240,27 @@ def paste(src: np.ndarray, dst: np.ndarray, outline: np.ndarray, x: int, y: int)
     x, y = min(x, dst.shape[1] - (x1 - x0)), min(y, dst.shape[0] - (y1 - y0))
     region = dst[y : y + (y1 - y0), x : x + (x1 - x0)]
     region[mask > 0] = patch[mask > 0]
+
+
+def test_status_shows_the_count_on_the_card_and_the_new_insects(tmp_path: Path) -> None:
+    from agent.config import config_from_mapping
+    from agent.status import collect_status, format_status
+
+    q = queue_with_captures(tmp_path, 2)
+    script = {b"capture 0": [square(10, 10)], b"capture 1": [square(12, 11), square(900, 900)]}
+    worker = DetectionWorker(ScriptedDetector(script), q, tmp_path)  # type: ignore[arg-type]
+    while worker.step():
+        pass
+    q.close()
+    config = config_from_mapping(
+        {
+            "storage": {"data_dir": str(tmp_path), "queue": str(tmp_path / "q.sqlite")},
+            "detector": {"type": "builtin"},
+        },
+        environ={},
+    )
+    status = collect_status(config, now=WHEN + dt.timedelta(hours=1))
+    assert status["insects"]["last_image"]["new"] == 1 and status["insects"]["new_24h"] == 1
+    line = next(x for x in format_status(status).splitlines() if x.startswith("insects"))
+    assert "2 on the card, 1 new on the last image (img1.jpg)" in line, line
+    assert "1 new on 2 images in the last 24 h" in line, line
