@@ -135,14 +135,14 @@ def schedule_text(config: Config) -> str:
 def _insects(queue: QueueReader, now: dt.datetime) -> dict[str, Any]:
     counts = queue.insect_counts(now - dt.timedelta(hours=24))
     last, previous = counts["last_image"], counts.get("previous_image")
-    new = None
-    if last and previous:  # insects stay on the card: what the latest image adds (a stand-in
-        new = max(0, last["insects"] - previous["insects"])  # until the detector tracks them)
+    new = last["new"] if last else None  # tracked by the detection worker (agent.detect.tally)
+    if new is None and last and previous:  # untracked: what the latest adds (insects stay on)
+        new = max(0, last["insects"] - previous["insects"])
     return {
         "last_image": {**last, "datetime": _iso(last["datetime"])} if last else None,
         "previous_image": {**previous, "datetime": _iso(previous["datetime"])} if previous else None,
         "new_since_previous": new,
-        "last_24h": counts["insects_since"],
+        "new_24h": counts["new_since"],
         "images_24h": counts["images_since"],
     }
 
@@ -374,8 +374,11 @@ def _insect_text(insects: dict[str, Any]) -> str:
     last = insects["last_image"]
     if not last:
         return "no image annotated yet"
-    text = f"{last['insects']} on the latest image ({last['name']})"
+    card = ", a new card" if last.get("new_card") else ""
+    text = f"{last['insects']} on the latest image ({last['name']}{card})"
     new = insects.get("new_since_previous")
     if new is not None:
         text += f", {new} new since the previous one"
+    if last.get("new") is not None:  # tracked figures: the capture rate
+        text += f"; {insects['new_24h']} new on {insects['images_24h']} images in the last 24 h"
     return text

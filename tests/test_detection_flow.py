@@ -93,8 +93,14 @@ def test_detected_outlines_reach_the_server_after_their_image(
         status = collect_status(config)
         assert status["insects"]["last_image"]["insects"] == len(stored)
         with pipeline.queue.session() as s:
-            total = sum(a.n_objects for a in s.query(Annotation))
-        assert status["insects"]["images_24h"] == 2 and status["insects"]["last_24h"] == total
+            rows = s.query(Annotation).all()
+        # the two replay pictures are different cards: (almost) all insects of the second are
+        # new; the first has no earlier capture to compare with
+        assert sorted(a.n_new is None for a in rows) == [False, True]
+        new = sum(a.n_new or 0 for a in rows)
+        assert status["insects"]["last_image"]["new"] == new
+        assert 0.8 * len(stored) <= new <= len(stored)
+        assert status["insects"]["images_24h"] == 2 and status["insects"]["new_24h"] == new
         pipeline.close()
 
 

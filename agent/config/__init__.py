@@ -39,6 +39,7 @@ from agent.config.sections import (
     CaptureConfig,
     DetectorConfig,
     DeviceConfig,
+    LearnedDetectorConfig,
     LocationConfig,
     LogConfig,
     NoDetectorConfig,
@@ -61,6 +62,7 @@ __all__ = [
     "FlashConfig",
     "GpioFlashConfig",
     "HatSensorsConfig",
+    "LearnedDetectorConfig",
     "LedConfig",
     "NoDetectorConfig",
     "Picamera2CameraConfig",
@@ -220,6 +222,7 @@ _PATH_KEYS = (
     ("sync", "ca_bundle"),
     ("detector", "params"),
     ("web", "password_file"),
+    ("detector", "model"),
 )
 
 

@@ -230,4 +230,25 @@ class BuiltinDetectorConfig(_Section):
         return v
 
 
-DetectorConfig = Annotated[NoDetectorConfig | BuiltinDetectorConfig, Field(discriminator="type")]
+class LearnedDetectorConfig(_Section):
+    """``[detector] type = "learned"``: the small neural network (:mod:`agent.detect.learned`)."""
+
+    type: Literal["learned"]
+    #: An ``.onnx`` model (its ``.json`` settings beside it) instead of the one shipped in the package.
+    model: Path | None = None
+    #: ``auto``: onnxruntime when installed, else OpenCV's DNN module.
+    runtime: Literal["auto", "opencv", "onnxruntime"] = "auto"
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"no such file: {v}")
+        if v is not None and not v.with_suffix(".json").is_file():
+            raise ValueError(f"no settings file {v.with_suffix('.json')} beside the model")
+        return v
+
+
+DetectorConfig = Annotated[
+    NoDetectorConfig | BuiltinDetectorConfig | LearnedDetectorConfig, Field(discriminator="type")
+]

@@ -9,8 +9,11 @@ at most 46: ``<unix timestamp>-<md5 of the parameters>``).
 Detectors are chosen by ``[detector] type`` in the config:
 
 - ``none``: no detection (the default).
+- ``learned`` (:mod:`agent.detect.learned`): a small convolutional network (``insects.onnx``,
+  trained by :mod:`agent.detect.train`) run by OpenCV's DNN module or onnxruntime.
 - ``builtin`` (:mod:`agent.detect.builtin`): classical segmentation with OpenCV and
-  NumPy, its few parameters in ``params.json`` (trained by :mod:`agent.detect.train`).
+  NumPy, its few parameters in ``params.json`` (tuned by :mod:`agent.detect.tune_builtin`);
+  the fallback where the network cannot run.
 
 This module imports neither NumPy, OpenCV nor the detector (the trap's core installs without
 them): ``make_detector`` loads it lazily.
@@ -27,7 +30,7 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-    from agent.config import BuiltinDetectorConfig, DetectorConfig, NoDetectorConfig
+    from agent.config import BuiltinDetectorConfig, DetectorConfig, LearnedDetectorConfig, NoDetectorConfig
 
 __all__ = [
     "ALGO_NAME_MAX",
@@ -82,7 +85,7 @@ class Detector(Protocol):
 @overload
 def make_detector(config: NoDetectorConfig) -> None: ...
 @overload
-def make_detector(config: BuiltinDetectorConfig) -> Detector: ...
+def make_detector(config: BuiltinDetectorConfig | LearnedDetectorConfig) -> Detector: ...
 @overload
 def make_detector(config: DetectorConfig) -> Detector | None: ...
 def make_detector(config: DetectorConfig) -> Detector | None:
@@ -93,10 +96,14 @@ def make_detector(config: DetectorConfig) -> Detector | None:
     if config.type == "none":
         return None
     try:
+        if config.type == "learned":
+            from agent.detect.learned import LearnedDetector
+
+            return LearnedDetector(model=config.model, runtime=config.runtime)
         from agent.detect.builtin import BuiltinDetector
     except ImportError as e:
         raise DetectorError(
-            f"detector type 'builtin' needs OpenCV and NumPy ({e}); on a Raspberry Pi: "
+            f"detector type {config.type!r} needs OpenCV and NumPy ({e}); on a Raspberry Pi: "
             "sudo apt install python3-opencv python3-numpy (never pip's wheels there), "
             "elsewhere: pip install 'sticky-agent[detect]'"
         ) from e

@@ -24,7 +24,7 @@ is never decoded in full):
 
 Pixel-sized parameters refer to an image whose long side is ``ref_side``; they scale with
 ``max_side``. The parameters live in ``params.json`` next to this module (written by
-:mod:`agent.detect.train`); the version is ``<params "created">-<md5 of the file>``.
+:mod:`agent.detect.tune_builtin`); the version is ``<params "created">-<md5 of the file>``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ FloatImage = NDArray[np.float32]
 class Params:
     """The detector's parameters (see the module docstring); ``created`` is a unix time.
 
-    The defaults are hand-set, untuned values: the starting point of :mod:`agent.detect.train`.
+    The defaults are hand-set, untuned values: the starting point of :mod:`agent.detect.tune_builtin`.
     """
 
     created: int

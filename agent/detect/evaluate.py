@@ -8,7 +8,8 @@ segments; an arc ``A a`` becomes a line to its end). Only trusted local files ar
 
 Each detection is matched to at most one person's outline, one to one, by the IoU of the
 filled polygons (rasterised at half scale); Hungarian matching with SciPy when it is
-installed, else greedy by IoU descending. Scores are given at IoU >= 0.5 and >= 0.25.
+installed, else greedy by IoU descending. Scores are given at IoU >= 0.5, >= 0.33 (the
+Sticky Pi validation threshold) and >= 0.25.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from agent.detect import Detector
 
-THRESHOLDS = (0.5, 0.25)
+THRESHOLDS = (0.5, 0.33, 0.25)
 IOU_SCALE = 0.5
 _TOKEN_RE = re.compile(r"[MmLlHhVvZzCcSsQqTtAa]|[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _ARITY = {"M": 2, "L": 2, "H": 1, "V": 1, "Z": 0, "C": 6, "S": 4, "Q": 4, "T": 2, "A": 7}

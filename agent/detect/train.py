@@ -1,181 +1,230 @@
-"""Tune the built-in detector's parameters on annotated Sticky Pi SVGs, and write ``params.json``.
+"""Train the learned insect detector from annotated Sticky Pi cards, and score it leave-one-trap-out.
 
-Coordinate descent over a small grid per parameter (see ``GRID``), from the defaults of
-:class:`~agent.detect.builtin.Params` (not the shipped file, which saw every image) and
-from ``--restarts`` random grid points (fixed seed). Each round tries every value of every
-parameter, keeping a change only if it raises the objective: the mean over the tuning
-images of ``F1@0.5 + 0.1 x F1@0.25`` (each card counts the same however many insects it
-holds). The card model (background)
-is not tuned, so each image is decoded and modelled once.
+    python -m agent.detect.train ../shared/data/annotated              # LOTO table + shipped model
+    python -m agent.detect.train ../shared/data/annotated --no-loto    # the shipped model only
 
-    python -m agent.detect.train --tune A.svg --score B.svg      # tune on A, score on B
-    python -m agent.detect.train --tune DIR --leave-one-out      # each image scored by the rest
-    python -m agent.detect.train --tune DIR --out agent/detect/params.json --created 1763773200
+Needs the ``[train]`` extra (torch, CPU build). One model per held-out trap (trained on
+the other traps' cards, scored on the held-out trap's cards), and the shipped model on
+every card; ``--jobs`` processes of one thread each share them. Everything is seeded
+(``--seed``): the same command on the same machine gives the same model. Writes
+``insects.onnx`` and ``insects.json`` (settings, ``created``, and the table) to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
+import multiprocessing
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agent.detect.builtin import DEFAULT_MAX_SIDE, Params, Prepared, load_params, outlines, prepare
-from agent.detect.evaluate import (
-    AnnotatedImage,
-    Score,
-    collect_svgs,
-    combine,
-    read_annotated_svg,
-    score_image,
-)
+import numpy as np
 
-GRID: dict[str, list[Any]] = {
-    "colour_weight": [0.0, 0.25, 0.5, 0.75, 1.0],
-    "smooth": [1.0, 1.5, 2.0, 3.0],
-    "floor": [2.0, 2.5, 3.0, 4.0, 5.0],
-    "seed": [8.0, 10.0, 12.0, 15.0, 20.0],
-    "outline_frac": [0.0, 0.1, 0.15, 0.2, 0.25],
-    "close": [1.0, 3.0, 5.0],
-    "min_area": [60.0, 100.0, 150.0, 200.0],
-    "drop_border": [False, True],
-}
-ROUNDS = 4
-RESTARTS = 8
+from agent.detect.cards import Card, load_card, patch
+from agent.detect.evaluate import THRESHOLDS, Score, collect_svgs, combine, score_image
+from agent.detect.learned import DEFAULT_MODEL, LearnedDetector, Settings, normalised, settings_path
+
+STEPS = 900
+BATCH = 6
+PATCH = 224
+LR = 2e-3
+SEED = 20261129
+#: Inputs divided by the card's colour (see agent.detect.learned.normalised).
+NORMALISE = True
+
+_CARDS: list[Card] = []  # set before the worker processes fork
 
 
-class Case:
-    """One annotated image, prepared once for repeated scoring."""
+def train_model(cards: Sequence[Card], steps: int, seed: int, log: str = "") -> Any:
+    """Given cards, a step count and a seed, return a trained InsectNet (torch, one thread)."""
+    import torch
+    import torch.nn.functional as F
 
-    def __init__(self, image: AnnotatedImage, params: Params, max_side: int) -> None:
-        self.image = image
-        self.name = image.path.name
-        self.prepared: Prepared = prepare(image.jpeg, params, max_side)
+    from agent.detect.net import InsectNet
 
-    def score(self, params: Params) -> Score:
-        """Given parameters, return this image's Score."""
-        pred = [o.contour.reshape(-1, 2).astype(float) for o in outlines(self.prepared, params)]
-        return score_image(self.name, pred, self.image.outlines)
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = InsectNet()
+    opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps, pct_start=0.1)
+    half = PATCH // 2
+    t0 = time.monotonic()
+    net.train()
+    for step in range(steps):
+        xs, ms, cs = [], [], []
+        for _ in range(BATCH):
+            img, mask, centre = patch(cards[int(rng.integers(len(cards)))], PATCH, rng)
+            xs.append(
+                (normalised(img) if NORMALISE else img.astype(np.float32) / 255 - 0.5).transpose(2, 0, 1)
+            )
+            ms.append(mask.reshape(half, 2, half, 2).mean(axis=(1, 3)))
+            cs.append(centre.reshape(half, 2, half, 2).mean(axis=(1, 3)))
+        x = torch.from_numpy(np.stack(xs))
+        m = torch.from_numpy(np.stack(ms))
+        c = torch.from_numpy(np.stack(cs))
+        logits = net(x)
+        pm = torch.sigmoid(logits[:, 0])
+        dice = 1 - (2 * (pm * m).sum() + 1) / (pm.sum() + m.sum() + 1)
+        loss = (
+            F.binary_cross_entropy_with_logits(logits[:, 0], m)
+            + dice
+            + F.binary_cross_entropy_with_logits(logits[:, 1], c)
+        )
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        sched.step()
+        if log and (step + 1) % 250 == 0:
+            print(
+                f"{log}: step {step + 1}/{steps} loss {loss.item():.3f} ({time.monotonic() - t0:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    return net
 
 
-def objective(scores: Sequence[Score]) -> float:
-    """Given per-image Scores, return the mean of F1@0.5 + 0.1 x F1@0.25."""
-    return sum(s.f1(0.5) + 0.1 * s.f1(0.25) for s in scores) / max(len(scores), 1)
+#: Post-processing thresholds tried on the training cards after each training (see tune_settings).
+GRID = {"mask_threshold": (0.4, 0.5, 0.6, 0.7, 0.8), "centre_threshold": (0.06, 0.1, 0.15, 0.2, 0.3)}
 
 
-def descend(cases: Sequence[Case], start: Params) -> tuple[Params, float]:
-    """Given prepared images and a starting point, return the coordinate-descent optimum and its objective."""
-    best, best_value = start, objective([c.score(start) for c in cases])
-    for _ in range(ROUNDS):
-        changed = False
-        for key, values in GRID.items():
-            for value in values:
-                if getattr(best, key) == value:
-                    continue
-                candidate = replace(best, **{key: value})
-                v = objective([c.score(candidate) for c in cases])
-                if v > best_value + 1e-9:
-                    best, best_value, changed = candidate, v, True
-        if not changed:
-            break
-    return best, best_value
-
-
-def tune(cases: Sequence[Case], start: Params, restarts: int = RESTARTS, log: bool = True) -> Params:
-    """Given prepared images and starting parameters, return the best of coordinate descents.
-
-    The first descent starts at ``start``, the others at random grid points (fixed seed,
-    so tuning is reproducible).
-    """
-    rng = random.Random(0)
-    starts = [start] + [
-        replace(start, **{k: rng.choice(v) for k, v in GRID.items()}) for _ in range(restarts)
-    ]
-    best, best_value = start, float("-inf")
-    for i, s in enumerate(starts):
-        p, v = descend(cases, s)
-        if log:
-            print(f"descent {i}: objective {v:.4f}", file=sys.stderr)
-        if v > best_value + 1e-9:
-            best, best_value = p, v
+def tune_settings(model: Path, cards: Sequence[Card], settings: Settings) -> Settings:
+    """Given a model file, its training cards and settings, return the settings with the thresholds
+    of GRID that score best on those cards (F1 at IoU 0.5 plus F1 at IoU 0.33, all insects pooled)."""
+    det = LearnedDetector(model, runtime="opencv")
+    cases = []
+    for card in cards:
+        h, w = card.image.shape[:2]
+        full = (round(w * card.full_side / max(w, h)), round(h * card.full_side / max(w, h)))
+        cases.append((card, det.maps(card.image), card.full_side / max(w, h), full))
+    best, best_value = settings, -1.0
+    for mt in GRID["mask_threshold"]:
+        for ct in GRID["centre_threshold"]:
+            s = replace(settings, mask_threshold=mt, centre_threshold=ct)
+            scores = []
+            for card, (mask, centre), k, full in cases:
+                found = LearnedDetector.outlines_from_maps(mask, centre, k, full, s)
+                pred = [o.contour.reshape(-1, 2).astype(np.float64) for o in found]
+                scores.append(score_image(card.name, pred, card.outlines))
+            total = combine(scores)
+            value = total.f1(0.5) + total.f1(0.33)
+            if value > best_value + 1e-9:
+                best, best_value = s, value
     return best
 
 
-def describe(scores: Sequence[Score], label: str) -> list[str]:
-    """Return one line per Score and one for their combination."""
-    lines = []
-    for s in [*scores, combine(scores, "overall")] if len(scores) > 1 else scores:
-        lines.append(
-            f"{label:<6} {s.name[:34]:<34} people {s.truth:>3} found {s.detected:>3}  "
-            f"F1@0.5 {s.f1(0.5):.3f} (P {s.precision(0.5):.3f} R {s.recall(0.5):.3f})  "
-            f"F1@0.25 {s.f1(0.25):.3f}  |err| {s.count_error}"
-        )
+def _write(net: Any, out: Path, settings: Settings, info: dict[str, Any]) -> None:
+    from agent.detect.net import export_onnx
+
+    export_onnx(net, out)
+    data = settings.to_dict()
+    data["info"] = info
+    settings_path(out).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def score_cards(model: Path, cards: Sequence[Card]) -> list[Score]:
+    """Given a model file and cards, return each card's Score (opencv runtime, as on the trap)."""
+    det = LearnedDetector(model, runtime="opencv")
+    scores = []
+    for card in cards:
+        t0 = time.perf_counter()
+        found = det.detect(card.jpeg)
+        pred = [o.contour.reshape(-1, 2).astype(np.float64) for o in found]
+        scores.append(score_image(card.name, pred, card.outlines, time.perf_counter() - t0))
+    return scores
+
+
+Job = tuple[str, int, int, str, int]
+
+
+def _task(job: Job) -> tuple[str, list[dict[str, Any]]]:
+    """Train on every card but trap ``held`` and score the held-out cards; or (``held`` "") write ``out``."""
+    held, steps, seed, out, created = job
+    train = [c for c in _CARDS if c.trap != held]
+    net = train_model(train, steps, seed, log=f"held out {held}" if held else "shipped model")
+    settings = Settings(created=created, normalise=int(NORMALISE))
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "model.onnx"
+        _write(net, model, settings, {})
+        settings = tune_settings(model, train, settings)
+        if not held:
+            _write(net, Path(out), settings, {})
+            return "", []
+        _write(net, model, settings, {})
+        return held, [vars(s) for s in score_cards(model, [c for c in _CARDS if c.trap == held])]
+
+
+def table(by_trap: dict[str, list[Score]]) -> list[str]:
+    """Return the leave-one-trap-out table: one line per card, per trap, and overall."""
+    head = f"{'trap':<9} {'card':<34} {'people':>6} {'found':>5}"
+    for t in THRESHOLDS:
+        head += f"  {'P@' + format(t, 'g'):>6} {'R@' + format(t, 'g'):>6} {'F1@' + format(t, 'g'):>7}"
+    lines = [head]
+
+    def line(trap: str, s: Score) -> str:
+        text = f"{trap:<9} {s.name[:34]:<34} {s.truth:>6} {s.detected:>5}"
+        for t in THRESHOLDS:
+            text += f"  {s.precision(t):>6.3f} {s.recall(t):>6.3f} {s.f1(t):>7.3f}"
+        return text
+
+    every: list[Score] = []
+    for trap, scores in sorted(by_trap.items()):
+        every.extend(scores)
+        lines.extend(line(trap, s) for s in scores)
+        if len(scores) > 1:
+            lines.append(line(trap, combine(scores, "(trap)")))
+    lines.append(line("all", combine(every, f"overall, {len(every)} cards")))
     return lines
-
-
-def write_params(params: Params, path: Path, cases: Sequence[Case]) -> None:
-    """Write ``params`` as JSON to ``path`` with an ``info`` block naming the images and scores."""
-    data = params.to_dict()
-    data["info"] = {
-        "trained_on": [c.name for c in cases],
-        "scores": {
-            c.name: {"f1_0.5": round(s.f1(0.5), 4), "f1_0.25": round(s.f1(0.25), 4)}
-            for c, s in zip(cases, [c.score(params) for c in cases], strict=True)
-        },
-    }
-    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
+    global _CARDS
     ap = argparse.ArgumentParser(prog="python -m agent.detect.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--tune", nargs="+", type=Path, required=True, help="SVGs or folders to tune on")
-    ap.add_argument("--score", nargs="*", type=Path, default=[], help="SVGs or folders to score only")
-    ap.add_argument(
-        "--leave-one-out", action="store_true", help="score each tuning image tuned on the others"
-    )
-    ap.add_argument("--start", type=Path, default=None, help="starting parameters [the built-in defaults]")
-    ap.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="working long side, pixels")
-    ap.add_argument("--out", type=Path, default=None, help="write the tuned parameters here")
-    ap.add_argument("--restarts", type=int, default=RESTARTS, help="descents from random grid points")
+    ap.add_argument("data", nargs="+", type=Path, help="annotated SVGs or folders of them")
+    ap.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="model to write [%(default)s]")
+    ap.add_argument("--steps", type=int, default=STEPS, help="training steps per model [%(default)s]")
+    ap.add_argument("--seed", type=int, default=SEED, help="random seed [%(default)s]")
+    ap.add_argument("--jobs", type=int, default=2, help="models trained at once [%(default)s]")
+    ap.add_argument("--no-loto", action="store_true", help="skip the leave-one-trap-out scores")
+    ap.add_argument("--no-model", action="store_true", help="only the leave-one-trap-out scores")
     ap.add_argument("--created", type=int, default=None, help="'created' timestamp [now]")
     args = ap.parse_args(argv)
     try:
-        start = load_params(args.start)[0] if args.start else Params(created=0)
-        tune_cases = [Case(read_annotated_svg(p), start, args.max_side) for p in collect_svgs(args.tune)]
-        score_cases = (
-            [Case(read_annotated_svg(p), start, args.max_side) for p in collect_svgs(args.score)]
-            if args.score
-            else []
-        )
+        _CARDS = [load_card(p) for p in collect_svgs(args.data)]
     except (OSError, ValueError) as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 2
-    if args.leave_one_out:
-        if len(tune_cases) < 2:
-            print("train: error: --leave-one-out needs two tuning images or more", file=sys.stderr)
-            return 2
-        held: list[Score] = []
-        for i, case in enumerate(tune_cases):
-            params = tune([c for j, c in enumerate(tune_cases) if j != i], start, args.restarts, log=False)
-            held.append(case.score(params))
-            print(f"held out {case.name}: {json.dumps(params.to_dict())}")
-        print("\n".join(describe(held, "loo")))
-        return 0
-    params = tune(tune_cases, start, args.restarts)
-    params = replace(params, created=args.created if args.created is not None else int(time.time()))
-    print(json.dumps(params.to_dict()))
-    print("\n".join(describe([c.score(params) for c in tune_cases], "tuned")))
-    if score_cases:
-        print("\n".join(describe([c.score(params) for c in score_cases], "scored")))
-    if args.out is not None:
-        write_params(params, args.out, tune_cases)
-        print(f"wrote {args.out}", file=sys.stderr)
+    traps = sorted({c.trap for c in _CARDS})
+    print(f"{len(_CARDS)} cards from {len(traps)} traps, {sum(len(c.outlines) for c in _CARDS)} insects")
+    created = args.created if args.created is not None else int(time.time())
+    jobs: list[Job] = []
+    if not args.no_model:
+        jobs.append(("", args.steps, args.seed, str(args.out), created))
+    if not args.no_loto:
+        jobs.extend((t, args.steps, args.seed, "", 0) for t in traps)
+    t0 = time.monotonic()
+    with multiprocessing.get_context("fork").Pool(max(1, args.jobs)) as pool:
+        results = pool.map(_task, jobs, chunksize=1)
+    by_trap = {held: [Score(**d) for d in scores] for held, scores in results if held}
+    lines = table(by_trap) if by_trap else []
+    print("\n".join(lines))
+    print(f"trained {len(jobs)} models in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    if not args.no_model:
+        data = json.loads(settings_path(args.out).read_text())
+        data["info"] = {
+            "trained_on": [c.name for c in _CARDS],
+            "steps": args.steps,
+            "seed": args.seed,
+            "leave_one_trap_out": lines,
+        }
+        settings_path(args.out).write_text(json.dumps(data, indent=2) + "\n")
+        print(f"wrote {args.out} and {settings_path(args.out)}", file=sys.stderr)
     return 0
 
 

@@ -6,10 +6,11 @@ no annotation by the current detector version, whoever captured it (the agent, o
 ``BATCH`` images, each pass starting again from the newest so a new capture never waits
 behind more than one pass of a long backlog. It runs the detector on each and stores the
 outlines as an annotation row; the sync worker sends it once its image is verified on the
-server. A detector failure is logged and counted and the image is skipped until the next
-start (it is still uploaded);
-the worker never delays a capture: it runs in its own thread at a lower CPU priority, and
-only talks to the capture side through the queue.
+server. Each annotation also records the insects new since the previous capture
+(:mod:`agent.detect.tally`), computed again for the next capture when images are detected
+out of order. A detector failure is logged and counted and the image is skipped (it is still
+uploaded); the worker never delays a capture: it runs in its own thread at a lower CPU
+priority, and only talks to the capture side through the queue.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 from agent.background import BackgroundWorker
 from agent.errors import StickyAgentError
 from agent.queue import Image, Queue
+from agent.queue.insects import annotated_neighbours, set_tally
 from agent.queue.syncrows import add_annotation, images_to_detect
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from agent.detect import Detector
+    from agent.queue.schema import Annotation
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,7 @@ class DetectionWorker(BackgroundWorker):
             from agent.detect import to_annotations
 
             outlines = self.detector.detect((self.data_dir / image.path).read_bytes())
-            add_annotation(
+            row = add_annotation(
                 self.queue, image.id, self.detector.name, self.detector.version, to_annotations(outlines)
             )
         except Exception as e:  # any detector fault: count it, skip the image, go on
@@ -111,7 +114,27 @@ class DetectionWorker(BackgroundWorker):
             self.queue.publish(detect_failures=str(self.failures), detect_error=f"{image.path}: {e}")
             return True
         self.detected += 1
+        try:
+            self.count_new(row, image)
+        except StickyAgentError as e:  # the annotation is stored: only its tally is missing
+            log.error("new-insect count failed on %s: %s", image.path, e)
         log.info("detected %d insects on %s", len(outlines), image.path)
         if self.on_detected is not None:
             self.on_detected()
         return True
+
+    def count_new(self, row: Annotation, image: Image) -> None:
+        """Store ``row``'s new insects against the previous annotated capture, the next one's against it."""
+        import json
+
+        from agent.detect.tally import blobs_of_annotations, tally
+
+        before, after = annotated_neighbours(self.queue, image, self.detector.name, self.detector.version)
+        mine = blobs_of_annotations(json.loads(row.json))
+        side = max(image.width, image.height)
+        if before is not None:
+            t = tally(blobs_of_annotations(json.loads(before[0].json)), mine, side)
+            set_tally(self.queue, row.id, t.new, t.new_card)
+        if after is not None:
+            t = tally(mine, blobs_of_annotations(json.loads(after[0].json)), side)
+            set_tally(self.queue, after[0].id, t.new, t.new_card)

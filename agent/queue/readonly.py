@@ -130,21 +130,31 @@ class QueueReader:
         return {s: int(n) for s, n in self._all("SELECT state, count(*) FROM annotations GROUP BY state")}
 
     def insect_counts(self, since: dt.datetime) -> dict[str, Any]:
-        """Return the insect counts of the newest two annotated images and the total since ``since``."""
-        last = self._all(  # the newest two: status shows what the newest adds to the card
-            "SELECT i.path, i.datetime, a.n_objects FROM annotations a JOIN images i ON a.image_id = i.id"
-            " ORDER BY i.datetime DESC LIMIT 2"
+        """Return the newest two annotated images' insects (on the card, new since the capture
+        before, as the detection worker tracked them) and the new ones since ``since``."""
+        last = self._all(  # the newest two: status falls back on their difference when untracked
+            "SELECT i.path, i.datetime, a.n_objects, a.n_new, a.new_card FROM annotations a"
+            " JOIN images i ON a.image_id = i.id ORDER BY i.datetime DESC LIMIT 2"
         )
         total = self._all(
-            "SELECT coalesce(sum(a.n_objects), 0), count(*) FROM annotations a"
+            "SELECT coalesce(sum(a.n_new), 0), count(*) FROM annotations a"
             " JOIN images i ON a.image_id = i.id WHERE i.datetime >= ?",
             _stored(since),
         )[0]
-        images = [{"name": Path(p).name, "datetime": _time(t), "insects": int(n)} for p, t, n in last]
+        images = [
+            {
+                "name": Path(p).name,
+                "datetime": _time(t),
+                "insects": int(n),
+                "new": None if new is None else int(new),
+                "new_card": bool(card),
+            }
+            for p, t, n, new, card in last
+        ]
         return {
             "last_image": images[0] if images else None,
             "previous_image": images[1] if len(images) > 1 else None,
             "since": since,
-            "insects_since": int(total[0]),
+            "new_since": int(total[0]),
             "images_since": int(total[1]),
         }

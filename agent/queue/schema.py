@@ -104,6 +104,10 @@ class Annotation(Base):
     algo_version: Mapped[str] = mapped_column(String(46))
     json: Mapped[str] = mapped_column(Text)
     n_objects: Mapped[int] = mapped_column(Integer, default=0)
+    #: Insects not on the previous capture's card (None: no earlier capture to compare with yet).
+    n_new: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    #: 1 if the card was replaced since the previous capture (all its insects are new).
+    new_card: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -193,6 +197,11 @@ MIGRATIONS: list[list[str]] = [
     [
         "CREATE INDEX ix_images_state_size ON images (state, size)",
         "CREATE INDEX ix_images_state_updated ON images (state, updated_at)",
+    ],
+    # 3: new insects per capture (matched against the previous capture's), and card changes
+    [
+        "ALTER TABLE annotations ADD COLUMN n_new INTEGER",
+        "ALTER TABLE annotations ADD COLUMN new_card INTEGER NOT NULL DEFAULT 0",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

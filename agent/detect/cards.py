@@ -1,0 +1,177 @@
+"""Training data for the learned detector: annotated cards at the network's scale, and augmented patches.
+
+Each annotated Sticky Pi SVG (see :mod:`agent.detect.evaluate`) becomes a :class:`Card`:
+the picture reduced to the network's working size (long side ``WORK_SIDE``) and two
+targets at that size: ``mask`` (1 inside any person's outline) and ``centre`` (each
+insect's distance to its own edge divided by its largest, so 1 at its middle and falling
+to 0 at its outline; where outlines of touching insects overlap, 0). The detector finds
+insects as blobs of ``centre`` and grows them over ``mask`` (:mod:`agent.detect.learned`).
+
+:func:`patch` cuts one augmented training patch: a random rotation, scale and flip,
+colour and light changes (gains, gamma, a light gradient, fog, blur, noise), pen strokes
+(handwriting on the card), and now and then a blank card, black or white frame with no
+insect at all. Training only: needs NumPy and OpenCV, not torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.detect.evaluate import Polygon, read_annotated_svg
+
+#: The network's input long side (a 2592 x 1944 card becomes 1296 x 972).
+WORK_SIDE = 1296
+
+U8 = NDArray[np.uint8]
+F32 = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Card:
+    """One annotated card at the working size: BGR picture, targets, and people's outlines (full pixels)."""
+
+    name: str
+    trap: str
+    image: U8
+    mask: F32
+    centre: F32
+    outlines: list[Polygon]
+    jpeg: bytes
+    full_side: int
+
+
+def trap_of(path: Path) -> str:
+    """Given a Sticky Pi file name ``<device>.<date>_<time>.<ext>``, return the device id."""
+    return path.name.split(".", 1)[0]
+
+
+def targets(outlines: list[Polygon], size: tuple[int, int], scale: float) -> tuple[F32, F32]:
+    """Given outlines (full pixels), a (width, height) and the full->work scale, return mask and centre."""
+    w, h = size
+    mask = np.zeros((h, w), np.float32)
+    centre = np.zeros((h, w), np.float32)
+    count = np.zeros((h, w), np.uint8)
+    for o in outlines:
+        poly = np.round(o * scale).astype(np.int32)
+        x0, y0 = np.maximum(poly.min(0) - 2, 0)
+        x1, y1 = np.minimum(poly.max(0) + 3, (w, h))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        one = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(one, [poly - (x0, y0)], 1)
+        if not one.any():
+            continue
+        dist = np.asarray(cv2.distanceTransform(np.pad(one, 1), cv2.DIST_L2, 3), np.float32)[1:-1, 1:-1]
+        dist /= max(float(dist.max()), 1e-6)
+        win = (slice(y0, y1), slice(x0, x1))
+        np.maximum(centre[win], dist, out=centre[win])
+        count[win] += one
+        mask[win] = np.maximum(mask[win], one)
+    centre[count > 1] = 0.0  # overlapping outlines: the seam between two insects
+    return mask, centre
+
+
+def load_card(path: Path, full_side: int | None = None) -> Card:
+    """Given an annotated SVG, return its Card. Raise ValueError/OSError as read_annotated_svg.
+
+    ``full_side`` is the long side of the whole picture a crop was cut from (default: its own).
+    """
+    a = read_annotated_svg(path)
+    bgr = cv2.imdecode(np.frombuffer(a.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"{path}: the embedded image cannot be decoded")
+    full_side = full_side or max(a.width, a.height)
+    scale = WORK_SIDE / full_side
+    size = (round(a.width * scale), round(a.height * scale))
+    image = np.asarray(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), np.uint8)
+    mask, centre = targets(a.outlines, size, scale)
+    return Card(path.name, trap_of(path), image, mask, centre, a.outlines, a.jpeg, full_side)
+
+
+def _strokes(img: U8, rng: np.random.Generator) -> None:
+    """Draw a few pen strokes (handwriting, card marks) on ``img`` in place."""
+    h, w = img.shape[:2]
+    colour = [(30, 30, 30), (120, 40, 20), (40, 40, 150), (60, 60, 60)][int(rng.integers(4))]
+    for _ in range(int(rng.integers(1, 6))):
+        n = int(rng.integers(3, 9))
+        start = rng.uniform((0, 0), (w, h))
+        steps = rng.normal(0, 12, (n, 2)).cumsum(0)
+        pts = np.round(start + steps).astype(np.int32)
+        cv2.polylines(img, [pts], False, colour, int(rng.integers(1, 4)), cv2.LINE_AA)
+
+
+def _blank(size: int, rng: np.random.Generator) -> U8:
+    """Return a patch with no insect: a bare yellow or white card, a black or white frame, grey."""
+    kind = int(rng.integers(5))
+    base = [(20, 220, 230), (235, 240, 240), (5, 5, 5), (250, 250, 250), (128, 128, 128)][kind]
+    img = np.empty((size, size, 3), np.float32)
+    img[:] = np.array(base, np.float32) * rng.uniform(0.6, 1.1)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _photometric(img: U8, rng: np.random.Generator) -> U8:
+    """Return ``img`` with random colour, light, fog, blur and noise changes."""
+    f = img.astype(np.float32) / 255.0
+    if rng.random() < 0.3:  # hue shift: cards differ
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+        hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(rng.integers(-12, 13))) % 180
+        f = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR).astype(np.float32) / 255.0
+    f *= rng.uniform(0.8, 1.2, 3).astype(np.float32)  # white balance
+    f = np.clip(f, 0, 1) ** rng.uniform(0.7, 1.4)  # gamma
+    c = rng.uniform(0.6, 1.3)
+    f = (f - f.mean()) * c + f.mean() + rng.uniform(-0.15, 0.15)
+    if rng.random() < 0.5:  # light gradient across the patch
+        h, w = f.shape[:2]
+        a = rng.uniform(0, 2 * math.pi)
+        ramp = (np.cos(a) * np.arange(w)[None, :] / w + np.sin(a) * np.arange(h)[:, None] / h).astype(
+            np.float32
+        )
+        f *= (1 + rng.uniform(-0.4, 0.4) * (ramp - ramp.mean()))[..., None]
+    if rng.random() < 0.25:  # fog: contrast lost towards a light grey
+        k = rng.uniform(0.1, 0.55)
+        f = f * (1 - k) + k * rng.uniform(0.6, 0.95)
+    if rng.random() < 0.3:
+        f = cv2.GaussianBlur(f, (0, 0), rng.uniform(0.5, 1.8))
+    f += rng.normal(0, rng.uniform(0, 0.03), f.shape).astype(np.float32)
+    return np.asarray(np.clip(f * 255 + 0.5, 0, 255), np.uint8)
+
+
+def patch(card: Card, size: int, rng: np.random.Generator) -> tuple[U8, F32, F32]:
+    """Given a card, a patch side and a generator, return an augmented (image, mask, centre) patch."""
+    if rng.random() < 0.05:
+        img = _photometric(_blank(size, rng), rng)
+        if rng.random() < 0.5:
+            _strokes(img, rng)
+        zero = np.zeros((size, size), np.float32)
+        return img, zero, zero.copy()
+    h, w = card.mask.shape
+    if rng.random() < 0.7 and card.outlines:  # around an insect
+        ys, xs = np.nonzero(card.centre > 0.9)
+        i = int(rng.integers(len(xs))) if len(xs) else 0
+        cx = float(xs[i]) + rng.uniform(-size / 3, size / 3) if len(xs) else w / 2
+        cy = float(ys[i]) + rng.uniform(-size / 3, size / 3) if len(xs) else h / 2
+    else:
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+    angle = rng.uniform(0, 360)
+    scale = math.exp(rng.uniform(math.log(0.7), math.log(1.4)))
+    m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+    m[:, 2] += np.array([size / 2 - cx, size / 2 - cy])
+    if rng.random() < 0.5:
+        m[0] = -m[0]
+        m[0, 2] += size - 1
+    border = cv2.BORDER_REFLECT_101
+    img = np.asarray(
+        cv2.warpAffine(card.image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border), np.uint8
+    )
+    mask = cv2.warpAffine(card.mask, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
+    centre = cv2.warpAffine(card.centre, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
+    img = _photometric(img, rng)
+    if rng.random() < 0.3:
+        _strokes(img, rng)
+    return img, np.asarray(mask, np.float32), np.asarray(centre, np.float32)

@@ -1,0 +1,321 @@
+"""The learned insect detector: a small convolutional network (ONNX) run by OpenCV's DNN module.
+
+The picture is decoded reduced (long side ``work_side``, 1296 px for a 5 MP card), scaled
+to [-0.5, 0.5] and padded to a multiple of 32; the network (:mod:`agent.detect.net`,
+trained by :mod:`agent.detect.train`) returns two maps at half that resolution: the
+insect mask and each insect's centre (distance to its outline, normalised). Insects are
+the blobs of centre above ``centre_threshold``, grown by watershed over the mask above
+``mask_threshold``, so touching insects stay apart; each region's outer contour, in
+full-resolution pixels, is one outline. Regions under ``min_area`` or over
+``max_area`` (pixels of a 2592-wide image, scaled with the picture) are dropped.
+
+Runtimes: ``opencv`` (``cv2.dnn``, in Raspberry Pi OS's python3-opencv 4.6 and later)
+or ``onnxruntime`` (optional, faster); ``auto`` takes onnxruntime when it is installed.
+The model (``insects.onnx``) and its settings (``insects.json``: ``created``, thresholds
+and the leave-one-trap-out scores it was shipped with) live next to this module; the
+version is ``<created>-<md5 of both files>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.detect import ALGO_VERSION_MAX, DetectorError, Outline
+from agent.detect.builtin import decode
+
+ALGO_NAME = "sticky-agent-learned"
+DEFAULT_MODEL = Path(__file__).with_name("insects.onnx")
+MULTIPLE = 32
+OUTPUT_STRIDE = 2
+#: Areas in the settings are pixels of an image this wide (the annotated cards').
+REF_SIDE = 2592
+
+Runtime = Literal["auto", "opencv", "onnxruntime"]
+F32 = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Post-processing settings and provenance, from ``insects.json``."""
+
+    created: int
+    work_side: int = 1296
+    mask_threshold: float = 0.5
+    centre_threshold: float = 0.5
+    min_area: float = 300.0
+    max_area: float = 80000.0
+    upsample: int = 2
+    simplify: float = 1.0
+    #: 1: the input is divided by the picture's median colour (the card's), so cards of any
+    #: colour and exposure look alike; 0: scaled to [-0.5, 0.5] only.
+    normalise: int = 0
+    #: The network runs on horizontal strips of this many rows (plus ``STRIP_OVERLAP`` above and
+    #: below, for context), to bound its memory; 0: the whole picture at once.
+    strip_rows: int = 256
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        """Given parsed JSON, return Settings (``info`` ignored). Raise ValueError if invalid."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known - {"info"}
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}")
+        if "created" not in data:
+            raise ValueError("missing 'created' (unix time of the model)")
+        for k in known & set(data):
+            if isinstance(data[k], bool) or not isinstance(data[k], int | float):
+                raise ValueError(f"{k} must be a number")
+        s = cls(**{k: v for k, v in data.items() if k in known})
+        if s.strip_rows % MULTIPLE or s.strip_rows < 0:
+            raise ValueError(f"strip_rows must be a multiple of {MULTIPLE} (0: no strips)")
+        if not (64 <= s.work_side <= 8192 and 1 <= s.upsample <= 4):
+            raise ValueError("out of range: need 64 <= work_side <= 8192 and 1 <= upsample <= 4")
+        if not (0 < s.mask_threshold < 1 and 0 < s.centre_threshold < 1):
+            raise ValueError("thresholds must be between 0 and 1")
+        return s
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def settings_path(model: Path) -> Path:
+    """Given a model file, return its settings file (same name, ``.json``)."""
+    return model.with_suffix(".json")
+
+
+def load_model(model: Path | None = None) -> tuple[bytes, Settings, str]:
+    """Given a model file (default: the packaged one), return its bytes, Settings and algo_version.
+
+    Raise DetectorError if the model or its settings file is missing or invalid.
+    """
+    model = DEFAULT_MODEL if model is None else model
+    try:
+        onnx = model.read_bytes()
+        raw = settings_path(model).read_bytes()
+        settings = Settings.from_dict(json.loads(raw))
+    except OSError as e:
+        raise DetectorError(f"cannot read the insect model {e.filename}: {e.strerror}") from None
+    except (ValueError, TypeError) as e:
+        raise DetectorError(f"invalid insect model settings {settings_path(model)}: {e}") from None
+    version = f"{int(settings.created)}-{hashlib.md5(onnx + raw).hexdigest()}"
+    if len(version) > ALGO_VERSION_MAX:
+        raise DetectorError(f"'created' of {model} is too large for a {ALGO_VERSION_MAX}-char version")
+    return onnx, settings, version
+
+
+class _Net(Protocol):
+    def __call__(self, blob: F32) -> F32: ...
+
+
+def _opencv(onnx: bytes) -> _Net:
+    try:
+        net = cv2.dnn.readNetFromONNX(np.frombuffer(onnx, np.uint8))
+    except cv2.error as e:
+        raise DetectorError(f"OpenCV cannot load the insect model: {str(e).strip()[:200]}") from None
+
+    def run(blob: F32) -> F32:
+        net.setInput(blob)
+        return np.asarray(net.forward(), np.float32)
+
+    return run
+
+
+def _onnxruntime(onnx: bytes) -> _Net:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+
+    def run(blob: F32) -> F32:
+        return np.asarray(session.run(None, {"image": blob})[0], np.float32)
+
+    return run
+
+
+def make_runtime(onnx: bytes, runtime: Runtime = "auto") -> _Net:
+    """Given the model's bytes and a runtime name, return a function from input blob to logits.
+
+    Raise DetectorError if the runtime is missing or cannot load the model.
+    """
+    if runtime in ("auto", "onnxruntime"):
+        try:
+            return _onnxruntime(onnx)
+        except ImportError:
+            if runtime == "onnxruntime":
+                raise DetectorError(
+                    "runtime 'onnxruntime' is not installed (pip install onnxruntime)"
+                ) from None
+    return _opencv(onnx)
+
+
+#: The card colour is at least this (8-bit), so a black frame's noise is not blown up.
+CARD_FLOOR = 40.0
+
+
+def card_colour(bgr: NDArray[np.uint8]) -> F32:
+    """Given a BGR picture, return its median colour (the card's: insects cover a small part of it)."""
+    return np.asarray(np.median(bgr[::4, ::4].reshape(-1, 3), axis=0), np.float32)
+
+
+def normalised(bgr: NDArray[np.uint8], card: F32 | None = None) -> F32:
+    """Given a BGR picture, return it divided by the card's colour (its median) minus 1, in [-1, 2]."""
+    if card is None:
+        card = card_colour(bgr)
+    x = bgr.astype(np.float32)
+    x /= np.maximum(card, CARD_FLOOR)
+    x -= 1
+    return np.asarray(np.clip(x, -1, 2), np.float32)
+
+
+def to_blob(bgr: NDArray[np.uint8], normalise: bool = False, card: F32 | None = None) -> F32:
+    """Given a BGR picture, return the network's (1, 3, H', W') input, padded to multiples of 32."""
+    h, w = bgr.shape[:2]
+    ph, pw = -h % MULTIPLE, -w % MULTIPLE
+    if ph or pw:
+        bgr = np.asarray(cv2.copyMakeBorder(bgr, 0, ph, 0, pw, cv2.BORDER_REFLECT_101), np.uint8)
+    if normalise:
+        x = normalised(bgr, card)
+    else:
+        x = bgr.astype(np.float32)
+        x *= 1 / 255
+        x -= 0.5
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def sigmoid(x: F32) -> F32:
+    return np.asarray(1 / (1 + np.exp(-np.clip(x, -30, 30))), np.float32)
+
+
+def regions(mask: F32, centre: F32, s: Settings) -> NDArray[np.int32]:
+    """Given mask and centre probabilities, return a label image: 0 background, 1.. one per insect."""
+    fg = (mask > s.mask_threshold).astype(np.uint8)
+    seeds = ((centre > s.centre_threshold) & (fg > 0)).astype(np.uint8)
+    n, labels = cv2.connectedComponents(seeds, connectivity=8)
+    if n <= 1:
+        return np.zeros(mask.shape, np.int32)
+    markers = np.where(seeds > 0, labels + 1, np.where(fg > 0, 0, 1)).astype(np.int32)
+    relief = np.clip((1 - centre) * 255, 0, 255).astype(np.uint8)
+    cv2.watershed(cv2.merge([relief, relief, relief]), markers)
+    markers -= 1
+    markers[markers < 0] = 0  # watershed lines and background
+    return markers
+
+
+def outlines_of(
+    labels: NDArray[np.int32], k: float, full_size: tuple[int, int], s: Settings
+) -> list[Outline]:
+    """Given a label image, its full-resolution pixels per label pixel ``k``, and the full (w, h),
+    return each label's outer contour in full-resolution pixels (inside the picture)."""
+    fw, fh = full_size
+    # full pixels of this picture per pixel of a 2592-wide card, squared
+    area_unit = (k * s.upsample / OUTPUT_STRIDE * s.work_side / REF_SIDE) ** 2
+    ys, xs = np.nonzero(labels)
+    if not len(ys):
+        return []
+    ids = labels[ys, xs]
+    order = np.argsort(ids, kind="stable")
+    ids, ys, xs = ids[order], ys[order], xs[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    out: list[Outline] = []
+    for a, b in zip(starts, [*starts[1:], len(ids)], strict=True):
+        area = (b - a) * k * k
+        if area < s.min_area * area_unit or area > s.max_area * area_unit:
+            continue
+        x0, y0 = int(xs[a:b].min()), int(ys[a:b].min())
+        one = np.zeros((int(ys[a:b].max()) - y0 + 1, int(xs[a:b].max()) - x0 + 1), np.uint8)
+        one[ys[a:b] - y0, xs[a:b] - x0] = 1
+        contours, _ = cv2.findContours(one, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        c = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float32)
+        c = ((c + np.array([x0 + 0.5, y0 + 0.5], np.float32)) * k - 0.5).astype(np.float32)
+        eps = s.simplify * math.sqrt(area_unit)
+        simple = cv2.approxPolyDP(c.reshape(-1, 1, 2), eps, True) if eps > 0 else c.reshape(-1, 1, 2)
+        if len(simple) < 3:
+            continue
+        xy = np.rint(simple)
+        xy[..., 0] = np.clip(xy[..., 0], 0, fw - 1)
+        xy[..., 1] = np.clip(xy[..., 1], 0, fh - 1)
+        out.append(Outline(np.ascontiguousarray(xy, dtype=np.int32)))
+    return out
+
+
+#: Rows of context above and below each strip (input pixels).
+STRIP_OVERLAP = 96
+
+
+def probabilities(logits: F32, size: tuple[int, int], upsample: int) -> tuple[F32, F32]:
+    """Given the network's logits and the picture's (w, h), return mask and centre maps (unpadded)."""
+    w, h = size
+    ow, oh = -(-w // OUTPUT_STRIDE), -(-h // OUTPUT_STRIDE)
+    maps = []
+    for ch in range(2):
+        m = np.ascontiguousarray(logits[0, ch, :oh, :ow])
+        if upsample > 1:
+            m = np.asarray(
+                cv2.resize(m, (ow * upsample, oh * upsample), interpolation=cv2.INTER_LINEAR), np.float32
+            )
+        maps.append(sigmoid(m))
+    return maps[0], maps[1]
+
+
+class LearnedDetector:
+    """The learned detector, with the packaged model unless ``model`` names another ``.onnx``."""
+
+    name = ALGO_NAME
+
+    def __init__(self, model: Path | None = None, runtime: Runtime = "auto") -> None:
+        onnx, self.settings, self.version = load_model(model)
+        self._net = make_runtime(onnx, runtime)
+
+    def maps(self, bgr: NDArray[np.uint8]) -> tuple[F32, F32]:
+        """Given a BGR picture at the working size, return its mask and centre probability maps."""
+        h, w = bgr.shape[:2]
+        s = self.settings
+        card = card_colour(bgr) if s.normalise else None
+        rows = s.strip_rows
+        if not rows or h <= rows + 2 * STRIP_OVERLAP:
+            return probabilities(self._net(to_blob(bgr, bool(s.normalise), card)), (w, h), s.upsample)
+        ow, oh = -(-w // OUTPUT_STRIDE), -(-h // OUTPUT_STRIDE)
+        logits = np.empty((1, 2, oh, ow), np.float32)
+        for y0 in range(0, h, rows):
+            a, b = max(0, y0 - STRIP_OVERLAP), min(h, y0 + rows + STRIP_OVERLAP)
+            out = self._net(to_blob(bgr[a:b], bool(s.normalise), card))
+            top = (y0 - a) // OUTPUT_STRIDE
+            n = min(rows // OUTPUT_STRIDE, oh - y0 // OUTPUT_STRIDE)
+            logits[:, :, y0 // OUTPUT_STRIDE : y0 // OUTPUT_STRIDE + n] = out[:, :, top : top + n, :ow]
+        return probabilities(logits, (w, h), s.upsample)
+
+    def detect(self, jpeg: bytes) -> list[Outline]:
+        """Given a JPEG's bytes, return the insects' Outlines. Raise DetectorError if undecodable."""
+        side = self.settings.work_side
+        bgr, full = decode(jpeg, side)
+        h, w = bgr.shape[:2]
+        if max(w, h) != side:  # a small picture: up to the scale the network learnt
+            k = side / max(w, h)
+            size = (max(1, round(w * k)), max(1, round(h * k)))
+            bgr = np.asarray(cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR), np.uint8)
+        return self.detect_work(np.asarray(bgr, np.uint8), max(full) / side, full)
+
+    def detect_work(self, bgr: NDArray[np.uint8], k: float, full_size: tuple[int, int]) -> list[Outline]:
+        """Given a BGR picture at the working scale, full pixels per working pixel ``k`` and the full
+        (w, h), return the insects' Outlines in full pixels."""
+        mask, centre = self.maps(bgr)
+        return self.outlines_from_maps(mask, centre, k, full_size, self.settings)
+
+    @staticmethod
+    def outlines_from_maps(
+        mask: F32, centre: F32, k: float, full_size: tuple[int, int], settings: Settings
+    ) -> list[Outline]:
+        """Given probability maps, full pixels per working pixel, the full (w, h), settings: the Outlines."""
+        labels = regions(mask, centre, settings)
+        return outlines_of(labels, k * OUTPUT_STRIDE / settings.upsample, full_size, settings)

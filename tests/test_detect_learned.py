@@ -1,0 +1,225 @@
+"""The learned insect detector: the shipped model loads in OpenCV's DNN module (and onnxruntime,
+agreeing), finds the insects on a real annotated card crop (``tests/data/detect``), nothing on a
+blank card or a black or white frame, its version follows its files, the config and CLI choose it,
+and (with the ``[train]`` extra) a trained network exports to an ONNX file OpenCV runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO, run_stickyctl
+
+from agent.config import LearnedDetectorConfig, config_from_mapping
+from agent.detect import DetectorError, make_detector
+from agent.detect.evaluate import read_annotated_svg, score_image
+from agent.detect.learned import DEFAULT_MODEL, LearnedDetector, load_model, settings_path
+from agent.errors import ConfigError
+
+CROP = REPO / "tests" / "data" / "detect" / "5595c586.2020-08-31_18-47-19.crop.svg"
+has_onnxruntime = importlib.util.find_spec("onnxruntime") is not None
+has_torch = importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(scope="module")
+def detector() -> LearnedDetector:
+    return LearnedDetector(runtime="opencv")
+
+
+def card_jpeg(bgr: tuple[int, int, int], seed: int = 0, size: tuple[int, int] = (2592, 1944)) -> bytes:
+    """A 5 MP picture of one colour, with sensor noise and a gentle light gradient."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = bgr
+    img *= (0.85 + 0.15 * np.linspace(0, 1, w, dtype=np.float32))[None, :, None]
+    img += rng.normal(0, 3, img.shape).astype(np.float32)
+    ok, data = cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+def on_a_card(w: int, h: int) -> bytes:
+    """The crop pasted on a plain card of its median colour, w x h pixels, as a JPEG."""
+    card = read_annotated_svg(CROP)
+    small = cv2.imdecode(np.frombuffer(card.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    big = np.full((h, w, 3), np.median(small.reshape(-1, 3), axis=0), np.uint8)
+    big[600:1368, 800:1824] = small
+    return bytes(cv2.imencode(".jpg", big)[1].tobytes())
+
+
+def crop_outlines(det: LearnedDetector, bgr: np.ndarray) -> list[np.ndarray]:  # type: ignore[type-arg]
+    """Detect on a full-resolution crop of a 2592-wide card, as detect() would on the whole card."""
+    h, w = bgr.shape[:2]
+    k = 2592 / det.settings.work_side
+    work = cv2.resize(bgr, (round(w / k), round(h / k)), interpolation=cv2.INTER_AREA)
+    return [o.contour.reshape(-1, 2).astype(np.float64) for o in det.detect_work(work, k, (w, h))]
+
+
+def test_shipped_model_and_settings_load_with_a_hash_version() -> None:
+    onnx, settings, version = load_model()
+    assert len(onnx) < 5_000_000
+    created, md5 = version.split("-")
+    assert int(created) == settings.created > 1_700_000_000 and len(md5) == 32
+    info = json.loads(settings_path(DEFAULT_MODEL).read_text())["info"]
+    assert info["leave_one_trap_out"], "the shipped settings carry the table they were trained with"
+
+
+def test_version_changes_with_the_model_or_its_settings(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    shutil.copy(DEFAULT_MODEL, model)
+    shutil.copy(settings_path(DEFAULT_MODEL), settings_path(model))
+    assert load_model(model)[2] == load_model()[2]
+    data = json.loads(settings_path(model).read_text())
+    data["mask_threshold"] = 0.6
+    settings_path(model).write_text(json.dumps(data))
+    assert load_model(model)[2] != load_model()[2]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{", "invalid"),
+        ('{"work_side": 1296}', "created"),
+        ('{"created": 1, "colour": 2}', "unknown"),
+        ('{"created": 1, "mask_threshold": 1.5}', "between 0 and 1"),
+        ('{"created": 1, "upsample": true}', "number"),
+        ('{"created": 1, "strip_rows": 100}', "multiple of 32"),
+    ],
+)
+def test_bad_settings_raise_detector_error(tmp_path: Path, content: str, match: str) -> None:
+    model = tmp_path / "m.onnx"
+    shutil.copy(DEFAULT_MODEL, model)
+    settings_path(model).write_text(content)
+    with pytest.raises(DetectorError, match=match):
+        load_model(model)
+
+
+def test_a_missing_or_corrupt_model_is_a_detector_error(tmp_path: Path) -> None:
+    with pytest.raises(DetectorError, match="cannot read"):
+        load_model(tmp_path / "absent.onnx")
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not a network" * 10)
+    shutil.copy(settings_path(DEFAULT_MODEL), settings_path(model))
+    with pytest.raises(DetectorError, match="cannot load"):
+        LearnedDetector(model, runtime="opencv")
+
+
+def test_finds_the_insects_people_outlined_on_a_real_card_crop(detector: LearnedDetector) -> None:
+    card = read_annotated_svg(CROP)
+    bgr = cv2.imdecode(np.frombuffer(card.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    found = crop_outlines(detector, bgr)
+    # people outlined only the insects wholly inside the crop: score those
+    inside = [p for p in found if p[:, 0].min() > 8 and p[:, 1].min() > 8 and p[:, 0].max() < 1016]
+    inside = [p for p in inside if p[:, 1].max() < 760]
+    score = score_image(CROP.name, inside, card.outlines)
+    assert len(card.outlines) == 11
+    # measured with the shipped model: 11 of 11 at IoU 0.33 (12 found), 8 of 11 at IoU 0.5
+    assert score.recall(0.33) >= 0.8 and score.precision(0.33) >= 0.7, score
+    assert score.recall(0.5) >= 0.6, score
+
+
+@pytest.mark.parametrize(
+    ("what", "bgr"),
+    [("yellow card", (40, 215, 230)), ("black frame", (4, 4, 4)), ("white frame", (250, 250, 250))],
+)
+def test_nothing_on_a_blank_card_or_a_black_or_white_frame(
+    detector: LearnedDetector, what: str, bgr: tuple[int, int, int]
+) -> None:
+    assert detector.detect(card_jpeg(bgr)) == [], what
+
+
+def test_outlines_are_in_full_pixels_of_a_12_mp_picture(detector: LearnedDetector) -> None:
+    found = detector.detect(on_a_card(4056, 3040))  # a 2592-scale crop: insects look smaller
+    assert found
+    for o in found:
+        pts = o.contour.reshape(-1, 2)
+        assert pts.dtype == np.int32 and (pts[:, 0] < 4056).all() and (pts[:, 1] < 3040).all()
+        assert (pts >= 0).all()
+
+
+def test_strips_give_the_maps_of_the_whole_picture(detector: LearnedDetector) -> None:
+    card = read_annotated_svg(CROP)
+    bgr = cv2.imdecode(np.frombuffer(card.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    work = np.vstack([bgr, bgr[::-1]])[:, :640]  # 1536 rows: six strips of 256
+    assert detector.settings.strip_rows == 256
+    whole = LearnedDetector(runtime="opencv")
+    whole.settings = replace(whole.settings, strip_rows=0)
+    for a, b in zip(detector.maps(work), whole.maps(work), strict=True):
+        assert a.shape == b.shape == (1536, 640)
+        assert np.abs(a - b).max() < 0.05
+
+
+def test_undecodable_jpeg_raises(detector: LearnedDetector) -> None:
+    with pytest.raises(DetectorError):
+        detector.detect(b"\xff\xd8 not really a jpeg")
+
+
+@pytest.mark.skipif(not has_onnxruntime, reason="onnxruntime not installed")
+def test_onnxruntime_and_opencv_agree(detector: LearnedDetector) -> None:
+    card = read_annotated_svg(CROP)
+    bgr = cv2.imdecode(np.frombuffer(card.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    work = cv2.resize(bgr, (512, 384), interpolation=cv2.INTER_AREA)
+    fast = LearnedDetector(runtime="onnxruntime")
+    for a, b in zip(detector.maps(work), fast.maps(work), strict=True):
+        assert np.abs(a - b).max() < 1e-3
+
+
+def test_config_and_make_detector(tmp_path: Path) -> None:
+    det = make_detector(LearnedDetectorConfig(type="learned", runtime="opencv"))
+    assert det.name == "sticky-agent-learned" and det.version == load_model()[2]
+    cfg = config_from_mapping({"detector": {"type": "learned"}}, environ={})
+    assert cfg.detector == LearnedDetectorConfig(type="learned", model=None, runtime="auto")
+    lonely = tmp_path / "m.onnx"
+    lonely.write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"detector\.model: no settings file"):
+        config_from_mapping({"detector": {"type": "learned", "model": str(lonely)}}, environ={})
+    with pytest.raises(ConfigError, match=r"detector\.runtime"):
+        config_from_mapping({"detector": {"type": "learned", "runtime": "gpu"}}, environ={})
+
+
+def test_cli_eval_reports_iou_033_and_run_draws_an_overlay(tmp_path: Path) -> None:
+    r = run_stickyctl("detect", "eval", "--runtime", "opencv", str(CROP))
+    assert r.returncode == 0, r.stderr
+    assert "F1@0.33" in r.stdout and "F1@0.5" in r.stdout and "F1@0.25" in r.stdout
+    assert "sticky-agent-learned" in r.stdout
+    jpg = tmp_path / "card.jpg"
+    jpg.write_bytes(on_a_card(2592, 1944))
+    out = tmp_path / "overlay.jpg"
+    r = run_stickyctl("detect", "run", "--overlay", str(out), str(jpg))
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"card.jpg: \d+ insects", r.stdout), r.stdout
+    drawn = cv2.imread(str(out))
+    assert drawn.shape == (1944, 2592, 3)
+    assert (np.abs(drawn.astype(int) - (255, 0, 255)).sum(axis=2) < 90).sum() > 200  # magenta outlines
+
+
+@pytest.mark.skipif(not has_torch, reason="the [train] extra (torch) is not installed")
+def test_a_trained_network_exports_to_onnx_that_opencv_runs(tmp_path: Path) -> None:
+    import torch
+
+    from agent.detect.cards import load_card
+    from agent.detect.net import InsectNet, export_onnx
+    from agent.detect.train import train_model
+
+    card = load_card(CROP, full_side=2592)
+    assert card.mask.shape == (384, 512) and card.mask.max() == 1.0
+    assert card.centre.min() >= 0.0 and card.centre.max() == pytest.approx(1.0)
+    net = train_model([card], steps=2, seed=1)
+    assert isinstance(net, InsectNet)
+    export_onnx(net, tmp_path / "m.onnx")
+    ocv = cv2.dnn.readNetFromONNX(str(tmp_path / "m.onnx"))
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 3, 96, 160)).astype(np.float32)
+    ocv.setInput(x)
+    got = ocv.forward()
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    assert got.shape == want.shape == (1, 2, 48, 80)
+    assert np.abs(got - want).max() < 1e-3
