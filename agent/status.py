@@ -204,7 +204,10 @@ def _format_sync(sync: dict[str, Any], queue: dict[str, Any], now: dt.datetime, 
             lines.append(f"sync problem    {sync['error']}")
     else:  # what was published is stale: say so, with its age, never as the current state
         checked = sync.get("checked") or sync.get("reachable_since")
-        seen = f"{reach} at the last check, {humanize.ago(checked, now)}" if checked else "never checked"
+        seen = "never checked"
+        if checked:
+            age = (now - dt.datetime.fromisoformat(checked)).total_seconds()
+            seen = f"{reach} at the last check, {humanize.duration(age)} ago"
         lines = [f"api             {sync['url']}: agent not running; {seen}"]
         if sync.get("error"):
             lines.append(f"last problem    {sync['error']}")

@@ -53,6 +53,9 @@ WORKER = Path(__file__).parent / "helpers" / "crash_worker.py"
 THUMB_KINDS = tuple(THUMBNAIL_SIZES)  # ("thumbnail", "thumbnail-mini")
 # Files the agent keeps in the data folder's root besides the device folders.
 ROOT_FILES = {".capture.lock", ".agent.lock", "queue.sqlite", "queue.sqlite-wal", "queue.sqlite-shm"}
+#: the simulated camera's position (agent/camera/position.py): its temporary file may survive a
+#: kill, and the next save truncates it
+ROOT_FILES |= {"camera-position.json", "camera-position.json.tmp"}
 
 
 @pytest.fixture(autouse=True)

@@ -68,6 +68,7 @@ class Image(Base):
         # covering indexes for status: totals by state, latest problems
         Index("ix_images_state_size", "state", "size"),
         Index("ix_images_state_updated", "state", "updated_at"),
+        Index("ix_images_datetime", "datetime"),  # newest-first listings
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -203,5 +204,8 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE annotations ADD COLUMN n_new INTEGER",
         "ALTER TABLE annotations ADD COLUMN new_card INTEGER NOT NULL DEFAULT 0",
     ],
+    # 4: newest-first listings (queue ls, the web page, export) read the index instead of
+    # sorting the whole table in memory (a LIMIT sort holds every row it returns)
+    ["CREATE INDEX ix_images_datetime ON images (datetime)"],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
