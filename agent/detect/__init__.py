@@ -21,7 +21,7 @@ them): ``make_detector`` loads it lazily.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from agent.errors import StickyAgentError
@@ -108,6 +108,21 @@ def make_detector(config: DetectorConfig) -> Detector | None:
             "elsewhere: pip install 'sticky-agent[detect]'"
         ) from e
     return BuiltinDetector(params_path=config.params, max_side=config.max_side)
+
+
+def check_keys(cls: Any, data: dict[str, Any], what: str) -> set[str]:
+    """Given a settings dataclass and its parsed JSON file, return the dataclass's field names.
+
+    Raise ValueError if the file has a key the dataclass lacks (``info`` aside: notes on how it
+    was made) or no ``created`` (the unix time in the detector's ``algo_version``).
+    """
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known - {"info"}
+    if unknown:
+        raise ValueError(f"unknown {what} {sorted(unknown)}")
+    if "created" not in data:
+        raise ValueError(f"missing 'created' (unix time of the {what})")
+    return known
 
 
 def to_annotations(

@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.detect import ALGO_VERSION_MAX, DetectorError, Outline
+from agent.detect import ALGO_VERSION_MAX, DetectorError, Outline, check_keys
 
 ALGO_NAME = "sticky-agent-builtin"
 DEFAULT_PARAMS = Path(__file__).with_name("params.json")
@@ -84,12 +84,7 @@ class Params:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Params:
         """Given the parsed JSON, return Params; ``info`` is ignored. Raise ValueError if invalid."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known - {"info"}
-        if unknown:
-            raise ValueError(f"unknown parameters {sorted(unknown)}")
-        if "created" not in data:
-            raise ValueError("missing 'created' (unix time of the parameters)")
+        known = check_keys(cls, data, "parameters")
         for f in fields(cls):
             v = data.get(f.name, f.default)
             if isinstance(v, bool) != (f.name == "drop_border") or not isinstance(v, int | float):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.detect import ALGO_VERSION_MAX, DetectorError, Outline
+from agent.detect import ALGO_VERSION_MAX, DetectorError, Outline, check_keys
 from agent.detect.builtin import decode
 
 ALGO_NAME = "sticky-agent-learned"
@@ -65,12 +65,7 @@ class Settings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
         """Given parsed JSON, return Settings (``info`` ignored). Raise ValueError if invalid."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known - {"info"}
-        if unknown:
-            raise ValueError(f"unknown settings {sorted(unknown)}")
-        if "created" not in data:
-            raise ValueError("missing 'created' (unix time of the model)")
+        known = check_keys(cls, data, "settings")
         for k in known & set(data):
             if isinstance(data[k], bool) or not isinstance(data[k], int | float):
                 raise ValueError(f"{k} must be a number")

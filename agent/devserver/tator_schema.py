@@ -201,6 +201,18 @@ MEDIA_LIST_QUERY = [
 ]
 
 
+def _create_list(operation: str, spec: str) -> dict[str, Any]:
+    """Return a ``POST`` that takes one ``spec`` or a list of up to 500 and answers 201
+    ``CreateListResponse`` (CreateMediaList, CreateLocalizationList)."""
+    one_or_list = {"oneOf": [_ref(spec), {"type": "array", "items": _ref(spec), "maxItems": 500}]}
+    return {
+        "operationId": operation,
+        "parameters": [_path_param("project")],
+        "requestBody": {"required": True, "content": {JSON: {"schema": one_or_list}}},
+        "responses": {**_errors(), "201": _json(_ref("CreateListResponse"))},
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """Return the OpenAPI 3 document describing the operations the double implements."""
     paths: dict[str, Any] = {
@@ -249,24 +261,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
         "/rest/Medias/{project}": {
-            "post": {
-                "operationId": "CreateMediaList",
-                "parameters": [_path_param("project")],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        JSON: {
-                            "schema": {
-                                "oneOf": [
-                                    _ref("MediaSpec"),
-                                    {"type": "array", "items": _ref("MediaSpec"), "maxItems": 500},
-                                ]
-                            }
-                        }
-                    },
-                },
-                "responses": {**_errors(), "201": _json(_ref("CreateListResponse"))},
-            },
+            "post": _create_list("CreateMediaList", "MediaSpec"),
             "get": {
                 "operationId": "GetMediaList",
                 "parameters": [_path_param("project"), *MEDIA_LIST_QUERY],
@@ -281,24 +276,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
         "/rest/Localizations/{project}": {
-            "post": {
-                "operationId": "CreateLocalizationList",
-                "parameters": [_path_param("project")],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        JSON: {
-                            "schema": {
-                                "oneOf": [
-                                    _ref("LocalizationSpec"),
-                                    {"type": "array", "items": _ref("LocalizationSpec"), "maxItems": 500},
-                                ]
-                            }
-                        }
-                    },
-                },
-                "responses": {**_errors(), "201": _json(_ref("CreateListResponse"))},
-            },
+            "post": _create_list("CreateLocalizationList", "LocalizationSpec"),
             "get": {
                 "operationId": "GetLocalizationList",
                 "parameters": [
