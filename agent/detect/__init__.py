@@ -21,6 +21,7 @@ them): ``make_detector`` loads it lazily.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol, overload
 
@@ -123,6 +124,16 @@ def check_keys(cls: Any, data: dict[str, Any], what: str) -> set[str]:
     if "created" not in data:
         raise ValueError(f"missing 'created' (unix time of the {what})")
     return known
+
+
+def algo_version(created: float, content: bytes, source: object) -> str:
+    """Given the ``created`` time of a detector's model or parameters and their bytes, return
+    the ``algo_version``: ``<created>-<md5 of the bytes>``. Raise DetectorError if that is longer
+    than the API allows (``source`` names the file in the message)."""
+    version = f"{int(created)}-{hashlib.md5(content).hexdigest()}"
+    if len(version) > ALGO_VERSION_MAX:
+        raise DetectorError(f"'created' in {source} is too large for a {ALGO_VERSION_MAX}-char version")
+    return version
 
 
 def to_annotations(

@@ -29,7 +29,6 @@ Pixel-sized parameters refer to an image whose long side is ``ref_side``; they s
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass, fields
@@ -40,7 +39,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.detect import ALGO_VERSION_MAX, DetectorError, Outline, check_keys
+from agent.detect import DetectorError, Outline, algo_version, check_keys
 
 ALGO_NAME = "sticky-agent-builtin"
 DEFAULT_PARAMS = Path(__file__).with_name("params.json")
@@ -114,10 +113,7 @@ def load_params(path: Path | None = None) -> tuple[Params, str]:
         raise DetectorError(f"cannot read detector parameters {path}: {e.strerror}") from None
     except (ValueError, TypeError) as e:
         raise DetectorError(f"invalid detector parameters in {path}: {e}") from None
-    version = f"{int(params.created)}-{hashlib.md5(raw).hexdigest()}"
-    if len(version) > ALGO_VERSION_MAX:
-        raise DetectorError(f"'created' in {path} is too large for a {ALGO_VERSION_MAX}-char version")
-    return params, version
+    return params, algo_version(params.created, raw, path)
 
 
 @dataclass(frozen=True)

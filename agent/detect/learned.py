@@ -18,7 +18,6 @@ version is ``<created>-<md5 of both files>``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.detect import ALGO_VERSION_MAX, DetectorError, Outline, check_keys
+from agent.detect import DetectorError, Outline, algo_version, check_keys
 from agent.detect.builtin import decode
 
 ALGO_NAME = "sticky-agent-learned"
@@ -101,10 +100,7 @@ def load_model(model: Path | None = None) -> tuple[bytes, Settings, str]:
         raise DetectorError(f"cannot read the insect model {e.filename}: {e.strerror}") from None
     except (ValueError, TypeError) as e:
         raise DetectorError(f"invalid insect model settings {settings_path(model)}: {e}") from None
-    version = f"{int(settings.created)}-{hashlib.md5(onnx + raw).hexdigest()}"
-    if len(version) > ALGO_VERSION_MAX:
-        raise DetectorError(f"'created' of {model} is too large for a {ALGO_VERSION_MAX}-char version")
-    return onnx, settings, version
+    return onnx, settings, algo_version(settings.created, onnx + raw, settings_path(model))
 
 
 class _Net(Protocol):
