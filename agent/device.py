@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from agent.capture.naming import DEVICE_ID_RE
 from agent.errors import DeviceIdError
-from agent.naming import DEVICE_ID_RE
 
 CPUINFO = Path("/proc/cpuinfo")
 DT_SERIAL = Path("/sys/firmware/devicetree/base/serial-number")

@@ -28,23 +28,23 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from agent import __version__
-from agent.buttons import ManualButton, StatusLed
-from agent.camera import make_camera
-from agent.capture import DISK_FULL, Capturer, CaptureResult
+from agent.capture.pipeline import DISK_FULL, Capturer, CaptureResult
+from agent.capture.reconcile import ReconcileReport, reconcile
+from agent.capture.scheduler import CaptureScheduler
 from agent.config import Config
 from agent.device import device_id
 from agent.errors import DiskFullError, StickyAgentError, StorageError
-from agent.flash import make_flash
+from agent.hardware.buttons import ManualButton, StatusLed
+from agent.hardware.camera import make_camera
+from agent.hardware.flash import make_flash
+from agent.hardware.sensors import make_sensors
 from agent.locks import AgentLock, capture_lock, running_agent_pid
 from agent.queue import Queue
-from agent.reconcile import ReconcileReport, reconcile
-from agent.scheduler import CaptureScheduler
 from agent.sdnotify import Notifier, watchdog_interval
-from agent.sensors import make_sensors
 
 if TYPE_CHECKING:
     from agent.detect.worker import DetectionWorker
-    from agent.sync.worker import SyncWorker
+    from agent.sinks.worker import SyncWorker
     from agent.web.app import WebServer
 
 log = logging.getLogger(__name__)
@@ -240,8 +240,8 @@ class Agent:
         try:
             self.pipeline = self._build_pipeline()
             if self.config.sync is not None:
-                from agent.sync.stickypi import make_sink
-                from agent.sync.worker import SyncWorker
+                from agent.sinks.stickypi import make_sink
+                from agent.sinks.worker import SyncWorker
 
                 sync_config = self.config.sync
                 make_sink(sync_config).close()  # refuse to start on bad credentials

@@ -13,7 +13,7 @@ import shutil
 from typing import Any
 
 from agent import __version__, humanize
-from agent.clock import clock_state
+from agent.capture.clock import clock_state
 from agent.config import Config
 from agent.device import device_id
 from agent.errors import StickyAgentError

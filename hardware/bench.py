@@ -101,8 +101,8 @@ class Bench:
         return False
 
     def camera_and_flash(self) -> None:
-        from agent.camera import make_camera
-        from agent.flash import GpioFlash, make_flash
+        from agent.hardware.camera import make_camera
+        from agent.hardware.flash import GpioFlash, make_flash
 
         try:
             flash = make_flash(self.config.flash)
@@ -192,7 +192,7 @@ class Bench:
             )
 
     def button(self) -> None:
-        from agent.buttons import ManualButton
+        from agent.hardware.buttons import ManualButton
 
         cfg = self.config.button
         factory = self.button_factory()
@@ -244,7 +244,7 @@ class Bench:
             return
         from gpiozero import LED
 
-        from agent.flash import _make_pin_factory
+        from agent.hardware.flash import _make_pin_factory
 
         led = LED(
             cfg.pin,
@@ -259,7 +259,7 @@ class Bench:
 
     def sensors(self) -> None:
         from agent.doctor import UNITS, expected_quantities
-        from agent.sensors import make_sensors
+        from agent.hardware.sensors import make_sensors
 
         expected = expected_quantities(self.config)
         if not expected:
@@ -283,7 +283,7 @@ class Bench:
                 self.report("OK", f"sensor {quantity}", f"{value:g} {UNITS[quantity]} (read in {took:.1f} s)")
 
     def clock(self) -> None:
-        from agent.clock import clock_state
+        from agent.capture.clock import clock_state
 
         state = clock_state()
         self.report("OK" if state.trusted else "WARN", "clock", state.detail)

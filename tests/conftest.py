@@ -80,7 +80,7 @@ def run_stickyctl(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("STICKY_AGENT_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "agent", *args],
         capture_output=True,
         text=True,
         env=full_env,
@@ -94,6 +94,6 @@ def _fresh_pin_factory() -> Iterator[None]:
     """Each test starts without gpiozero's process-wide pin factory (agent.gpio shares one):
     pins a test left claimed must not be "in use" in the next one."""
     yield
-    from agent.gpio import release_shared_pin_factory
+    from agent.hardware.gpio import release_shared_pin_factory
 
     release_shared_pin_factory()

@@ -16,11 +16,11 @@ import pytest
 from conftest import REPO, run_stickyctl
 from test_image_format import tiny_jpeg
 
-from agent.camera import Frame, Lighting, no_lighting
+from agent.capture.scheduler import JOB_ID
 from agent.config import load_config
 from agent.device import device_id
 from agent.errors import DeviceIdError, StickyAgentError
-from agent.scheduler import JOB_ID
+from agent.hardware.camera import Frame, Lighting, no_lighting
 from agent.service import Agent
 
 
@@ -37,7 +37,7 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str, lines: list[str]) ->
 def test_run_captures_on_schedule_and_stops_cleanly(write_config: Callable[..., Path]) -> None:
     cfg = write_config()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "--config", str(cfg), "run"],
+        [sys.executable, "-m", "agent", "--config", str(cfg), "run"],
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
@@ -46,7 +46,7 @@ def test_run_captures_on_schedule_and_stops_cleanly(write_config: Callable[..., 
     try:
         wait_for_line(proc, "started: device 0a1b2c3d", lines)
         # the first scheduled slot is at most one interval (10 s) away
-        wait_for_line(proc, "INFO agent.capture: captured", lines)
+        wait_for_line(proc, "INFO agent.capture.pipeline: captured", lines)
         # a manual capture while the agent runs is taken by the agent itself (b=1)
         manual = run_stickyctl("--config", str(cfg), "capture")
         assert manual.returncode == 0, manual.stderr

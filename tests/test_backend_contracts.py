@@ -15,8 +15,8 @@ from gpiozero.pins.mock import MockFactory
 from test_sensors import FakeAdc, Sleeps, hat, iio_device
 
 from agent.config import GpioFlashConfig
-from agent.flash import GpioFlash, NoFlash
-from agent.sensors import FakeSensors, HatSensors, NoSensors, Readings, read_safely
+from agent.hardware.flash import GpioFlash, NoFlash
+from agent.hardware.sensors import FakeSensors, HatSensors, NoSensors, Readings, read_safely
 
 
 class FlashContract:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from agent.buttons import CAPTURED, PATTERNS, PLAYED_KEPT, Blink, ManualButton, StatusLed
 from agent.config import ButtonConfig, Config, LedConfig, config_from_mapping
+from agent.hardware.buttons import CAPTURED, PATTERNS, PLAYED_KEPT, Blink, ManualButton, StatusLed
 
 
 class FakeClock:

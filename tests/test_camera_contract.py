@@ -13,10 +13,10 @@ from helpers.lighting import RecordingLight
 from PIL import Image
 from stickypi_spec import REAL_IMAGES
 
-from agent.camera import Camera, make_camera
-from agent.camera.replay import ReplayCamera
 from agent.config import ReplayCameraConfig, SyntheticCameraConfig
 from agent.errors import CameraError, FlashError
+from agent.hardware.camera import Camera, make_camera
+from agent.hardware.camera.replay import ReplayCamera
 
 
 class CameraContract:

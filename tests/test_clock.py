@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.clock import clock_state, last_sync_time
+from agent.capture.clock import clock_state, last_sync_time
 from agent.config import Config
 from agent.status import collect_status, format_status
 

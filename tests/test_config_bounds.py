@@ -125,7 +125,7 @@ def _finite_everywhere(value: Any) -> bool:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(KEYS), NUMBERS), min_size=1, max_size=4))
 def test_any_accepted_config_runs(tmp_path: Path, changes: list[tuple[tuple[str, str], Any]]) -> None:
-    from agent.scheduler import build_trigger
+    from agent.capture.scheduler import build_trigger
 
     tables: dict[str, dict[str, Any]] = {k: dict(v) for k, v in base_tables(tmp_path).items()}
     tables["sync"] = dict(SYNC)

@@ -42,10 +42,10 @@ from conftest import REPO, run_stickyctl
 from PIL import Image, ImageFile
 from stickypi_spec import parse_image
 
+from agent.capture.imagewriter import THUMBNAIL_SIZES, make_thumbnails, thumbnail_size
+from agent.capture.reconcile import ReconcileReport
 from agent.config import Config, load_config
 from agent.faults import KILL_ENV
-from agent.imagewriter import THUMBNAIL_SIZES, make_thumbnails, thumbnail_size
-from agent.reconcile import ReconcileReport
 from agent.service import Pipeline
 
 KILLED = -signal.SIGKILL  # Popen.returncode of a process that died by SIGKILL
@@ -53,7 +53,7 @@ WORKER = Path(__file__).parent / "helpers" / "crash_worker.py"
 THUMB_KINDS = tuple(THUMBNAIL_SIZES)  # ("thumbnail", "thumbnail-mini")
 # Files the agent keeps in the data folder's root besides the device folders.
 ROOT_FILES = {".capture.lock", ".agent.lock", "queue.sqlite", "queue.sqlite-wal", "queue.sqlite-shm"}
-#: the simulated camera's position (agent/camera/position.py): its temporary file may survive a
+#: the simulated camera's position (agent/hardware/camera/position.py): its temporary file may survive a
 #: kill, and the next save truncates it
 ROOT_FILES |= {"camera-position.json", "camera-position.json.tmp"}
 

@@ -24,9 +24,9 @@ from agent.devserver.app import DevServer
 from agent.queue import Image
 from agent.queue.syncrows import annotation_totals
 from agent.service import Pipeline
+from agent.sinks.stickypi import api_datetime, make_sink
+from agent.sinks.worker import SyncWorker
 from agent.status import collect_status
-from agent.sync.stickypi import api_datetime, make_sink
-from agent.sync.worker import SyncWorker
 
 
 def setup(tmp_path: Path, write_config: Callable[..., Path], server: DevServer) -> Pipeline:

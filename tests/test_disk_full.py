@@ -54,7 +54,9 @@ def test_a_low_disk_evicts_verified_originals_before_giving_up(
         original = pipeline.config.storage.data_dir / first.image.path
         # the disk is low until that original is gone
         monkeypatch.setattr("agent.capture.free_mb", lambda _p: 5000.0 if not original.exists() else 100.0)
-        monkeypatch.setattr("agent.retention.free_mb", lambda _p: 5000.0 if not original.exists() else 100.0)
+        monkeypatch.setattr(
+            "agent.capture.retention.free_mb", lambda _p: 5000.0 if not original.exists() else 100.0
+        )
         assert pipeline.capturer.capture().ok
         assert not original.exists()
         states = {i.id: i.state for i in pipeline.queue.images()}
@@ -75,8 +77,8 @@ def test_a_100_percent_full_disk_never_stops_the_agent(
     from helpers.fullfs import fill, small_tmpfs
 
     from agent.service import Agent
-    from agent.sync.stickypi import make_sink
-    from agent.sync.worker import SyncWorker
+    from agent.sinks.stickypi import make_sink
+    from agent.sinks.worker import SyncWorker
 
     creds = tmp_path / "creds"
     creds.write_text("trap:secret\n")
@@ -160,13 +162,13 @@ def test_a_full_queue_database_is_no_reason_to_quarantine_or_crash(
         def enospc(fd: int, data: bytes) -> int:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        monkeypatch.setattr("agent.imagewriter.os.write", enospc)
+        monkeypatch.setattr("agent.capture.imagewriter.os.write", enospc)
         report = pipeline.reconcile()
         assert orphan.exists() and report.quarantined == [] and report.adopted == []
         assert report.deferred, report
         result = pipeline.capturer.capture()
         assert result.outcome == "disk_full", result
-        monkeypatch.setattr("agent.imagewriter.os.write", real_write)
+        monkeypatch.setattr("agent.capture.imagewriter.os.write", real_write)
     finally:
         pipeline.close()
 

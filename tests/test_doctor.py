@@ -14,14 +14,14 @@ import pytest
 from conftest import run_stickyctl
 from helpers.sickserver import answer_500
 
-from agent import camera as camera_module
-from agent.camera import Frame
-from agent.clock import ClockState
+from agent.capture.clock import ClockState
 from agent.config import load_config
 from agent.devserver import parse_user
 from agent.devserver.app import DevServer
 from agent.doctor import Check, Probes, failed, format_results, run_checks
 from agent.errors import CameraError
+from agent.hardware import camera as camera_module
+from agent.hardware.camera import Frame
 from agent.service import Agent
 
 TRUSTED = ClockState("ntp", True, None, None, True, "NTP synchronised")

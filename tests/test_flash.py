@@ -12,12 +12,12 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from helpers.lighting import StepCamera
 
-from agent.capture import Capturer
+from agent.capture.pipeline import Capturer
 from agent.config import GpioFlashConfig, load_config
 from agent.errors import FlashError
-from agent.flash import Exposure, GpioFlash, NoFlash
+from agent.hardware.flash import Exposure, GpioFlash, NoFlash
+from agent.hardware.sensors import FakeSensors
 from agent.queue import Queue
-from agent.sensors import FakeSensors
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_flash_is_on_for_the_exposure_only(
 ) -> None:
     capturer, pin, camera = make_capturer(write_config, factory, fail=False)
     pin.clear_states()  # type: ignore[attr-defined]
-    caplog.set_level("INFO", logger="agent.capture")
+    caplog.set_level("INFO", logger="agent.capture.pipeline")
     result = capturer.capture()
     assert result.ok and result.image is not None
     # open, configure, start, focus, settle in the dark; lit for the exposure; dark to encode

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from gpiozero import Device
 
-from agent.buttons import ManualButton, StatusLed
 from agent.config import ButtonConfig, ConfigError, GpioFlashConfig, LedConfig, config_from_mapping
 from agent.errors import FlashError, HardwareError
-from agent.flash import make_flash
-from agent.gpio import shared_pin_factory
+from agent.hardware.buttons import ManualButton, StatusLed
+from agent.hardware.flash import make_flash
+from agent.hardware.gpio import shared_pin_factory
 
 
 def problems(**tables: dict[str, object]) -> list[str]:

@@ -46,10 +46,10 @@ from agent.config import Config, load_config
 from agent.config.sections import SyncConfig
 from agent.errors import ConfigError, CredentialsError, SinkProtocolError, SinkUnreachable, SyncError
 from agent.service import Pipeline
-from agent.sync import answers
-from agent.sync.credentials import Credentials, load_credentials
-from agent.sync.stickypi import StickyPiSink, make_sink
-from agent.sync.worker import SyncWorker
+from agent.sinks import answers
+from agent.sinks.credentials import Credentials, load_credentials
+from agent.sinks.stickypi import StickyPiSink, make_sink
+from agent.sinks.worker import SyncWorker
 
 PASSWORD = "pw-Hunter2-s3cret"
 CREDS = Credentials("alice", PASSWORD)
@@ -372,7 +372,7 @@ def test_dev_zero_as_credentials_file_is_refused_without_reading_forever() -> No
         "from pathlib import Path\n"
         "from agent.config.sections import SyncConfig\n"
         "from agent.errors import CredentialsError\n"
-        "from agent.sync.credentials import load_credentials\n"
+        "from agent.sinks.credentials import load_credentials\n"
         "try:\n"
         "    load_credentials(SyncConfig(url='https://a.example', credentials=Path('/dev/zero')))\n"
         "except CredentialsError as e:\n"

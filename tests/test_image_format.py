@@ -18,11 +18,11 @@ from PIL import Image
 from stickypi_spec import parse_file_name, parse_image, parse_user_comment
 
 from agent import __version__
+from agent.capture.exif import Record, build_exif, insert_exif, luminosity, read_exif
+from agent.capture.imagewriter import make_thumbnails, thumbnail_size
+from agent.capture.naming import image_name, parse_image_name, thumbnail_path
 from agent.config import load_config
 from agent.errors import ImageFormatError
-from agent.exif import Record, build_exif, insert_exif, luminosity, read_exif
-from agent.imagewriter import make_thumbnails, thumbnail_size
-from agent.naming import image_name, parse_image_name, thumbnail_path
 from agent.service import Pipeline
 
 LOCATION = {"lat": 49.26142, "lng": -123.25088, "alt": 97.3}

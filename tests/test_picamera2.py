@@ -24,15 +24,15 @@ from gpiozero.pins.mock import MockFactory
 from PIL import Image
 from test_camera_contract import CameraContract
 
-from agent.camera import Camera, make_camera
-from agent.camera.picamera2 import Picamera2Camera
-from agent.capture import Capturer
+from agent.capture.exif import read_exif
+from agent.capture.pipeline import Capturer
 from agent.config import ConfigError, GpioFlashConfig, Picamera2CameraConfig, config_from_mapping, load_config
 from agent.errors import CameraError
-from agent.exif import read_exif
-from agent.flash import GpioFlash
+from agent.hardware.camera import Camera, make_camera
+from agent.hardware.camera.picamera2 import Picamera2Camera
+from agent.hardware.flash import GpioFlash
+from agent.hardware.sensors import FakeSensors
 from agent.queue import Queue
-from agent.sensors import FakeSensors
 
 FAKE = Path(__file__).parent / "fake_picamera2"
 _FAKE_MODULES = ("picamera2", "libcamera")
@@ -201,7 +201,7 @@ def test_auto_focus_scans_once_each_time_the_camera_opens(
     cam.capture(90)
     assert rig.count("autofocus_cycle") == 2  # opened for each capture
     rig.af_focuses = False
-    with caplog.at_level(logging.WARNING, "agent.camera.picamera2"):
+    with caplog.at_level(logging.WARNING, "agent.hardware.camera.picamera2"):
         assert cam.capture(90).jpeg
     assert "autofocus did not find a focus" in caplog.text
     cam.close()
@@ -212,7 +212,7 @@ def test_focus_settings_are_ignored_with_a_warning_on_a_fixed_focus_camera(
 ) -> None:
     cam = picam(af_mode="manual", lens_position=2.0)
     cam.open()
-    with caplog.at_level(logging.WARNING, "agent.camera.picamera2"):
+    with caplog.at_level(logging.WARNING, "agent.hardware.camera.picamera2"):
         frame = cam.capture(90)
         cam.capture(90)  # the camera is reopened for each capture: the warning comes once
     cam.close()
@@ -456,7 +456,7 @@ def test_an_error_while_closing_is_logged_not_raised(rig: Any, caplog: pytest.Lo
     cam = picam(keep_open=True)
     cam.open()
     rig.fail("close", RuntimeError("release failed"))
-    with caplog.at_level(logging.WARNING, "agent.camera.picamera2"):
+    with caplog.at_level(logging.WARNING, "agent.hardware.camera.picamera2"):
         cam.close()
     assert "closing the camera failed: RuntimeError: release failed" in caplog.text
     cam.close()
@@ -464,7 +464,7 @@ def test_an_error_while_closing_is_logged_not_raised(rig: Any, caplog: pytest.Lo
 
 def test_importing_the_backend_imports_neither_picamera2_nor_libcamera() -> None:
     code = (
-        "import sys; import agent.camera.picamera2; "
+        "import sys; import agent.hardware.camera.picamera2; "
         "print(sorted(n for n in sys.modules if n.split('.')[0] in ('picamera2', 'libcamera')))"
     )
     env = {**os.environ, "PYTHONPATH": str(FAKE)}  # even with them importable

@@ -31,11 +31,11 @@ import pytest
 from helpers.powercut import Journal, durable_states
 from test_scheduler import SteppingClock
 
+from agent.capture.naming import thumbnail_path
+from agent.capture.reconcile import reconcile
 from agent.config import Config, load_config
-from agent.naming import thumbnail_path
 from agent.queue import Queue
 from agent.queue.states import STATES_WITH_FILE
-from agent.reconcile import reconcile
 from agent.service import Pipeline
 
 SEED = 20261129
@@ -112,7 +112,7 @@ def _pipeline(write_config: Callable[..., Path], **tables: dict) -> tuple[Config
 
 def test_the_model_keeps_only_what_was_fsynced(tmp_path: Path) -> None:
     """The harness itself: unsynced data and unsynced renames are lost, synced ones kept."""
-    from agent.imagewriter import atomic_write
+    from agent.capture.imagewriter import atomic_write
 
     data = tmp_path / "data"
     data.mkdir()
@@ -178,8 +178,8 @@ def test_power_cuts_during_adoption(write_config: Callable[..., Path], tmp_path:
 def test_power_cuts_during_sync_and_eviction(write_config: Callable[..., Path], tmp_path: Path) -> None:
     from agent.devserver import parse_user
     from agent.devserver.app import DevServer
-    from agent.sync.stickypi import make_sink
-    from agent.sync.worker import SyncWorker
+    from agent.sinks.stickypi import make_sink
+    from agent.sinks.worker import SyncWorker
 
     creds = tmp_path / "creds"
     creds.write_text("trap:secret\n")
@@ -215,7 +215,7 @@ def test_the_harness_catches_a_write_that_is_not_fsynced(
     renamed but empty image (the rename was made durable, the data not)."""
     import stat
 
-    from agent import imagewriter
+    from agent.capture import imagewriter
 
     class FilesNotSynced:
         """The ``os`` module as the image writer sees it, except that fsync skips files."""

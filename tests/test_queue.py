@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
+from agent.capture.naming import thumbnail_path
+from agent.capture.reconcile import reconcile
 from agent.config import load_config
 from agent.errors import QueueError
-from agent.naming import thumbnail_path
 from agent.queue import ImageState, Queue
 from agent.queue.readonly import QueueReader
 from agent.queue.schema import MIGRATIONS, SCHEMA_VERSION, TRANSITIONS, Base
-from agent.reconcile import reconcile
 from agent.service import Pipeline
 
 WHEN = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)

@@ -94,7 +94,7 @@ def sandbox(tmp_path: Path) -> Path:
 def run_as_written(command: str, cwd: Path) -> None:
     """Run a README stickyctl command in ``cwd``; a long-running one until it works, then Ctrl-C."""
     args = shlex.split(command)[1:]
-    argv = [sys.executable, "-m", "agent.cli", *args]
+    argv = [sys.executable, "-m", "agent", *args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("STICKY_AGENT_")}
     env["PYTHONPATH"] = str(REPO)  # the package as installed by the README's pip install -e
     sub = next((a for a in args if not a.startswith("-") and not a.endswith(".toml")), "")
@@ -126,7 +126,7 @@ def test_every_stickyctl_command_works_as_written(sandbox: Path) -> None:
 @pytest.mark.parametrize("config", sorted({m for m in re.findall(r"config/[a-z-]+\.toml", README)}))
 def test_every_config_the_readme_names_is_valid(config: str) -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "--config", config, "config", "check"],
+        [sys.executable, "-m", "agent", "--config", config, "config", "check"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -151,7 +151,7 @@ def table_commands() -> list[tuple[list[str], list[str]]]:
 @pytest.mark.parametrize(("words", "options"), table_commands(), ids=lambda v: " ".join(v) or "-")
 def test_the_stickyctl_table_matches_the_commands(words: list[str], options: list[str]) -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "agent.cli", *words, "--help"],
+        [sys.executable, "-m", "agent", *words, "--help"],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 from helpers.hostile_server import Answer, HostileServer
 
-from agent.sync.credentials import Credentials
-from agent.sync.stickypi import StickyPiSink
+from agent.sinks.credentials import Credentials
+from agent.sinks.stickypi import StickyPiSink
 
 KEY = ("5c173ff2", dt.datetime(2020, 6, 20, 21, 33, 24, tzinfo=dt.UTC))
 MD5 = "65e69135d29871e8ee0ac453583effaf"

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from helpers.adoption import capture_without_row
 
+from agent.capture.naming import thumbnail_path
+from agent.capture.reconcile import reconcile
 from agent.config import load_config
-from agent.naming import thumbnail_path
-from agent.reconcile import reconcile
 from agent.service import Pipeline
 
 
@@ -104,8 +104,8 @@ def test_a_symlink_out_of_the_data_folder_is_not_followed_nor_echoed(
 
 
 def test_read_exif_never_opens_a_file(tmp_path: Path) -> None:
+    from agent.capture.exif import read_exif
     from agent.errors import ImageFormatError
-    from agent.exif import read_exif
 
     target = tmp_path / "content.txt"
     target.write_text("TOPSECRET")
@@ -154,7 +154,7 @@ def test_only_the_agents_own_temporary_files_are_deleted(pipeline: Pipeline) -> 
 def test_adoption_refuses_what_capture_would_never_write(
     pipeline: Pipeline, device_dir: str, day_dir: str, stamp: str, why: str
 ) -> None:
-    from agent.exif import read_exif
+    from agent.capture.exif import read_exif
 
     path = capture_without_row(pipeline)
     data = path.read_bytes()

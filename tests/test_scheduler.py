@@ -13,8 +13,8 @@ import pytest
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED
 from conftest import run_stickyctl
 
+from agent.capture.scheduler import JOB_ID, CaptureScheduler, WindowedTrigger, build_trigger
 from agent.config import CaptureConfig, WindowConfig, load_config
-from agent.scheduler import JOB_ID, CaptureScheduler, WindowedTrigger, build_trigger
 from agent.service import Pipeline
 
 UTC = dt.UTC
@@ -222,7 +222,7 @@ def test_two_processes_capturing_at_once_get_distinct_names(write_config: Callab
     cfg = write_config()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "--config", str(cfg), "capture"],
+            [sys.executable, "-m", "agent", "--config", str(cfg), "capture"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from agent import sdnotify
+from agent.capture.scheduler import CaptureScheduler
 from agent.config import load_config
-from agent.scheduler import CaptureScheduler
 from agent.sdnotify import Notifier, notify, socket_address, watchdog_interval
 from agent.service import HEARTBEAT_S, Agent
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from stickypi_spec import parse_image
 
 from agent.config import HatSensorsConfig, load_config
-from agent.iio import find_device, read_channel
-from agent.sensors import (
+from agent.hardware.iio import find_device, read_channel
+from agent.hardware.sensors import (
     LIPO_CURVE,
     Battery,
     HatSensors,
@@ -149,7 +149,7 @@ def test_a_dht_that_keeps_failing_gives_unknowns_and_a_counted_warning(
     flaky("in_temp_input", errno.EIO, -1)
     sleeps = Sleeps()
     sensors = HatSensors(hat(tmp_path, climate_attempts=4), sleep=sleeps)
-    with caplog.at_level(logging.WARNING, logger="agent.sensors"):
+    with caplog.at_level(logging.WARNING, logger="agent.hardware.sensors"):
         first = sensors.read()
         second = sensors.read()
     assert (first.temperature, first.humidity) == (None, None)

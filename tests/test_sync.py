@@ -34,21 +34,21 @@ from helpers.faultproxy import Fault, FaultProxy, scripted
 from helpers.sickserver import answer_500
 from PIL import Image as PILImage
 
+from agent.capture.naming import image_path, thumbnail_path
+from agent.capture.retention import enforce
 from agent.config import Config, load_config
 from agent.devserver import parse_user
 from agent.devserver.app import DevServer
 from agent.errors import CredentialsError, SinkAuthError
-from agent.naming import image_path, thumbnail_path
 from agent.queue import Image, ImageState
 from agent.queue.schema import Annotation
 from agent.queue.syncrows import add_annotation, pending_annotations
-from agent.retention import enforce
 from agent.service import Pipeline
-from agent.sync.credentials import Credentials, load_credentials
-from agent.sync.passes import backoff_delay
-from agent.sync.stickypi import StickyPiSink, make_sink
-from agent.sync.throttle import Bandwidth, DailyBudget
-from agent.sync.worker import SyncWorker
+from agent.sinks.credentials import Credentials, load_credentials
+from agent.sinks.passes import backoff_delay
+from agent.sinks.stickypi import StickyPiSink, make_sink
+from agent.sinks.throttle import Bandwidth, DailyBudget
+from agent.sinks.worker import SyncWorker
 
 UTC = dt.UTC
 PASSWORD = "pw-Hunter2-s3cret"
@@ -1183,7 +1183,7 @@ def test_each_pass_is_logged_with_counts_bytes_rate_and_what_remains(
     trap = make_trap(server.url, batch_size=2)
     images = trap.capture(3)
     size = sum(i.size for i in images[:2]) / 1e6
-    caplog.set_level(logging.INFO, logger="agent.sync.worker")
+    caplog.set_level(logging.INFO, logger="agent.sinks.worker")
     drain(trap.worker())
     passes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sync pass:")]
     assert len(passes) == 2

@@ -30,7 +30,7 @@ from agent.doctor.checks import UNIT_CREDENTIALS, with_unit_credentials
 from agent.errors import StickyAgentError
 from agent.queue import Queue
 from agent.service import Pipeline
-from agent.sync import oneshot
+from agent.sinks import oneshot
 
 PASSWORD = "pw-Hunter2-s3cret"
 USERS = [parse_user(f"alice:{PASSWORD}"), parse_user(f"reader:{PASSWORD}:read")]
@@ -187,7 +187,7 @@ def test_ctrl_c_stops_within_two_seconds_without_a_traceback(
         config = trap(proxy.url, read_timeout="120s")
         env = {k: v for k, v in os.environ.items() if not k.startswith("STICKY_AGENT_")}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "--config", str(config.source), "sync"],
+            [sys.executable, "-m", "agent", "--config", str(config.source), "sync"],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,

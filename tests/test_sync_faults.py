@@ -22,8 +22,8 @@ from agent.devserver import parse_user
 from agent.devserver.app import DevServer
 from agent.queue.syncrows import add_annotation, annotation_totals
 from agent.service import Agent, Pipeline
-from agent.sync.stickypi import api_datetime, make_sink
-from agent.sync.worker import SyncWorker
+from agent.sinks.stickypi import api_datetime, make_sink
+from agent.sinks.worker import SyncWorker
 
 N_IMAGES = 200
 CONTOUR = [{"contour": [[[1, 2]], [[30, 4]], [[5, 60]]], "name": "insect", "fill_colour": "#ff0000",

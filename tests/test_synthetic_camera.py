@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agent.camera import Frame, make_camera
-from agent.camera.synthetic import SyntheticCamera
 from agent.config import SyntheticCameraConfig
 from agent.errors import CameraError
+from agent.hardware.camera import Frame, make_camera
+from agent.hardware.camera.synthetic import SyntheticCamera
 
 
 def _camera(seed: int = 0, rate: float = 0.5, width: int = 640, height: int = 480) -> SyntheticCamera:

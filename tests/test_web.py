@@ -24,9 +24,9 @@ from conftest import run_stickyctl
 from helpers.webagent import DEVICE, WebAgent, wait_for, web_agent, write_agent_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.camera import Frame
 from agent.config import load_config
 from agent.errors import CredentialsError
+from agent.hardware.camera import Frame
 from agent.locks import capture_lock
 from agent.service import Agent
 from agent.web.auth import Csrf, load_password
@@ -351,8 +351,8 @@ def test_the_page_pauses_the_preview_before_a_scheduled_slot() -> None:
 
 
 def test_the_synthetic_camera_defocuses_with_its_lens_and_blur_setting(tmp_path: Path) -> None:
-    from agent.camera.synthetic import FOCUS_DIOPTRES, SyntheticCamera
     from agent.config import SyntheticCameraConfig
+    from agent.hardware.camera.synthetic import FOCUS_DIOPTRES, SyntheticCamera
     from agent.web.preview import scale_frame
 
     cam = SyntheticCamera(SyntheticCameraConfig(type="synthetic", width=1296, height=972, seed=2))

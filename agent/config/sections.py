@@ -15,8 +15,8 @@ from pydantic import (
     field_validator,
 )
 
+from agent.capture.naming import DEVICE_ID_RE
 from agent.config.base import MAX_INTERVAL_S, MIN_INTERVAL_S, Duration, _parse_clock_time, _Section
-from agent.naming import DEVICE_ID_RE
 
 
 class DeviceConfig(_Section):
@@ -102,7 +102,7 @@ class CaptureConfig(_Section):
     def _window_fires(cls, v: WindowConfig | None, info: ValidationInfo) -> WindowConfig | None:
         if v is None or "interval" not in info.data or "cron" not in info.data:
             return v  # the schedule itself is invalid: already reported
-        from agent.scheduler import WindowedTrigger, make_trigger
+        from agent.capture.scheduler import WindowedTrigger, make_trigger
 
         trigger = make_trigger(info.data["interval"], info.data["cron"], v)
         assert isinstance(trigger, WindowedTrigger)

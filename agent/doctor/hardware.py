@@ -108,7 +108,7 @@ def _held_camera(config: Config, agent_pid: int) -> Check:
 
 
 def _test_frame(config: Config) -> Check:
-    from agent.camera import make_camera
+    from agent.hardware.camera import make_camera
 
     started = time.monotonic()
     try:
@@ -141,7 +141,7 @@ def _gpio_hint(pin: int) -> str:
 
 
 def check_flash(config: Config, agent_pid: int | None) -> Check:
-    from agent.flash import make_flash
+    from agent.hardware.flash import make_flash
 
     flash = config.flash
     if flash.type == "none":
@@ -160,7 +160,7 @@ def check_flash(config: Config, agent_pid: int | None) -> Check:
 
 def _claim_pin(name: str, pin: int, pin_factory: str | None, make: Callable[..., Any]) -> Check:
     """Claim a GPIO with gpiozero (``make(pin, pin_factory=...)``), release it, report."""
-    from agent.gpio import shared_pin_factory
+    from agent.hardware.gpio import shared_pin_factory
 
     try:
         factory = shared_pin_factory(pin_factory)
@@ -217,7 +217,7 @@ def expected_quantities(config: Config) -> list[str]:
 
 
 def check_sensors(config: Config, agent_pid: int | None) -> list[Check]:
-    from agent.sensors import make_sensors
+    from agent.hardware.sensors import make_sensors
 
     expected = expected_quantities(config)
     if not expected:

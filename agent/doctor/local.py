@@ -60,7 +60,7 @@ def check_data_dir(config: Config) -> list[Check]:
 
 
 def _check_data_dir(config: Config) -> list[Check]:
-    from agent.retention import free_mb
+    from agent.capture.retention import free_mb
 
     data_dir = config.storage.data_dir
     out: list[Check] = []

@@ -36,8 +36,8 @@ from agent.errors import (
 
 
 def check_clock(probes: Probes) -> Check:
-    from agent import clock as clock_module
-    from agent.naming import EARLIEST_VALID_TIME
+    from agent.capture import clock as clock_module
+    from agent.capture.naming import EARLIEST_VALID_TIME
 
     hint = (
         "give the trap network time (NTP: `timedatectl set-ntp true`) or fit an RTC "
@@ -64,8 +64,8 @@ def check_clock(probes: Probes) -> Check:
 
 
 def check_api(config: Config, environ: Mapping[str, str] | None) -> list[Check]:
-    from agent.sync.credentials import credentials_path, load_credentials
-    from agent.sync.stickypi import make_sink
+    from agent.sinks.credentials import credentials_path, load_credentials
+    from agent.sinks.stickypi import make_sink
 
     sync = config.sync
     if sync is None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from agent.errors import CredentialsError
-from agent.sync.credentials import Credentials
+from agent.sinks.credentials import Credentials
 from agent.web.settings import WebConfig
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent.exif import UNKNOWN_BATTERY, UNKNOWN_HUMIDITY, UNKNOWN_TEMPERATURE
+from agent.capture.exif import UNKNOWN_BATTERY, UNKNOWN_HUMIDITY, UNKNOWN_TEMPERATURE
 from agent.queue.readonly import QueueReader, _stored, _time
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from agent.naming import thumbnail_path
+from agent.capture.naming import thumbnail_path
 from agent.web.data import ImageRow, WebReader
 from agent.web.layout import action
 

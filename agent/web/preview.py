@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from agent.camera import Camera, Frame
 from agent.errors import CaptureBusyError, StickyAgentError
-from agent.flash import Flash
+from agent.hardware.camera import Camera, Frame
+from agent.hardware.flash import Flash
 from agent.locks import capture_lock
 from agent.web.settings import WebConfig
 

@@ -10,7 +10,7 @@ untimed warm-up each, into the same temporary folder:
   ``write_image_bytes`` (draft-mode thumbnails, atomic writes with fsync, md5 of the
   bytes in memory), then ``Queue.add_image`` into a real SQLite file (WAL, synchronous=FULL).
   Stages are timed by wrapping ``make_thumbnails``, ``atomic_write`` and ``hashlib.md5``
-  inside ``agent.imagewriter`` for this process only; "other" is the rest (size probe).
+  inside ``agent.capture.imagewriter`` for this process only; "other" is the rest (size probe).
 - naive: the same EXIF step, a full decode (``Image.open().load()``), two LANCZOS resizes
   of the full image (512x384, 128x96) saved as JPEG, three plain ``write_bytes`` (no
   fsync), md5 of the original re-read from disk, the same ``Queue.add_image``.
@@ -41,12 +41,12 @@ from typing import Any
 import PIL
 from PIL import Image
 
-import agent.imagewriter as iw
+import agent.capture.imagewriter as iw
 from agent import __version__
-from agent.camera.synthetic import SyntheticCamera
+from agent.capture.exif import ExposureInfo, Record, build_exif, insert_exif
+from agent.capture.naming import image_path, thumbnail_path
 from agent.config import SyntheticCameraConfig
-from agent.exif import ExposureInfo, Record, build_exif, insert_exif
-from agent.naming import image_path, thumbnail_path
+from agent.hardware.camera.synthetic import SyntheticCamera
 from agent.queue import Queue
 
 REPO = Path(__file__).resolve().parents[2]

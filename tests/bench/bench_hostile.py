@@ -84,7 +84,7 @@ def main() -> None:
         config = root / "agent.toml"
         config.write_text(CONFIG.format(data=root / "data", url=server.url, creds=creds))
         server.serve("/get_images/metadata", huge_answer(args.size_mb * 2**20, args.declare_length))
-        stickyctl = [sys.executable, "-m", "agent.cli", "--config", str(config)]
+        stickyctl = [sys.executable, "-m", "agent", "--config", str(config)]
         subprocess.run([*stickyctl, "capture"], check=True, capture_output=True, cwd=REPO)
 
         log = root / "agent.log"

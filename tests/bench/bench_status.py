@@ -40,8 +40,8 @@ import PIL
 from sqlalchemy import insert
 
 from agent import __version__
+from agent.capture.exif import Record
 from agent.config import load_config
-from agent.exif import Record
 from agent.queue import Queue
 from agent.queue.schema import CaptureAttempt, Image
 
@@ -190,7 +190,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    ctl = [str(STICKYCTL)] if STICKYCTL.exists() else [sys.executable, "-m", "agent.cli"]
+    ctl = [str(STICKYCTL)] if STICKYCTL.exists() else [sys.executable, "-m", "agent"]
     py = sys.executable
     print(machine())
     from agent.status import collect_status

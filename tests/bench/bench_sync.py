@@ -59,8 +59,8 @@ from agent.devserver import parse_user
 from agent.devserver.app import DevServer
 from agent.queue import Queue
 from agent.service import Pipeline
-from agent.sync.stickypi import make_sink
-from agent.sync.worker import SyncWorker
+from agent.sinks.stickypi import make_sink
+from agent.sinks.worker import SyncWorker
 
 DEVICE = "be0c0005"
 USER, PASSWORD = "bench", "bench-password"

@@ -153,7 +153,7 @@ def one_run(args: argparse.Namespace, web: bool) -> dict[str, object]:
         config = write_config(Path(tmp), args, web, port)
         env = {**os.environ, "MALLOC_ARENA_MAX": "2", "PYTHONDONTWRITEBYTECODE": "1"}
         agent = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "--config", str(config), "run"],
+            [sys.executable, "-m", "agent", "--config", str(config), "run"],
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from agent.camera import Frame, Lighting, no_lighting
+from agent.hardware.camera import Frame, Lighting, no_lighting
 
 
 class RecordingLight:

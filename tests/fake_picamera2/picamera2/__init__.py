@@ -2,7 +2,7 @@
 
 It mirrors the API surface of **picamera2 0.3.25** (raspberrypi/picamera2,
 ``picamera2/picamera2.py``, ``request.py`` and ``job.py``; Raspberry Pi OS Bookworm's
-``python3-picamera2``) that ``agent.camera.picamera2`` uses, with the same signatures, defaults,
+``python3-picamera2``) that ``agent.hardware.camera.picamera2`` uses, with the same signatures, defaults,
 return values and exceptions:
 
 - ``Picamera2.global_camera_info()``: one dict per camera (``Model``, ``Location``,

@@ -40,10 +40,9 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 
-from agent.errors import DiskFullError, DuplicateImageError, ImageFormatError, QueueError, StickyAgentError
-from agent.exif import ExifSummary, read_exif
-from agent.imagewriter import atomic_write, ensure_dir, fsync_dir, make_thumbnails
-from agent.naming import (
+from agent.capture.exif import ExifSummary, read_exif
+from agent.capture.imagewriter import atomic_write, ensure_dir, fsync_dir, make_thumbnails
+from agent.capture.naming import (
     DEVICE_ID_RE,
     EARLIEST_VALID_TIME,
     FILE_NAME_RE,
@@ -52,6 +51,7 @@ from agent.naming import (
     parse_image_name,
     thumbnail_path,
 )
+from agent.errors import DiskFullError, DuplicateImageError, ImageFormatError, QueueError, StickyAgentError
 from agent.queue import ImageState, Queue
 from agent.queue.states import STATES_WITH_FILE
 

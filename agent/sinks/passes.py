@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-log = logging.getLogger("agent.sync.worker")  # the worker's own lines, one logger to tune
+log = logging.getLogger("agent.sinks.worker")  # the worker's own lines, one logger to tune
 
 BACKOFF_BASE_S = 5.0
 

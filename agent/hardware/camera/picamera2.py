@@ -37,9 +37,9 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from agent.camera import Frame, Lighting, no_lighting
 from agent.config import Picamera2CameraConfig
 from agent.errors import CameraError, FlashError
+from agent.hardware.camera import Frame, Lighting, no_lighting
 
 log = logging.getLogger(__name__)
 

@@ -269,7 +269,7 @@ def doctor(ctx: Context, as_json: bool) -> None:
 
 
 # Commands of other concerns register themselves on ``cli`` when imported.
-from agent import cli_detect, cli_export, cli_sync  # noqa: E402, F401
+from agent.cli import detect, export, sync  # noqa: E402, F401
 
 #: Modules of extras that a command may need, and how to get them.
 OPTIONAL_MODULES = {
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run as ``python -m agent.cli``: use the importable module, on whose group the other
+    # Run as ``python -m agent``: use the importable module, on whose group the other
     # command modules registered themselves (not this ``__main__`` copy).
     from agent.__main__ import main as _main
 

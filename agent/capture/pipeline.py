@@ -19,19 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import __version__
-from agent.camera import Camera, Frame
-from agent.clock import check_capture_time, last_sync_time
+from agent.capture.clock import check_capture_time, last_sync_time
+from agent.capture.exif import ExposureInfo, Record, build_exif, insert_exif
+from agent.capture.imagewriter import write_image_bytes
+from agent.capture.naming import image_path
+from agent.capture.retention import enforce, free_mb
 from agent.config import Config
 from agent.errors import CameraError, ClockError, DiskFullError, StickyAgentError
-from agent.exif import ExposureInfo, Record, build_exif, insert_exif
 from agent.faults import checkpoint
-from agent.flash import Exposure, Flash
-from agent.imagewriter import write_image_bytes
+from agent.hardware.camera import Camera, Frame
+from agent.hardware.flash import Exposure, Flash
+from agent.hardware.sensors import Sensors, read_safely
 from agent.locks import capture_lock
-from agent.naming import image_path
 from agent.queue import Image, Queue
-from agent.retention import enforce, free_mb
-from agent.sensors import Sensors, read_safely
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from agent.errors import SinkProtocolError
-from agent.sync.sink import ImageKey, RemoteImage
+from agent.sinks.base import ImageKey, RemoteImage
 
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
 #: A token goes back as the user name of a Basic header: printable ASCII, no colon.

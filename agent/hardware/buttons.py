@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config import ButtonConfig, LedConfig
-from agent.gpio import shared_pin_factory
+from agent.hardware.gpio import shared_pin_factory
 
 log = logging.getLogger(__name__)
 

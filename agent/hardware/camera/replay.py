@@ -4,7 +4,7 @@ Useful to run the whole pipeline on real trap images (``shared/data/real-images`
 on a laptop. The files' bytes are passed on as they are: nothing is re-encoded,
 and the image writer replaces their EXIF. Where a file's EXIF has an exposure
 time, the frame reports it, like a real camera would. Given the data folder, it goes on
-where the previous run stopped (:mod:`agent.camera.position`).
+where the previous run stopped (:mod:`agent.hardware.camera.position`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 import piexif
 from PIL import Image
 
-from agent.camera import Frame, Lighting, no_lighting
-from agent.camera.position import Position, position_file
 from agent.config import ReplayCameraConfig
 from agent.errors import CameraError
+from agent.hardware.camera import Frame, Lighting, no_lighting
+from agent.hardware.camera.position import Position, position_file
 
 
 class ReplayCamera:

@@ -19,8 +19,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.capture.imagewriter import fsync_dir
 from agent.config import RetentionConfig
-from agent.imagewriter import fsync_dir
 from agent.queue import Image, ImageState, Queue
 from agent.queue.syncrows import bytes_on_disk, evictable
 

@@ -12,7 +12,7 @@ Every failure of the real server is a 500 with an HTML body, whatever the cause:
 sink reports it as :class:`SinkRejected` and the worker asks ``/get_images/metadata``
 what the server now holds.
 
-Nothing the server sends is trusted (:mod:`agent.sync.answers` checks every answer): a
+Nothing the server sends is trusted (:mod:`agent.sinks.answers` checks every answer): a
 redirect, a body over :data:`MAX_ANSWER_BYTES`, an answer not done within the read timeout,
 JSON of the wrong shape, all raise :class:`SinkProtocolError`; the answer is read in pieces
 and :meth:`StickyPiSink.close` stops a read in progress, so a stop never waits for it.
@@ -48,12 +48,12 @@ from agent.errors import (
     SinkRejected,
     SinkUnreachable,
 )
-from agent.sync import answers, deadline
-from agent.sync.answers import parse_api_datetime
-from agent.sync.credentials import Credentials, load_credentials
-from agent.sync.deadline import Deadlines
-from agent.sync.sink import AnnotationBatch, ImageKey, RemoteImage
-from agent.sync.throttle import Bandwidth
+from agent.sinks import answers, deadline
+from agent.sinks.answers import parse_api_datetime
+from agent.sinks.base import AnnotationBatch, ImageKey, RemoteImage
+from agent.sinks.credentials import Credentials, load_credentials
+from agent.sinks.deadline import Deadlines
+from agent.sinks.throttle import Bandwidth
 
 __all__ = ["StickyPiSink", "api_datetime", "make_sink", "parse_api_datetime"]
 

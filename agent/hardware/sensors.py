@@ -5,7 +5,7 @@ Backends, chosen by ``[sensors] type`` or ``$STICKY_AGENT_SENSORS``:
 - ``none``: every reading unknown (the record gets the spec's unknown values).
 - ``fake``: fixed, configurable readings (demos and tests); records each read.
 - ``hat``: the Sticky Pi hat: a DHT22 (or a BME280) through its Linux IIO driver
-  (:mod:`agent.iio`), and the battery through the MCP3001 ADC (gpiozero), its voltage
+  (:mod:`agent.hardware.iio`), and the battery through the MCP3001 ADC (gpiozero), its voltage
   turned into a 0-100 level by a LiPo discharge curve.
 
 A sensor that fails must return unknown values and never stop a capture:
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.config import HatSensorsConfig, SensorsConfig
-from agent.iio import DRIVER_NAMES, IioClimate
+from agent.hardware.iio import DRIVER_NAMES, IioClimate
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class Battery:
         if self.adc is None:
             from gpiozero import MCP3001
 
-            from agent.gpio import shared_pin_factory
+            from agent.hardware.gpio import shared_pin_factory
 
             c = self.config
             factory = self.pin_factory

@@ -4,7 +4,7 @@ A few insects are on the card from the start; before each later capture,
 Poisson(``insects_per_capture``) more land, and none ever moves. The picture is
 deterministic: the same seed and capture index give the same JPEG bytes (with the
 same numpy and Pillow). The capture index counts captures across ``close``/``open``,
-and across runs when the camera is given the data folder (:mod:`agent.camera.position`).
+and across runs when the camera is given the data folder (:mod:`agent.hardware.camera.position`).
 
 Light enough for a Pi Zero 2 W: smooth fields (card tint, flash hotspot, vignetting,
 glare) are computed at 1/16 scale and upscaled by Pillow, insects are drawn as small
@@ -23,10 +23,10 @@ from statistics import NormalDist
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from agent.camera import Frame, Lighting, no_lighting
-from agent.camera.position import Position, position_file
 from agent.config import SyntheticCameraConfig
 from agent.errors import CameraError
+from agent.hardware.camera import Frame, Lighting, no_lighting
+from agent.hardware.camera.position import Position, position_file
 
 _REF_WIDTH = 4056  # insect lengths (6-80 px) are given at this frame width
 _FIELD_SCALE = 16  # smooth fields are computed at 1/16 of the frame size

@@ -1,6 +1,6 @@
 """The image writer: EXIF into the frame, atomic write, thumbnails, md5.
 
-Given a camera :class:`~agent.camera.Frame`, :func:`write_image` produces on disk::
+Given a camera :class:`~agent.hardware.camera.Frame`, :func:`write_image` produces on disk::
 
     <data_dir>/<device>/<YYYY-MM-DD>/<device>.<YYYY-MM-DD_HH-MM-SS>.jpg
     <data_dir>/<device>/<YYYY-MM-DD>/thumbnail/<same name>        (fits 512 x 384)
@@ -26,9 +26,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from agent.capture.naming import partial_path, thumbnail_path
 from agent.errors import DiskFullError, ImageFormatError, StorageError
 from agent.faults import checkpoint
-from agent.naming import partial_path, thumbnail_path
 
 THUMBNAIL_SIZES = {"thumbnail": (512, 384), "thumbnail-mini": (128, 96)}
 THUMBNAIL_QUALITY = 85

@@ -5,7 +5,7 @@ and takes annotations for images it holds. Every method raises a subclass of
 :class:`agent.errors.SyncError`: ``SinkUnreachable`` (back off and retry later),
 ``SinkAuthError``/``SinkForbidden`` (stop: an operator must fix the account),
 ``SinkRejected`` (this request was refused; ask again what the server holds).
-The Sticky Pi API (:mod:`agent.sync.stickypi`) is the first sink; others (Tator, a
+The Sticky Pi API (:mod:`agent.sinks.stickypi`) is the first sink; others (Tator, a
 data lake) implement the same protocol.
 """
 

@@ -3,10 +3,10 @@
 A backend is chosen by ``[camera] type`` in the config, or for one run by
 ``$STICKY_AGENT_CAMERA`` (gpiozero's ``GPIOZERO_PIN_FACTORY`` idea). Backends:
 
-- ``synthetic`` (:mod:`agent.camera.synthetic`): renders a realistic sticky card,
+- ``synthetic`` (:mod:`agent.hardware.camera.synthetic`): renders a realistic sticky card,
   deterministic for a seed; any laptop.
-- ``replay`` (:mod:`agent.camera.replay`): cycles through the JPEGs of a folder.
-- ``picamera2`` (:mod:`agent.camera.picamera2`): the Raspberry Pi camera. Its
+- ``replay`` (:mod:`agent.hardware.camera.replay`): cycles through the JPEGs of a folder.
+- ``picamera2`` (:mod:`agent.hardware.camera.picamera2`): the Raspberry Pi camera. Its
   module is the only place that imports ``picamera2``/``libcamera``.
 
 Every backend passes the same contract tests (``tests/test_camera_contract.py``).
@@ -84,9 +84,9 @@ class Camera(Protocol):
 
 #: ``type`` key -> "module:Class". A new backend is one line here plus its module.
 BACKENDS = {
-    "synthetic": "agent.camera.synthetic:SyntheticCamera",
-    "replay": "agent.camera.replay:ReplayCamera",
-    "picamera2": "agent.camera.picamera2:Picamera2Camera",
+    "synthetic": "agent.hardware.camera.synthetic:SyntheticCamera",
+    "replay": "agent.hardware.camera.replay:ReplayCamera",
+    "picamera2": "agent.hardware.camera.picamera2:Picamera2Camera",
 }
 
 

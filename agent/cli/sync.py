@@ -102,7 +102,7 @@ def sync(ctx: Context) -> None:
     import sys
 
     from agent.locks import running_agent_pid
-    from agent.sync import oneshot
+    from agent.sinks import oneshot
 
     config = ctx.config()
     if config.sync is None:

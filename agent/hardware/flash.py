@@ -4,7 +4,7 @@ Backends, chosen by ``[flash] type`` or ``$STICKY_AGENT_FLASH``:
 
 - ``none``: no flash (daylight, or a flash wired to the camera).
 - ``gpio``: a gpiozero ``DigitalOutputDevice`` on a BCM pin (GPIO 23 on the Sticky
-  Pi hat), on the process's one shared pin factory (:mod:`agent.gpio`): gpiozero's
+  Pi hat), on the process's one shared pin factory (:mod:`agent.hardware.gpio`): gpiozero's
   choice (``$GPIOZERO_PIN_FACTORY``, lgpio on a Pi 5) unless ``pin_factory`` is set;
   ``mock`` runs anywhere and records every pin state with its time
   (``MockPin.assert_states_and_times``).
@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from agent.config import FlashConfig, GpioFlashConfig
 from agent.errors import FlashError
-from agent.gpio import shared_pin_factory
+from agent.hardware.gpio import shared_pin_factory
 
 log = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ from hashlib import md5 as md5_of
 from pathlib import Path
 
 from agent.background import BackgroundWorker
+from agent.capture.retention import enforce
 from agent.config import Config
 from agent.errors import (
     SinkAuthError,
@@ -60,10 +61,9 @@ from agent.queue.syncrows import (
     sync_batch,
     waiting_totals,
 )
-from agent.retention import enforce
-from agent.sync.passes import PassStats, Progress, backoff_delay, log_pass
-from agent.sync.sink import AnnotationBatch, ImageKey, RemoteImage, Sink
-from agent.sync.throttle import Bandwidth, DailyBudget
+from agent.sinks.passes import PassStats, Progress, backoff_delay, log_pass
+from agent.sinks.base import AnnotationBatch, ImageKey, RemoteImage, Sink
+from agent.sinks.throttle import Bandwidth, DailyBudget
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agent.capture.naming import EARLIEST_VALID_TIME
 from agent.errors import ClockError
-from agent.naming import EARLIEST_VALID_TIME
 
 TIMESYNC_MARKER = Path("/run/systemd/timesync/synchronized")
 RTC_DIR = Path("/sys/class/rtc/rtc0")

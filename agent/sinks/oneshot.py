@@ -1,6 +1,6 @@
 """``stickyctl sync`` without a running agent: one full sync here, with progress and a verdict.
 
-The sync runs in a daemon thread (the same :class:`~agent.sync.worker.SyncWorker` as the agent,
+The sync runs in a daemon thread (the same :class:`~agent.sinks.worker.SyncWorker` as the agent,
 cycle after cycle until there is nothing more to do or it must wait); the main thread draws
 progress on a terminal (``n of N images, MB, rate, ETA``) and stays responsive to Ctrl-C. At the
 end :func:`verdict` turns the worker's last error into one line naming the real cause: missing
@@ -100,8 +100,8 @@ def run(
     from agent.doctor.checks import with_unit_credentials
     from agent.queue import Queue
     from agent.queue.syncrows import waiting_totals
-    from agent.sync.stickypi import make_sink
-    from agent.sync.worker import SyncWorker
+    from agent.sinks.stickypi import make_sink
+    from agent.sinks.worker import SyncWorker
 
     assert config.sync is not None
     sync = with_unit_credentials(config.sync, environ)
@@ -112,7 +112,7 @@ def run(
     worker.on_progress = progress.add
     annotations = [0]
     done = threading.Event()
-    worker_log = logging.getLogger("agent.sync.worker")
+    worker_log = logging.getLogger("agent.sinks.worker")
     level = worker_log.level
     if quiet_logs:  # the verdict names the cause; only errors about single images are logged
         worker_log.setLevel(logging.ERROR)
