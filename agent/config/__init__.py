@@ -10,14 +10,16 @@ backend's defaults). Secrets never go in this file.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError, model_validator
 
+from agent import registry
 from agent.config.base import BACKEND_ENV, CONFIG_ENV, DEFAULT_CONFIG_PATH, _Section, parse_duration
 from agent.config.hardware import (
     ButtonConfig,
@@ -50,6 +52,12 @@ from agent.config.sections import (
 )
 from agent.errors import ConfigError
 from agent.web.settings import WebConfig
+
+if TYPE_CHECKING:
+    from agent.sinks.base import SinkSettings as SinkConfig
+else:
+    #: One ``[[sink]]`` table: the settings class of the sink its ``type`` names.
+    SinkConfig = registry.settings_union("sink")
 
 __all__ = [
     "BuiltinDetectorConfig",
@@ -91,7 +99,9 @@ class Config(_Section):
     button: ButtonConfig = ButtonConfig()
     led: LedConfig = LedConfig()
     location: LocationConfig | None = None
-    sync: SyncConfig | None = None
+    sync: SyncConfig = SyncConfig()
+    #: Where images and annotations go: ``[[sink]]`` tables (none: capture only).
+    sink: list[SinkConfig] = Field(default_factory=list, max_length=8)
     retention: RetentionConfig = RetentionConfig()
     log: LogConfig = LogConfig()
     detector: DetectorConfig = NoDetectorConfig(type="none")
@@ -106,15 +116,78 @@ class Config(_Section):
             raise ValueError("'source' is not a configuration key")
         return data
 
+    @model_validator(mode="after")
+    def _unique_sink_names(self) -> Config:
+        seen: set[str] = set()
+        for sink in self.sink:
+            if sink.name in seen:
+                raise ValueError(f"sink.{sink.name}: two sinks are named {sink.name!r}; names must differ")
+            seen.add(sink.name)
+        return self
+
+    @property
+    def sinks(self) -> list[SinkConfig]:
+        """The sinks, in the config's order."""
+        return list(self.sink)
+
+    def sink_named(self, name: str) -> SinkConfig:
+        """Given a sink's name, return its settings. Raise ConfigError naming the known ones."""
+        for sink in self.sink:
+            if sink.name == name:
+                return sink
+        known = ", ".join(s.name for s in self.sink) or "none configured"
+        raise ConfigError(f"no sink named {name!r} (sinks: {known})")
+
 
 _TAGGED = {"camera", "flash", "sensors", "detector"}
 
 
-def _format_error(err: Mapping[str, Any]) -> str:
-    loc = [str(p) for p in err["loc"]]
-    # Tagged unions put the tag in the path (camera.synthetic.width): drop it.
+#: The keys of the legacy ``[sync]`` table that belong to the Sticky Pi sink it stands for.
+LEGACY_SYNC_KEYS = frozenset(
+    registry.backend("sink", "stickypi").settings.model_fields.keys() - {"name", "type", "required"}
+)
+
+
+def _legacy_sync(data: dict[str, Any]) -> bool:
+    """Move the Sticky Pi keys of a legacy ``[sync]`` table (``url``...) into a ``[[sink]]``
+    named ``stickypi``; return True if there were any. Raise ConfigError if ``[[sink]]``
+    tables are there too (one form or the other)."""
+    sync = data.get("sync")
+    if not isinstance(sync, Mapping) or not (LEGACY_SYNC_KEYS & sync.keys()):
+        return False
+    moved = {k: v for k, v in sync.items() if k in LEGACY_SYNC_KEYS}
+    if data.get("sink"):
+        keys = ", ".join(sorted(moved))
+        raise ConfigError(
+            f"invalid configuration: [sync] {keys}: with [[sink]] tables, the Sticky Pi API is one "
+            "of them too; write it as:",
+            ["[[sink]]", 'name = "stickypi"', 'type = "stickypi"']
+            + [f"{k} = {json.dumps(v) if isinstance(v, str) else v}" for k, v in moved.items()],
+        )
+    data["sync"] = {k: v for k, v in sync.items() if k not in LEGACY_SYNC_KEYS}
+    data["sink"] = [{"name": "stickypi", "type": "stickypi", "required": True, **moved}]
+    return True
+
+
+def _error_path(loc: list[str], data: Mapping[str, Any], legacy: bool) -> list[str]:
+    """Given a pydantic error location, return the config key path a person reads: no union tag
+    (``camera.width``), sinks by name (``sink.lab-api.url``), the legacy table as ``sync``."""
     if len(loc) >= 2 and loc[0] in _TAGGED:
-        loc = [loc[0], *loc[2:]]
+        return [loc[0], *loc[2:]]
+    if len(loc) >= 2 and loc[0] == "sink" and loc[1].isdigit():
+        rest = loc[3:] if len(loc) >= 3 and loc[2] in registry.backends("sink") else loc[2:]
+        if legacy:
+            return ["sync", *rest]
+        tables = data.get("sink")
+        i = int(loc[1])
+        name = tables[i].get("name") if isinstance(tables, list) and i < len(tables) else None
+        where = f"sink.{name}" if isinstance(name, str) and name else f"sink[{i}]"
+        return [where, *rest]
+    return loc
+
+
+def _format_error(err: Mapping[str, Any], data: Mapping[str, Any] | None = None, legacy: bool = False) -> str:
+    loc = _error_path([str(p) for p in err["loc"]], data or {}, legacy)
     path = ".".join(loc) or "(top level)"
     kind, msg = err["type"], str(err["msg"])
     if kind == "extra_forbidden":
@@ -141,6 +214,7 @@ def config_from_mapping(
     """
     environ = os.environ if environ is None else environ
     data = dict(data)
+    legacy = _legacy_sync(data)
     for section, var in BACKEND_ENV.items():
         override = environ.get(var)
         if override:
@@ -151,11 +225,13 @@ def config_from_mapping(
         config = Config.model_validate(data)
     except ValidationError as e:
         where = f" in {source}" if source else ""
-        problems = [_format_error(err) for err in e.errors()]
+        problems = [_format_error(err, data, legacy) for err in e.errors()]
         raise ConfigError(f"invalid configuration{where}:", problems) from None
     pins = gpio_problems(config.flash, config.sensors, config.button, config.led)
     if pins:
         raise ConfigError(f"invalid configuration{' in ' + str(source) if source else ''}:", pins)
+    if legacy:
+        config.sink[0]._legacy = True
     return config.model_copy(update={"source": source})
 
 
@@ -164,15 +240,15 @@ def config_warnings(config: Config, environ: Mapping[str, str] | None = None) ->
     operator may provide later), each as ``key.path: reason``."""
     environ = os.environ if environ is None else environ
     out = []
-    sync = config.sync
-    if sync is not None:
-        if sync.ca_bundle is not None and not sync.ca_bundle.is_file():
-            out.append(f"sync.ca_bundle: no such file {sync.ca_bundle}; sync fails until it exists")
-        if sync.credentials is not None and not sync.credentials.exists():
-            out.append(f"sync.credentials: no such file {sync.credentials}; sync fails until it exists")
-        elif sync.credentials is None and not environ.get("CREDENTIALS_DIRECTORY"):
+    for sink in config.sinks:
+        where = sink.section
+        if sink.ca_bundle is not None and not sink.ca_bundle.is_file():
+            out.append(f"{where}.ca_bundle: no such file {sink.ca_bundle}; sync fails until it exists")
+        if sink.credentials is not None and not sink.credentials.exists():
+            out.append(f"{where}.credentials: no such file {sink.credentials}; sync fails until it exists")
+        elif sink.credentials is None and not environ.get("CREDENTIALS_DIRECTORY"):
             out.append(
-                "sync.credentials: not set, and $CREDENTIALS_DIRECTORY is not set (it is under "
+                f"{where}.credentials: not set, and $CREDENTIALS_DIRECTORY is not set (it is under "
                 "systemd's LoadCredential=): outside systemd, sync finds no credentials"
             )
     return out
@@ -220,6 +296,8 @@ _PATH_KEYS = (
     ("sensors", "iio_root"),
     ("sync", "credentials"),
     ("sync", "ca_bundle"),
+    ("sink", "credentials"),
+    ("sink", "ca_bundle"),
     ("detector", "params"),
     ("web", "password_file"),
     ("detector", "model"),
@@ -229,10 +307,18 @@ _PATH_KEYS = (
 def _anchor_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Return ``data`` with relative paths made relative to the config file's folder."""
     data = dict(data)
-    for section, key in _PATH_KEYS:
-        table = data.get(section)
-        if isinstance(table, dict) and isinstance(table.get(key), str):
+
+    def anchor(table: dict[str, Any], key: str) -> dict[str, Any]:
+        if isinstance(table.get(key), str):
             value = Path(table[key]).expanduser()
             if not value.is_absolute():
-                data[section] = {**table, key: os.path.normpath(base.absolute() / value)}
+                return {**table, key: os.path.normpath(base.absolute() / value)}
+        return table
+
+    for section, key in _PATH_KEYS:
+        table = data.get(section)
+        if isinstance(table, dict):
+            data[section] = anchor(table, key)
+        elif isinstance(table, list):  # [[sink]] tables
+            data[section] = [anchor(t, key) if isinstance(t, dict) else t for t in table]
     return data

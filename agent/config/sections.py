@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -125,73 +122,16 @@ class LocationConfig(_Section):
 
 
 class SyncConfig(_Section):
-    """``[sync]``: the Sticky Pi API to push images and annotations to. Absent: capture only."""
+    """``[sync]``: what every sink shares, one link: the bandwidth cap and the daily budget.
 
-    url: str
-    #: A file holding one line ``username:password`` (not readable by others). Default:
-    #: ``$CREDENTIALS_DIRECTORY/<credential_name>`` (systemd ``LoadCredential=``).
-    credentials: Path | None = None
-    credential_name: str = "sticky-api"
-    #: A CA bundle for a server with a private CA (TLS verification is always on).
-    ca_bundle: Path | None = None
-    connect_timeout: Duration = Field(default=10.0, ge=1, le=600)
-    read_timeout: Duration = Field(default=120.0, ge=1, le=3600)
-    parallelism: int = Field(default=2, ge=1, le=8)
-    order: Literal["oldest", "newest"] = "oldest"
-    batch_size: int = Field(default=32, ge=1, le=500)
-    #: How often to check the API while idle or unreachable (backoff grows to backoff_max).
-    probe_interval: Duration = Field(default=60.0, ge=1, le=86_400)
-    backoff_max: Duration = Field(default=900.0, ge=1, le=86_400)
-    #: Uploads the server keeps rejecting move to ``failed`` after this many tries.
-    max_attempts: int = Field(default=5, ge=1, le=1000)
-    #: ``failed`` images get one more try by themselves this often (nobody may be there to retry).
-    retry_failed_interval: Duration = Field(default=3600.0, ge=60, le=7 * 86400)
-    #: Optional cap on upload speed, kilobits per second (metered links).
+    (Before several sinks, ``[sync]`` also held the Sticky Pi API's ``url``, ``credentials``...:
+    such a table is still read, as a ``[[sink]]`` named ``stickypi``; see :mod:`agent.config`.)
+    """
+
+    #: Optional cap on upload speed, kilobits per second (metered links), all sinks together.
     bandwidth_kbps: float | None = Field(default=None, ge=1, le=10_000_000)
-    #: Optional cap on uploaded megabytes per UTC day; holds across restarts.
+    #: Optional cap on uploaded megabytes per UTC day, all sinks together; holds across restarts.
     daily_budget_mb: float | None = Field(default=None, gt=0, le=10_000_000)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return api_url(v)
-
-
-def api_url(v: str) -> str:
-    """Given ``[sync] url``, return it without a trailing slash. Raise ValueError unless it is
-    ``https://host[:port][/path]``, or ``http://`` to a loopback host only (the password goes
-    in a Basic header): no user or password, query, fragment, space or control character."""
-    example = 'like "https://api.example.org"'
-    if not re.fullmatch(r"[!-~]+", v):
-        raise ValueError(f"must be a URL {example}, without spaces or control characters")
-    parts = urlsplit(v)
-    if "@" in parts.netloc:
-        raise ValueError("must not hold a user or password: they go in the credentials file")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"must be a URL {example}, with a port from 1 to 65535") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
-        raise ValueError(f'must be an http(s) URL {example}, got "{v}"')
-    if parts.query or parts.fragment or v.endswith(("?", "#")):
-        raise ValueError(f'must not have a query or fragment (the API\'s address only), got "{v}"')
-    if not re.fullmatch(r"[A-Za-z0-9._~/-]*", parts.path) or "/." in parts.path:
-        raise ValueError(f'must have a plain path, got "{v}"')
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise ValueError(
-            "plain http:// is allowed only to this machine (127.0.0.1, ::1, localhost): "
-            f"the password would cross the network in clear; use https://{parts.netloc}"
-        )
-    return v.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class RetentionConfig(_Section):

@@ -1,9 +1,10 @@
-"""API credentials: ``username:password`` from a file named in config, or from systemd.
+"""A sink's secret: ``username:password`` (or one token) from a file named in config, or systemd.
 
-With ``[sync] credentials = "<path>"`` the file is read and refused if other users can
-read it. Without it, ``$CREDENTIALS_DIRECTORY/<credential_name>`` is read (systemd's
-``LoadCredential=``, which makes such files private to the service). The password is
-kept out of ``repr`` so it cannot leak into a log line or an exception message.
+With ``credentials = "<path>"`` in the sink's table the file is read and refused if other
+users can read it. Without it, ``$CREDENTIALS_DIRECTORY/<credential_name>`` is read (systemd's
+``LoadCredential=``, which makes such files private to the service). The secret is kept out
+of ``repr`` so it cannot leak into a log line or an exception message; it never goes in the
+config file.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.config import SyncConfig
 from agent.errors import CredentialsError
+from agent.sinks.base import SinkSettings
 
 #: A ``username:password`` line is short; anything longer is not a credentials file.
 MAX_CREDENTIALS_BYTES = 4096
@@ -30,8 +31,8 @@ class Credentials:
         return f"{self.username}:<hidden>"
 
 
-def credentials_path(config: SyncConfig, environ: Mapping[str, str] | None = None) -> Path:
-    """Given the ``[sync]`` config, return where the credentials are read from.
+def credentials_path(config: SinkSettings, environ: Mapping[str, str] | None = None) -> Path:
+    """Given a sink's settings, return where its credentials are read from.
 
     Raise CredentialsError if neither a file nor ``$CREDENTIALS_DIRECTORY`` is given.
     """
@@ -42,17 +43,17 @@ def credentials_path(config: SyncConfig, environ: Mapping[str, str] | None = Non
     if directory:
         return Path(directory) / config.credential_name
     raise CredentialsError(
-        'no API credentials: set [sync] credentials = "<file with username:password>" or run '
+        f'no credentials for {config.section}: set credentials = "<file>" in its table or run '
         f"under systemd with LoadCredential={config.credential_name}:<file>"
     )
 
 
-def load_credentials(config: SyncConfig, environ: Mapping[str, str] | None = None) -> Credentials:
-    """Given the ``[sync]`` config, return the credentials.
+def read_secret_line(config: SinkSettings, environ: Mapping[str, str] | None = None) -> tuple[Path, str]:
+    """Given a sink's settings, return its credentials file and the one line it holds.
 
     Raise CredentialsError if the file is missing, not a regular file (a FIFO or a device
     would hang or never end), over 4 kB, not UTF-8, readable or writable by others, or not
-    one line ``username:password``. The message never contains the password.
+    one line. The message never contains the secret.
     """
     path = credentials_path(config, environ)
     try:
@@ -85,9 +86,38 @@ def load_credentials(config: SyncConfig, environ: Mapping[str, str] | None = Non
     lines = [line.strip() for line in raw.splitlines() if line.strip()]
     if any(not ch.isprintable() for line in lines for ch in line):
         raise CredentialsError(f"the credentials file {path} holds control characters")
-    if len(lines) != 1 or ":" not in lines[0]:
+    if len(lines) != 1:
+        raise CredentialsError(f"the credentials file {path} must hold one line")
+    return path, lines[0]
+
+
+def load_credentials(config: SinkSettings, environ: Mapping[str, str] | None = None) -> Credentials:
+    """Given a sink's settings, return its ``username:password`` credentials (for the data lake:
+    ``api_key:secret``). Raise CredentialsError as :func:`read_secret_line` does, or if the line
+    is not ``username:password``. The message never contains the password."""
+    path, line = read_secret_line(config, environ)
+    if ":" not in line:
         raise CredentialsError(f"the credentials file {path} must hold one line username:password")
-    username, _, password = lines[0].partition(":")
+    username, _, password = line.partition(":")
     if not username or not password:
         raise CredentialsError(f"the credentials file {path} has an empty username or password")
     return Credentials(username, password)
+
+
+def load_token(config: SinkSettings, environ: Mapping[str, str] | None = None) -> Secret:
+    """Given a sink's settings, return its API token (one line, no spaces). Raise
+    CredentialsError as :func:`read_secret_line` does, or if the line holds a space or a colon."""
+    path, line = read_secret_line(config, environ)
+    if any(ch.isspace() for ch in line) or ":" in line:
+        raise CredentialsError(f"the credentials file {path} must hold one token (no spaces or colons)")
+    return Secret(line)
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A token, kept out of ``repr`` and ``str``."""
+
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "<hidden>"

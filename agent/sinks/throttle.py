@@ -11,8 +11,10 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from agent.queue import Queue
+if TYPE_CHECKING:
+    from agent.queue import Queue
 
 
 class Bandwidth:

@@ -61,8 +61,8 @@ from agent.queue.syncrows import (
     sync_batch,
     waiting_totals,
 )
-from agent.sinks.passes import PassStats, Progress, backoff_delay, log_pass
 from agent.sinks.base import AnnotationBatch, ImageKey, RemoteImage, Sink
+from agent.sinks.passes import PassStats, Progress, backoff_delay, log_pass
 from agent.sinks.throttle import Bandwidth, DailyBudget
 
 log = logging.getLogger(__name__)
