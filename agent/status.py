@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__, humanize
 from agent.capture.clock import clock_state
@@ -19,7 +20,9 @@ from agent.device import device_id
 from agent.errors import StickyAgentError
 from agent.locks import running_agent_pid
 from agent.queue.readonly import QueueReader
-from agent.queue.states import WAITING_STATES
+
+if TYPE_CHECKING:
+    from agent.sinks.base import SinkSettings
 
 #: Less free space than this is a full disk even with ``min_free_disk_mb = 0`` (as the queue's).
 FULL_DISK_BYTES = 1_000_000
@@ -98,16 +101,16 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
         out["last_image_time"] = _iso(ok[0]["time"]) if ok else None
         out["captures_24h"] = queue.attempt_counts(now - dt.timedelta(hours=24))
         totals = queue.totals_by_state()
-        waiting = [totals[s] for s in WAITING_STATES if s in totals]
+        names = [sink.name for sink in config.sinks]
+        waiting, waiting_bytes = queue.waiting_anywhere(names)
         out["queue"] = {
             "path": str(queue_path),
             "states": {s: {"count": n, "bytes": b} for s, (n, b) in sorted(totals.items())},
             "total": sum(n for n, _ in totals.values()),
-            "waiting": sum(n for n, _ in waiting),
-            "waiting_bytes": sum(b for _, b in waiting),
+            #: Images on disk still on their way to at least one sink.
+            "waiting": waiting,
+            "waiting_bytes": waiting_bytes,
         }
-        oldest = queue.oldest_waiting()
-        out["oldest_waiting"] = {**oldest, "datetime": _iso(oldest["datetime"])} if oldest else None
         out["last_errors"] = [
             {"time": _iso(a["time"]), "outcome": a["outcome"], "error": a["error"]}
             for a in attempts
@@ -115,7 +118,14 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
         ][:5]
         if published.get("last_quarantine"):
             out["last_quarantine"] = published["last_quarantine"]
-        out["sync"] = _sync_status(config, queue, published, out["queue"], now) if config.sync else None
+        out["problems"] = queue.problems()
+        out["sinks"] = {
+            sink.name: sink_status(sink, queue, published, running=pid is not None, now=now)
+            for sink in config.sinks
+        }
+        oldest = [o for o in (v["oldest_waiting"] for v in out["sinks"].values()) if o]
+        out["oldest_waiting"] = min(oldest, key=lambda o: o["datetime"] or "") if oldest else None
+        out["sync"] = _link_status(config, published, now) if config.sinks else None
         out["insects"] = _insects(queue, now) if config.detector.type != "none" else None
     finally:
         queue.close()
@@ -147,41 +157,101 @@ def _insects(queue: QueueReader, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def _sync_status(
-    config: Config, queue: QueueReader, published: dict[str, str], totals: dict[str, Any], now: dt.datetime
+#: What a sink's published error says, when the worker did not publish its kind.
+_AUTH_ERROR = re.compile(r"\((401|403)\)|credentials|password|token", re.IGNORECASE)
+#: A sink's state as status names it (``state`` in ``sinks``).
+SINK_STATES = ("ok", "unreachable", "auth", "refusing", "budget spent", "not checked", "agent not running")
+
+
+def sink_state(
+    reachable: bool | None, error: str | None, checked: str | None, kind: str | None = None
+) -> str:
+    """Given what a sink's worker last published, return its state: ``ok``, ``unreachable``,
+    ``auth`` (credentials or account refused), ``refusing`` (it answers, with errors), ``budget
+    spent`` or ``not checked``. ``kind`` is the worker's own word for the error, if it gave one."""
+    if reachable is None and not checked:
+        return "not checked"
+    if reachable is False:
+        return "unreachable"
+    if not error:
+        return "ok"
+    if kind in SINK_STATES:
+        return kind
+    if "budget" in error.lower():
+        return "budget spent"
+    return "auth" if _AUTH_ERROR.search(error) else "refusing"
+
+
+def sink_status(
+    settings: SinkSettings, queue: QueueReader, published: dict[str, str], running: bool, now: dt.datetime
 ) -> dict[str, Any]:
-    assert config.sync is not None
-    failed = totals["states"].get("failed", {}).get("count", 0)
+    """Given a sink's settings, the queue and the agent's published facts, return where the sink
+    stands (``stickyctl status --json``'s ``sinks.<name>``). With the agent stopped, ``state`` is
+    ``agent not running`` and ``last_state`` what the facts said at the last check."""
+    name = settings.name
+
+    def fact(key: str) -> str | None:
+        return published.get(f"sink.{name}.{key}") or None
+
+    totals = queue.sink_totals(name)
+    reachable = {"yes": True, "no": False}.get(fact("reachable") or "")
+    error = fact("error")
+    last_state = sink_state(reachable, error, fact("checked"), fact("error_kind"))
     next_retry = None
-    if failed:  # the agent gives failed images one more try by itself, every retry_failed_interval
-        last = published.get("sync_failed_retry")
-        at = float(last) + config.sync.retry_failed_interval if last else now.timestamp()
+    if totals["failed"]:  # the agent gives failed images one more try by itself
+        last = fact("failed_retry")
+        at = float(last) + settings.retry_failed_interval if last else now.timestamp()
         next_retry = _iso(dt.datetime.fromtimestamp(max(at, now.timestamp()), dt.UTC))
-    last = json.loads(published["sync_last"]) if published.get("sync_last") else None
+    try:
+        last_pass = json.loads(fact("last") or "null")
+    except ValueError:
+        last_pass = None
     rate = None
-    if last and last.get("bytes_sent") and last.get("seconds"):
-        rate = last["bytes_sent"] / last["seconds"]
-    budget_used = (
-        int(published.get("budget_used", "0"))
-        if published.get("budget_day") == (dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"))
-        else 0
-    )
-    budget = config.sync.daily_budget_mb
+    if isinstance(last_pass, dict) and last_pass.get("bytes_sent") and last_pass.get("seconds"):
+        rate = last_pass["bytes_sent"] / last_pass["seconds"]
+    oldest = queue.oldest_waiting(name)
+    success = queue.last_verified(name)
     return {
-        "url": config.sync.url,
-        "reachable": {"yes": True, "no": False}.get(published.get("sync_reachable", "")),
-        "reachable_since": published.get("sync_reachable_since"),
-        #: When the agent last talked to the API (reachable/error are as of then).
-        "checked": published.get("sync_checked"),
-        "error": published.get("sync_error"),
-        "failed": failed,
-        "next_failed_retry": next_retry,
-        "last_pass": last,
+        "type": getattr(settings, "type", "?"),
+        "address": settings.address,
+        "required": settings.required,
+        "state": last_state if running else "agent not running",
+        "last_state": last_state,
+        "reachable": reachable,
+        "reachable_since": fact("reachable_since"),
+        #: When the agent last talked to the sink (reachable/last_error are as of then).
+        "checked": fact("checked"),
+        "last_error": error,
+        "verified": totals["verified"],
+        "waiting": totals["waiting"],
+        "waiting_bytes": totals["waiting_bytes"],
+        "uploaded": totals["uploaded"],
+        "failed": totals["failed"],
+        "conflict": totals["conflict"],
+        "annotations": {
+            "sent": totals["annotations_sent"],
+            "pending": totals["annotations_pending"],
+            "failed": totals["annotations_failed"],
+        },
+        "oldest_waiting": {**oldest, "datetime": _iso(oldest["datetime"])} if oldest else None,
+        "last_success": _iso(success),
+        "last_pass": last_pass if isinstance(last_pass, dict) else None,
         "throughput_bytes_per_s": rate,
         "eta_seconds": totals["waiting_bytes"] / rate if rate and totals["waiting_bytes"] else None,
-        "budget_left_bytes": None if budget is None else max(0, int(budget * 1e6) - budget_used),
-        "annotations": queue.annotation_totals(),
-        "problems": queue.problems(),
+        "next_failed_retry": next_retry,
+        "problems": queue.sink_problems(name),
+    }
+
+
+def _link_status(config: Config, published: dict[str, str], now: dt.datetime) -> dict[str, Any]:
+    """Return what every sink shares (one link): the bandwidth cap and today's budget left."""
+    today = now.astimezone(dt.UTC).strftime("%Y-%m-%d")
+    used = int(published.get("budget_used", "0")) if published.get("budget_day") == today else 0
+    budget = config.sync.daily_budget_mb
+    return {
+        "sinks": len(config.sinks),
+        "bandwidth_kbps": config.sync.bandwidth_kbps,
+        "budget_left_bytes": None if budget is None else max(0, int(budget * 1e6) - used),
     }
 
 
@@ -193,49 +263,71 @@ def _ago(iso: str | None, now: dt.datetime) -> str:
     return humanize.ago(iso, now)
 
 
-def _format_sync(sync: dict[str, Any], queue: dict[str, Any], now: dt.datetime, running: bool) -> list[str]:
-    reach = {True: "reachable", False: "UNREACHABLE", None: "not tried yet"}[sync["reachable"]]
-    if sync["reachable"] and sync.get("error"):
-        reach = "answers, with an error"
+_REACH = {
+    "ok": "reachable",
+    "unreachable": "UNREACHABLE",
+    "auth": "REFUSES OUR CREDENTIALS",
+    "refusing": "answers, with an error",
+    "budget spent": "reachable, today's data budget spent",
+    "not checked": "not checked yet",
+}
+
+
+def _label(text: str) -> str:
+    return f"{text:<{_LABEL - 1}} "
+
+
+def _format_sink(name: str, k: dict[str, Any], now: dt.datetime, running: bool) -> list[str]:
+    """Given one sink's status, return its block: where it is and its state first, then its
+    backlog, what it holds, the last pass and its problems (indented under it)."""
+    where = f"{k['address']} " if k["address"] != name else ""
+    where += f"({k['type']}{', not required' if not k['required'] else ''})"
+    reach = _REACH.get(k["last_state"], k["last_state"])
     if running:
-        since = f" since {_ago(sync['reachable_since'], now)}" if sync.get("reachable_since") else ""
-        lines = [f"api             {sync['url']} {reach}{since}"]
-        if sync.get("error"):
-            lines.append(f"sync problem    {sync['error']}")
+        since = f" since {_ago(k['reachable_since'], now)}" if k.get("reachable_since") else ""
+        lines = [f"{_label('sink ' + name)}{where}: {reach}{since}"]
+        if k.get("last_error"):
+            lines.append(f"{_label('  problem')}{k['last_error']}")
     else:  # what was published is stale: say so, with its age, never as the current state
-        checked = sync.get("checked") or sync.get("reachable_since")
+        checked = k.get("checked") or k.get("reachable_since")
         seen = "never checked"
         if checked:
             age = (now - dt.datetime.fromisoformat(checked)).total_seconds()
             seen = f"{reach} at the last check, {humanize.duration(age)} ago"
-        lines = [f"api             {sync['url']}: agent not running; {seen}"]
-        if sync.get("error"):
-            lines.append(f"last problem    {sync['error']}")
-    last = sync.get("last_pass")
+        lines = [f"{_label('sink ' + name)}{where}: agent not running; {seen}"]
+        if k.get("last_error"):
+            lines.append(f"{_label('  last problem')}{k['last_error']}")
+    oldest = k.get("oldest_waiting")
+    tail = f", oldest {_ago(oldest['datetime'], now)}" if oldest and k["waiting"] else ""
+    lines.append(f"{_label('  backlog')}{k['waiting']} images, {_size(k['waiting_bytes'])}{tail}")
+    ann = k["annotations"]
+    held = f"{k['verified']} images verified, annotations {ann['sent']} sent, {ann['pending']} pending"
+    if ann["failed"]:
+        held += f", {ann['failed']} failed"
+    lines.append(f"{_label('  holds')}{held}")
+    last = k.get("last_pass")
     if last:
-        what = "ok" if last["outcome"] == "ok" else f"{last['outcome']}: {last.get('error')}"
+        what = "ok" if last.get("outcome") == "ok" else f"{last.get('outcome')}: {last.get('error')}"
         lines.append(
-            f"last sync       {_ago(last['started'], now)}, {what}, {last['images_sent']} images "
-            f"({_size(last['bytes_sent'])}), {last.get('annotations_sent', 0)} annotations "
-            f"in {last['seconds']:.1f}s"
+            f"{_label('  last sync')}{_ago(last.get('started'), now)}, {what}, "
+            f"{last.get('images_sent', 0)} images ({_size(last.get('bytes_sent', 0))}), "
+            f"{last.get('annotations_sent', 0)} annotations in {last.get('seconds', 0):.1f}s"
         )
-    rate = sync.get("throughput_bytes_per_s")
-    if rate:
-        lines.append(f"throughput      {_size(rate)}/s")
-    lines.append(f"backlog         {queue['waiting']} images, {_size(queue['waiting_bytes'])}")
-    if sync.get("eta_seconds"):
-        lines.append(f"time to drain   ~{sync['eta_seconds'] / 60:.0f} min at the last sync's rate")
-    if sync.get("budget_left_bytes") is not None:
-        lines.append(f"budget left     {_size(sync['budget_left_bytes'])} today (UTC)")
-    if sync.get("annotations"):
+    if k.get("throughput_bytes_per_s"):
+        rate = f"{_size(k['throughput_bytes_per_s'])}/s"
+        if k.get("eta_seconds"):
+            rate += f", ~{k['eta_seconds'] / 60:.0f} min to drain at that rate"
+        lines.append(f"{_label('  throughput')}{rate}")
+    if k.get("failed"):
+        when = _ago(k["next_failed_retry"], now) if running else "when the agent runs"
+        lines.append(f"{_label('  failed images')}{k['failed']}: one more try by themselves, next {when}")
+    if k.get("conflict"):
         lines.append(
-            "annotations     " + ", ".join(f"{n} {k}" for k, n in sorted(sync["annotations"].items()))
+            f"{_label('  conflicts')}{k['conflict']}: the sink holds another image under the same "
+            "name; never overwritten"
         )
-    if sync.get("failed"):
-        when = _ago(sync["next_failed_retry"], now) if running else "when the agent runs"
-        lines.append(f"failed images   {sync['failed']}: one more try by themselves, next {when}")
-    for p in sync.get("problems", []):
-        lines.append(f"  {p['state'].upper():<11} {p['name']}: {p['reason']}")
+    for p in k.get("problems", []):
+        lines.append(f"    {p['state'].upper():<11} {p['name']}: {p['reason']}")
     return lines
 
 
@@ -259,14 +351,19 @@ def problems(s: dict[str, Any]) -> list[str]:
         out.append("free disk unknown")
     elif disk["free_bytes"] < disk.get("min_free_bytes", 0):
         out.append(f"disk full ({_size(disk['free_bytes'])} free)")
-    sync = s.get("sync")
-    if sync:
-        if sync.get("error"):
-            out.append("sync stopped")
-        elif sync.get("reachable") is False:
-            out.append("API unreachable")
-        if sync.get("problems"):
-            out.append(f"{len(sync['problems'])} image(s) refused or quarantined")
+    for name, k in (s.get("sinks") or {}).items():
+        state = k.get("last_state")
+        if state == "unreachable":
+            out.append(f"{name} unreachable")
+        elif state == "auth":
+            out.append(f"{name} refuses our credentials")
+        elif state == "refusing":
+            out.append(f"{name} answers with errors")
+        refused = k.get("failed", 0) + k.get("conflict", 0)
+        if refused:
+            out.append(f"{refused} image(s) refused by {name}")
+    if s.get("problems"):
+        out.append(f"{len(s['problems'])} file(s) quarantined")
     return out
 
 
@@ -281,7 +378,7 @@ def verdict(s: dict[str, Any]) -> str:
             text = "PROBLEM: " + "; ".join(found) + " (more below)"
         return text
     q = s.get("queue") or {}
-    tail = f"{q.get('waiting', 0)} waiting" if s.get("sync") else f"{q.get('total', 0)} images stored"
+    tail = f"{q.get('waiting', 0)} waiting" if s.get("sinks") else f"{q.get('total', 0)} images stored"
     return f"OK: capturing {s.get('schedule', '')}, {tail}"
 
 
@@ -320,7 +417,7 @@ def format_status(s: dict[str, Any]) -> str:
         f"clock           {humanize.when(clock['now'])} ({trust}, source {clock.get('source')}: "
         f"{clock.get('detail')})"
     )
-    syncing = bool(s.get("sync"))
+    syncing = bool(s.get("sinks"))
     if s.get("queue") is None:
         lines.append(f"queue           {s.get('queue_error')}")
     else:
@@ -361,8 +458,13 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"free disk       UNKNOWN: {disk.get('error')}")
     if s.get("last_quarantine"):
         lines.append(f"quarantined     {s['last_quarantine']}")
-    if syncing:
-        lines.extend(_format_sync(s["sync"], s["queue"], now, bool(s["agent"]["running"])))
+    for p in s.get("problems") or []:
+        lines.append(f"  {p['state'].upper():<13} {p['name']}: {p['reason']}")
+    link = s.get("sync") or {}
+    if link.get("budget_left_bytes") is not None:
+        lines.append(f"budget left     {_size(link['budget_left_bytes'])} today (UTC), all sinks together")
+    for name, k in (s.get("sinks") or {}).items():
+        lines.extend(_format_sink(name, k, now, bool(s["agent"]["running"])))
     insects = s.get("insects")
     if insects:
         lines.append("insects         " + _insect_text(insects))

@@ -58,27 +58,47 @@ def healthy(**changes: Any) -> dict[str, Any]:
         "oldest_waiting": None,
         "last_errors": [],
         "sync": None,
+        "sinks": {},
+        "problems": [],
         "insects": None,
     }
     s.update(changes)
     return s
 
 
-def with_sync(**changes: Any) -> dict[str, Any]:
-    sync = {
-        "url": "https://api.example.org",
+def sink(**changes: Any) -> dict[str, Any]:
+    """One sink's status (``sinks.<name>``) that is fine."""
+    k: dict[str, Any] = {
+        "type": "stickypi",
+        "address": "https://api.example.org",
+        "required": True,
+        "state": "ok",
+        "last_state": "ok",
         "reachable": True,
         "reachable_since": None,
-        "error": None,
+        "checked": NOW.isoformat(),
+        "last_error": None,
+        "verified": 72,
+        "waiting": 0,
+        "waiting_bytes": 0,
+        "uploaded": 0,
+        "failed": 0,
+        "conflict": 0,
+        "annotations": {"sent": 0, "pending": 0, "failed": 0},
+        "oldest_waiting": None,
+        "last_success": None,
         "last_pass": None,
         "throughput_bytes_per_s": None,
         "eta_seconds": None,
-        "budget_left_bytes": None,
-        "annotations": {},
+        "next_failed_retry": None,
         "problems": [],
     }
-    sync.update(changes)
-    return healthy(sync=sync)
+    k.update(changes)
+    return k
+
+
+def with_sync(**changes: Any) -> dict[str, Any]:
+    return healthy(sinks={"stickypi": sink(**changes)}, sync={"sinks": 1, "budget_left_bytes": None})
 
 
 def test_a_healthy_trap_says_ok_first() -> None:
@@ -133,9 +153,16 @@ def test_a_problem_is_named_on_the_first_line(changes: dict[str, Any], expected:
 
 
 def test_sync_problems_reach_the_verdict_and_many_problems_still_fit() -> None:
-    assert format_status(with_sync(reachable=False)).startswith("PROBLEM: API unreachable\n")
-    assert format_status(with_sync(error="401: bad password")).startswith("PROBLEM: sync stopped\n")
-    worst = with_sync(reachable=False, problems=[{"state": "failed", "name": "a.jpg", "reason": "x"}])
+    down = with_sync(reachable=False, last_state="unreachable")
+    assert format_status(down).startswith("PROBLEM: stickypi unreachable\n")
+    auth = with_sync(last_error="/get_token: bad password (401)", last_state="auth")
+    assert format_status(auth).startswith("PROBLEM: stickypi refuses our credentials\n")
+    worst = with_sync(
+        reachable=False,
+        last_state="unreachable",
+        failed=1,
+        problems=[{"state": "failed", "name": "a.jpg", "reason": "x"}],
+    )
     worst.update(
         agent={"running": False, "pid": None},
         clock={"now": NOW.isoformat(), "trusted": False, "source": "none", "detail": "no NTP"},
@@ -149,7 +176,7 @@ def test_sync_problems_reach_the_verdict_and_many_problems_still_fit() -> None:
 def test_every_line_fits_one_time_format_decimal_units() -> None:
     long_error = "camera: " + "the camera did not answer within 10 s, reopened it; " * 6
     s = with_sync(
-        problems=[{"state": "quarantined", "name": "0a1b2c3d.2026-06-01_11-40-00.jpg", "reason": long_error}],
+        problems=[{"state": "failed", "name": "0a1b2c3d.2026-06-01_11-40-00.jpg", "reason": long_error}],
         last_pass={
             "started": (NOW - dt.timedelta(hours=3)).isoformat(),
             "outcome": "ok",
@@ -164,6 +191,7 @@ def test_every_line_fits_one_time_format_decimal_units() -> None:
         last_capture={"time": NOW.isoformat(), "outcome": "camera", "error": long_error, "manual": False},
         last_errors=[{"time": NOW.isoformat(), "outcome": "camera", "error": long_error}],
         last_quarantine="/var/lib/sticky-agent/images/quarantine/" + "x" * 150 + ".jpg",
+        problems=[{"state": "quarantined", "name": "0a1b2c3d.2026-06-01_11-50-00.jpg", "reason": long_error}],
     )
     text = format_status(s)
     assert all(len(line) <= MAX_LINE for line in text.splitlines()), text

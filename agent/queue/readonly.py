@@ -15,7 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import QueueError
-from agent.queue.states import PROBLEM_STATES, WAITING_STATES
+from agent.queue.states import (
+    DELIVERY_PROBLEMS,
+    PROBLEM_STATES,
+    STATES_WITH_FILE,
+    TO_SEND,
+    DeliveryState,
+    ImageState,
+)
+
+_ON_DISK = STATES_WITH_FILE[0].value
+_TO_SEND = tuple(s.value for s in TO_SEND)
+#: An image on disk with no delivery row for a sink is waiting for it (shown as this).
+UNSEEN = DeliveryState.WAITING.value
 
 
 def _time(value: str | None) -> dt.datetime | None:
@@ -55,30 +67,180 @@ class QueueReader:
         except sqlite3.Error as e:
             raise QueueError(f"reading the queue failed: {e}") from e
 
-    def iter_images(self, limit: int, state: str | None = None) -> Iterator[dict[str, Any]]:
-        """Yield the most recent images, newest first, one row at a time (a long queue is never
-        held in memory). A value the row should not have (a damaged file) is passed on as it is."""
-        where, args = ("WHERE state = ?", (state,)) if state else ("", ())
+    def iter_images(
+        self,
+        limit: int,
+        state: str | None = None,
+        sinks: list[str] | None = None,
+        sink: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield the most recent images, newest first, each with ``deliveries``: ``{sink: {state,
+        attempts, last_error, remote_id}}`` for every one of ``sinks`` (an image on disk with no
+        row for a sink is ``waiting`` for it; one gone before the sink saw it, absent). ``state``
+        is a file state (``captured``...) or a delivery state (``failed``...: at ``sink``, or at
+        any of ``sinks``). Rows are read a few hundred at a time (a long queue is never held in
+        memory); a value a row should not have (a damaged file) is passed on as it is."""
+        names = [sink] if sink else list(sinks or [])
+        where, args = self._state_filter(state, names)
         sql = (
-            "SELECT path, datetime, state, size, md5, manual, attempts, last_error FROM images "
-            f"{where} ORDER BY datetime DESC LIMIT ?"
+            "SELECT i.id, i.path, i.datetime, i.state, i.size, i.md5, i.manual, i.last_error"
+            f" FROM images i {where} ORDER BY i.datetime DESC LIMIT ?"
         )
         try:
             cursor = self.db.execute(sql, (*args, limit))
-            for path, when, st, size, md5, manual, attempts, last_error in cursor:
-                parsed = _time(when)
-                yield {
-                    "name": Path(str(path)).name,
-                    "datetime": parsed.isoformat() if parsed else when,
-                    "state": st,
-                    "size": size,
-                    "md5": md5,
-                    "manual": bool(manual),
-                    "attempts": attempts,
-                    "last_error": last_error,
-                }
+            while rows := cursor.fetchmany(500):
+                held = self.deliveries_of([r[0] for r in rows], names)
+                for image_id, path, when, st, size, md5, manual, last_error in rows:
+                    parsed = _time(when)
+                    mine = held.get(image_id, {})
+                    if st == _ON_DISK:
+                        unseen = {"state": UNSEEN, "attempts": 0, "last_error": None, "remote_id": None}
+                        mine = {n: mine.get(n, unseen) for n in names}
+                    yield {
+                        "name": Path(str(path)).name,
+                        "datetime": parsed.isoformat() if parsed else when,
+                        "state": st,
+                        "size": size,
+                        "md5": md5,
+                        "manual": bool(manual),
+                        "last_error": last_error,
+                        "deliveries": {n: mine[n] for n in names if n in mine},
+                    }
         except sqlite3.Error as e:
             raise QueueError(f"reading the queue failed: {e}") from e
+
+    @staticmethod
+    def _state_filter(state: str | None, names: list[str]) -> tuple[str, tuple[Any, ...]]:
+        """Given a file or delivery state and the sinks it is about, return the WHERE clause."""
+        if not state:
+            return "", ()
+        if state in {s.value for s in ImageState}:
+            return "WHERE i.state = ?", (state,)
+        if not names:
+            return "WHERE 0", ()
+        clauses, args = [], []
+        for name in names:
+            held = "EXISTS (SELECT 1 FROM deliveries d WHERE d.image_id = i.id AND d.sink = ?"
+            clause = f"{held} AND d.state = ?)"
+            if state == UNSEEN:  # no row yet for an image on disk: waiting too
+                clause = f"({clause} OR (i.state = ? AND NOT {held})))"
+                args += [name, state, _ON_DISK, name]
+            else:
+                args += [name, state]
+            clauses.append(clause)
+        return "WHERE " + " OR ".join(clauses), tuple(args)
+
+    def deliveries_of(self, image_ids: list[int], sinks: list[str]) -> dict[int, dict[str, dict[str, Any]]]:
+        """Given image ids and sink names, return ``{image id: {sink: {state, attempts,
+        last_error, remote_id}}}`` for the rows the queue has."""
+        if not image_ids or not sinks:
+            return {}
+        rows = self._all(
+            "SELECT image_id, sink, state, attempts, last_error, remote_id FROM deliveries"
+            f" WHERE image_id IN ({_marks(len(image_ids))}) AND sink IN ({_marks(len(sinks))})",
+            *image_ids,
+            *sinks,
+        )
+        out: dict[int, dict[str, dict[str, Any]]] = {}
+        for image_id, sink, st, attempts, error, remote_id in rows:
+            out.setdefault(image_id, {})[sink] = {
+                "state": st,
+                "attempts": attempts,
+                "last_error": error,
+                "remote_id": remote_id,
+            }
+        return out
+
+    # -- per sink (the same figures as agent.queue.deliveries.totals) --------------------------
+
+    def sink_totals(self, sink: str) -> dict[str, int]:
+        """Given a sink's name, return its ``verified``, ``waiting`` (images on disk with no row
+        yet count), ``waiting_bytes``, ``uploaded``, ``failed``, ``conflict`` and its annotations'
+        ``annotations_sent``, ``annotations_pending``, ``annotations_failed``."""
+        to_send = _marks(len(_TO_SEND))
+        by_state = {
+            st: (int(n), int(b))
+            for st, n, b in self._all(
+                "SELECT d.state, count(*), coalesce(sum(i.size), 0) FROM deliveries d"
+                " JOIN images i ON d.image_id = i.id WHERE d.sink = ?"
+                f" AND (d.state NOT IN ({to_send}) OR i.state = ?) GROUP BY d.state",
+                sink,
+                *_TO_SEND,
+                _ON_DISK,
+            )
+        }
+        new_n, new_b = self._all(
+            "SELECT count(*), coalesce(sum(i.size), 0) FROM images i WHERE i.state = ? AND NOT EXISTS"
+            " (SELECT 1 FROM deliveries d WHERE d.image_id = i.id AND d.sink = ?)",
+            _ON_DISK,
+            sink,
+        )[0]
+        anns = {
+            st: int(n)
+            for st, n in self._all(
+                "SELECT state, count(*) FROM annotation_deliveries WHERE sink = ? GROUP BY state", sink
+            )
+        }
+        waiting, uploaded = by_state.get("waiting", (0, 0)), by_state.get("uploaded", (0, 0))
+        return {
+            "verified": by_state.get("verified", (0, 0))[0],
+            "waiting": waiting[0] + uploaded[0] + int(new_n),
+            "waiting_bytes": waiting[1] + uploaded[1] + int(new_b),
+            "uploaded": uploaded[0],
+            "failed": by_state.get("failed", (0, 0))[0],
+            "conflict": by_state.get("conflict", (0, 0))[0],
+            "annotations_sent": anns.get("uploaded", 0),
+            "annotations_failed": anns.get("failed", 0),
+            "annotations_pending": self.annotation_count() - anns.get("uploaded", 0) - anns.get("failed", 0),
+        }
+
+    def waiting_anywhere(self, sinks: list[str]) -> tuple[int, int]:
+        """Given sink names, return ``(images, bytes)`` on disk still on their way to at least one."""
+        if not sinks:
+            return 0, 0
+        n, b = self._all(
+            "SELECT count(*), coalesce(sum(i.size), 0) FROM images i WHERE i.state = ? AND"
+            " (SELECT count(*) FROM deliveries d WHERE d.image_id = i.id"
+            f" AND d.sink IN ({_marks(len(sinks))}) AND d.state NOT IN ({_marks(len(_TO_SEND))})) < ?",
+            _ON_DISK,
+            *sinks,
+            *_TO_SEND,
+            len(sinks),
+        )[0]
+        return int(n), int(b)
+
+    def oldest_waiting(self, sink: str) -> dict[str, Any] | None:
+        """Given a sink's name, return the oldest image on disk still on its way there."""
+        rows = self._all(
+            "SELECT i.path, i.datetime FROM images i WHERE i.state = ? AND NOT EXISTS (SELECT 1 FROM"
+            f" deliveries d WHERE d.image_id = i.id AND d.sink = ? AND d.state NOT IN ({_marks(2)}))"
+            " ORDER BY i.datetime LIMIT 1",
+            _ON_DISK,
+            sink,
+            *_TO_SEND,
+        )
+        return {"name": Path(rows[0][0]).name, "datetime": _time(rows[0][1])} if rows else None
+
+    def sink_problems(self, sink: str, limit: int = 5) -> list[dict[str, Any]]:
+        """Given a sink's name, return its latest conflicts and failures with their reasons."""
+        states = [s.value for s in DELIVERY_PROBLEMS]
+        rows = self._all(
+            "SELECT i.path, d.state, d.last_error FROM deliveries d JOIN images i ON d.image_id = i.id"
+            f" WHERE d.sink = ? AND d.state IN ({_marks(len(states))}) ORDER BY d.updated_at DESC LIMIT ?",
+            sink,
+            *states,
+            limit,
+        )
+        return [{"name": Path(p).name, "state": s, "reason": e} for p, s, e in rows]
+
+    def last_verified(self, sink: str) -> dt.datetime | None:
+        """Given a sink's name, return when it last verified an image (its last success)."""
+        rows = self._all(
+            "SELECT max(verified_at) FROM deliveries WHERE sink = ? AND state = ?",
+            sink,
+            DeliveryState.VERIFIED.value,
+        )
+        return _time(rows[0][0]) if rows and rows[0][0] else None
 
     def published(self) -> dict[str, str]:
         return {k: v for k, v in self._all("SELECT key, value FROM agent_state")}
@@ -106,17 +268,8 @@ class QueueReader:
         rows = self._all("SELECT state, count(*), coalesce(sum(size), 0) FROM images GROUP BY state")
         return {st: (int(n), int(b)) for st, n, b in rows}
 
-    def oldest_waiting(self) -> dict[str, Any] | None:
-        states = [s.value for s in WAITING_STATES]
-        rows = self._all(
-            f"SELECT path, datetime FROM images WHERE state IN ({_marks(len(states))})"
-            " ORDER BY datetime LIMIT 1",
-            *states,
-        )
-        return {"name": Path(rows[0][0]).name, "datetime": _time(rows[0][1])} if rows else None
-
     def problems(self, limit: int = 5) -> list[dict[str, Any]]:
-        """Return the latest conflicts, failures and quarantines with their reasons."""
+        """Return the latest quarantined files with their reasons (file problems, any sink)."""
         states = [s.value for s in PROBLEM_STATES]
         rows = self._all(
             f"SELECT path, state, last_error FROM images WHERE state IN ({_marks(len(states))})"
@@ -126,8 +279,8 @@ class QueueReader:
         )
         return [{"name": Path(p).name, "state": s, "reason": e} for p, s, e in rows]
 
-    def annotation_totals(self) -> dict[str, int]:
-        return {s: int(n) for s, n in self._all("SELECT state, count(*) FROM annotations GROUP BY state")}
+    def annotation_count(self) -> int:
+        return int(self._all("SELECT count(*) FROM annotations")[0][0])
 
     def insect_counts(self, since: dt.datetime) -> dict[str, Any]:
         """Return the newest two annotated images' insects (on the card, new since the capture
