@@ -72,7 +72,7 @@ def test_a_healthy_trap_passes_every_check(write_config: Callable[..., Path]) ->
         "camera",
         "flash",
         "clock",
-        "api",
+        "sinks",
         "service",
     ):
         assert name in checks, name
@@ -80,7 +80,7 @@ def test_a_healthy_trap_passes_every_check(write_config: Callable[..., Path]) ->
     assert "GPIO 23 claimed and released" in checks["flash"].detail
     assert checks["sensor temperature"].detail.startswith("20.6")
     assert checks["sensor battery"].status == "OK"
-    assert "only captures" in checks["api"].detail
+    assert "only captures" in checks["sinks"].detail
     # the doctor wrote nothing: no image, no queue, no leftover probe file
     data = Path(load_config(write_config(), environ={}).storage.data_dir)
     assert not data.exists() or list(data.iterdir()) == []
@@ -95,8 +95,10 @@ def test_api_reachable_and_credentials_accepted(write_config: Callable[..., Path
     with DevServer(tmp_path / "srv", [parse_user("demo:demo-password")]) as srv:
         cfg = write_config(sync={"url": srv.url, "credentials": str(creds)})
         checks = by_name(run_checks(cfg, healthy_probes()))
-    assert checks["credentials"].status == "OK" and "user demo" in checks["credentials"].detail
-    assert checks["api"] == Check("OK", "api", f"{srv.url} reachable, credentials accepted")
+    creds_check = checks["credentials stickypi"]
+    assert creds_check.status == "OK" and f"{creds}: username:password read" == creds_check.detail
+    expected = Check("OK", "sink stickypi", f"{srv.url} reachable, credentials accepted")
+    assert checks["sink stickypi"] == expected
 
 
 def test_wrong_password_and_unreachable_api_fail_with_hints(
@@ -107,11 +109,11 @@ def test_wrong_password_and_unreachable_api_fail_with_hints(
     creds.chmod(0o600)
     with DevServer(tmp_path / "srv", [parse_user("demo:demo-password")]) as srv:
         cfg = write_config(sync={"url": srv.url, "credentials": str(creds)})
-        api = by_name(run_checks(cfg, healthy_probes()))["api"]
+        api = by_name(run_checks(cfg, healthy_probes()))["sink stickypi"]
     assert api.status == "FAIL" and "401" in api.detail
-    assert api.hint and "refused user 'demo'" in api.hint
+    assert api.hint and f"refused our credentials: fix {creds}" in api.hint
     cfg = write_config(sync={"url": f"http://127.0.0.1:{free_port()}", "credentials": str(creds)})
-    api = by_name(run_checks(cfg, healthy_probes()))["api"]
+    api = by_name(run_checks(cfg, healthy_probes()))["sink stickypi"]
     assert api.status == "FAIL" and "unreachable" in api.detail
     assert api.hint and "stickyctl demo" in api.hint
 
@@ -125,7 +127,7 @@ def test_a_500_is_reported_as_the_servers_answer_not_unreachable(
     with DevServer(tmp_path / "srv", [parse_user("demo:demo-password")]) as srv:
         answer_500(monkeypatch, srv.app, "get_token", "database down")
         cfg = write_config(sync={"url": srv.url, "credentials": str(creds)})
-        api = by_name(run_checks(cfg, healthy_probes()))["api"]
+        api = by_name(run_checks(cfg, healthy_probes()))["sink stickypi"]
     assert api.status == "FAIL" and "unreachable" not in api.detail
     assert f"{srv.url} answered with an error: /get_token: the API answered 500" in api.detail
     assert api.hint and "the server is up but answers with an error" in api.hint
@@ -137,10 +139,10 @@ def test_credentials_readable_by_others_fail(write_config: Callable[..., Path], 
     creds.chmod(0o644)
     cfg = write_config(sync={"url": f"http://127.0.0.1:{free_port()}", "credentials": str(creds)})
     results = run_checks(cfg, healthy_probes())
-    check = by_name(results)["credentials"]
+    check = by_name(results)["credentials stickypi"]
     assert check.status == "FAIL" and "mode 644" in check.detail
     assert check.hint and f"chmod 600 {creds}" in check.hint
-    assert "api" not in by_name(results)  # no probe with credentials that were refused
+    assert "sink stickypi" not in by_name(results)  # no probe with credentials that were refused
     assert "demo-password" not in format_results(results)
 
 
@@ -268,14 +270,15 @@ def test_cli_exit_codes_and_json(write_config: Callable[..., Path], tmp_path: Pa
     result = run_stickyctl("--config", str(cfg), "doctor")
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    api = next(i for i, line in enumerate(lines) if line.startswith("FAIL api:"))
+    api = next(i for i, line in enumerate(lines) if line.startswith("FAIL sink stickypi:"))
     fix = next(line for line in lines[api + 1 :] if not line.startswith("     ") or "fix:" in line)
     assert fix.startswith("     fix: nothing answers at")  # after the FAIL line and its continuations
     assert all(len(line) <= 99 for line in lines)
     assert "check(s) failed" in result.stderr
     data = json.loads(run_stickyctl("--config", str(cfg), "doctor", "--json").stdout)
     assert data["ok"] is False
-    assert {c["check"] for c in data["checks"]} >= {"config", "camera", "api", "service"}
+    assert {c["check"] for c in data["checks"]} >= {"config", "camera", "sink stickypi", "service"}
+    assert data["sinks"]["stickypi"]["status"] == "FAIL" and data["sinks"]["stickypi"]["credentials"] == "OK"
 
 
 class CameraModule3:

@@ -4,7 +4,7 @@ Each check prints ``OK|WARN|FAIL <check>: <detail>``, and a failure a ``fix:`` l
 checks: the configuration, the device id, the data folder (writable, free space against
 ``retention.min_free_disk_mb``), the camera (open it, take one frame, close it; no flash),
 the flash pin (claimed and released, not lit), the button and status LED pins when enabled,
-each sensor, the clock, the API credentials and the API itself (when ``[sync]`` is set), and
+each sensor, the clock, each sink's credentials and the sink itself (every ``[[sink]]``), and
 the systemd service. Hardware the running agent holds is not touched: its state comes from
 the agent's own record instead. WARN is fine to leave; any FAIL makes the exit code 1.
 
@@ -31,7 +31,8 @@ from agent.doctor.hardware import (
     expected_quantities,
 )
 from agent.doctor.local import _agent_pid, check_config, check_data_dir, check_device
-from agent.doctor.system import check_api, check_clock, check_service
+from agent.doctor.sinks import check_sinks
+from agent.doctor.system import check_clock, check_service
 
 __all__ = [
     "UNITS",
@@ -74,7 +75,7 @@ def run_checks(config_path: Path, probes: Probes | None = None) -> list[Check]:
     results += _guarded("clock", lambda: check_clock(probes))
     if config is not None:
         cfg = config
-        results += _guarded("api", lambda: check_api(cfg, probes.environ))
+        results += _guarded("sinks", lambda: check_sinks(cfg, probes.environ))
     results += _guarded("service", lambda: check_service(probes, agent_pid))
     return results
 
@@ -88,9 +89,33 @@ def format_results(results: list[Check]) -> str:
     return "\n".join(out for line in lines for out in humanize.fit(line, 5))  # under "FAIL "
 
 
+def by_sink(results: list[Check]) -> dict[str, dict[str, object]]:
+    """Given the checks, return ``{sink name: {status, detail, hint, credentials}}``: each sink's
+    own check (``sink <name>``) with its credentials check's status, or the credentials failure
+    when the sink could not be opened."""
+    out: dict[str, dict[str, object]] = {}
+    rank = {"OK": 0, "WARN": 1, "FAIL": 2}
+    for r in results:
+        kind, _, name = r.check.partition(" ")
+        if kind not in ("sink", "credentials") or not name:
+            continue
+        entry = out.setdefault(name, {"status": "OK", "detail": None, "hint": None, "credentials": None})
+        if kind == "credentials":
+            entry["credentials"] = r.status
+        if kind == "sink" or r.status != "OK":
+            entry["detail"], entry["hint"] = r.detail, r.hint
+        if rank[r.status] > rank[str(entry["status"])]:
+            entry["status"] = r.status
+    return out
+
+
 def as_json(results: list[Check]) -> str:
     return json.dumps(
-        {"ok": not any(r.status == "FAIL" for r in results), "checks": [asdict(r) for r in results]},
+        {
+            "ok": not any(r.status == "FAIL" for r in results),
+            "checks": [asdict(r) for r in results],
+            "sinks": by_sink(results),
+        },
         indent=2,
         ensure_ascii=False,
     )
