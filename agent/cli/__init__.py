@@ -195,24 +195,36 @@ def queue() -> None:
 
 @queue.command("ls")
 @click.option("--limit", default=20, show_default=True, help="How many images.")
-@click.option("--state", default=None, help="Only images in this state (captured, missing, ...).")
+@click.option(
+    "--state",
+    default=None,
+    help="Only images in this file state (captured, evicted, quarantined, missing, discarded) or "
+    "delivery state (waiting, uploaded, verified, failed, conflict: at --sink, or at any sink).",
+)
+@click.option("--sink", "sink", default=None, help="Only this sink's delivery column (and --state there).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def queue_ls(ctx: Context, limit: int, state: str | None, as_json: bool) -> None:
-    """List the most recent images and their states, newest first."""
+def queue_ls(ctx: Context, limit: int, state: str | None, sink: str | None, as_json: bool) -> None:
+    """List the most recent images, newest first: the file's state and where it stands with
+    each sink (an image on disk that a sink has not seen yet is waiting for it)."""
     from agent.queue.readonly import QueueReader
-    from agent.queue.states import ImageState
+    from agent.queue.states import DeliveryState, ImageState
 
     config = ctx.config()
-    if state is not None and state not in {s.value for s in ImageState}:
-        names = ", ".join(s.value for s in ImageState)
-        raise click.BadParameter(f"unknown state {state!r}; one of {names}")
+    known = [s.value for s in ImageState] + [s.value for s in DeliveryState]
+    if state is not None and state not in known:
+        raise click.BadParameter(f"unknown state {state!r}; one of {', '.join(known)}")
+    names = [s.name for s in config.sinks]
+    if sink is not None and sink not in names:
+        raise click.BadParameter(f"no sink named {sink!r} (sinks: {', '.join(names) or 'none configured'})")
+    if state in {s.value for s in DeliveryState} and not names:
+        raise click.BadParameter(f"{state!r} is a delivery state, and no sink is configured")
     path = config.storage.queue_path
     if not path.exists():
         raise QueueError(f"no queue database at {path} (has the agent run yet?)")
     reader = QueueReader(path)
     try:  # streamed: a 100000-row listing is written as it is read
-        rows = reader.iter_images(limit=max(0, limit), state=state)
+        rows = reader.iter_images(limit=max(0, limit), state=state, sinks=names, sink=sink)
         if as_json:
             sep = "\n"
             click.echo("[", nl=False)
@@ -221,16 +233,36 @@ def queue_ls(ctx: Context, limit: int, state: str | None, as_json: bool) -> None
                 sep = ",\n"
             click.echo("\n]")
             return
-        empty = True
+        empty, shown = True, [sink] if sink else names
         for it in rows:
+            if empty:
+                columns = "".join(f"  {n:<10}" for n in shown)
+                click.echo(f"{'image':<33}  {'file':<11} {'size':>11}{columns}")
             empty = False
-            err = f"  {it['last_error']}" if it["last_error"] else ""
-            manual = " manual" if it["manual"] else ""
-            click.echo(f"{it['name']}  {it['state']!s:<11} {it['size']!s:>9} B{manual}{err}")
+            click.echo(_queue_line(it, shown))
         if empty:
-            click.echo("no images in the queue")
+            click.echo("no images in the queue" if state is None else f"no {state} images in the queue")
     finally:
         reader.close()
+
+
+def _queue_line(it: dict[str, object], sinks: list[str]) -> str:
+    """Given a listed image, return its line: name, file state, size, one state per sink
+    (``-``: never sent there), then ``manual`` and the errors, each named by its sink."""
+    deliveries = it["deliveries"]
+    assert isinstance(deliveries, dict)
+    cells, errors = [], []
+    for name in sinks:
+        d = deliveries.get(name) or {"state": "-", "attempts": 0, "last_error": None}
+        tries = f"({d['attempts']})" if d["attempts"] and d["state"] != "verified" else ""
+        cells.append(f"  {d['state'] + tries:<10}")
+        if d["last_error"] and d["state"] != "verified":
+            errors.append(f"{name}: {d['last_error']}")
+    if it["last_error"]:
+        errors.insert(0, str(it["last_error"]))
+    manual = " manual" if it["manual"] else ""
+    err = "  " + "; ".join(errors) if errors else ""
+    return f"{it['name']!s:<33}  {it['state']!s:<11} {it['size']!s:>9} B{''.join(cells)}{manual}{err}"
 
 
 @cli.group("config")
