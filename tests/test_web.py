@@ -70,7 +70,7 @@ def trap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebAgent]:
 def test_the_dashboard_shows_the_device_last_capture_and_sink(trap: WebAgent) -> None:
     status, html = fetch(trap.url)
     assert status == 200
-    assert DEVICE in html and "last capture" in html and "sticky-pi-api" in html
+    assert DEVICE in html and "last capture" in html and 'data-sink="stickypi"' in html
     assert "Capturing normally" in html or "verdict" in html
 
 
@@ -80,11 +80,12 @@ def test_export_csv_has_one_row_per_queued_image_matching_the_queue(trap: WebAge
     rows = list(csv.DictReader(io.StringIO(text)))
     db = sqlite3.connect(trap.agent.config.storage.queue_path)
     queued = db.execute(
-        "SELECT i.md5, i.state, (SELECT n_objects FROM annotations a WHERE a.image_id = i.id) FROM images i"
-        " ORDER BY i.datetime"
+        "SELECT i.md5, coalesce(d.state, 'waiting'),"
+        " (SELECT n_objects FROM annotations a WHERE a.image_id = i.id) FROM images i"
+        " LEFT JOIN deliveries d ON d.image_id = i.id AND d.sink = 'stickypi' ORDER BY i.datetime"
     ).fetchall()
     db.close()
-    assert [(r["md5"], r["sync_sticky-pi-api"]) for r in rows] == [(m, s) for m, s, _ in queued]
+    assert [(r["md5"], r["sync_stickypi"]) for r in rows] == [(m, s) for m, s, _ in queued]
     assert [int(r["insects_on_card"]) for r in rows] == [n for _, _, n in queued]
     first, *later = rows
     assert first["device"] == DEVICE and first["button"] == "1" and first["temperature_c"] == "20.5"
@@ -109,8 +110,12 @@ def test_metrics_parse_and_carry_the_queue_and_the_trap(trap: WebAgent) -> None:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-    images = sum(v for (name, _), v in samples.items() if name == "sticky_queue_images")
+    images = sum(v for (name, _), v in samples.items() if name == "sticky_images")
     assert images == 3
+    at_sink = {dict(k)["state"]: v for (name, k), v in samples.items() if name == "sticky_queue_images"}
+    assert set(at_sink) == {"waiting", "uploaded", "verified", "failed", "conflict"}
+    assert sum(at_sink.values()) == 3
+    assert samples[("sticky_sink_required", (("sink", "stickypi"),))] == 1
     assert samples[("sticky_capture_attempts_24h", (("outcome", "ok"),))] == 3
     assert samples[("sticky_battery_percent", ())] == 77
     assert samples[("sticky_temperature_celsius", ())] == 20.5

@@ -30,9 +30,10 @@ def export(ctx: Context, as_csv: bool, since: str | None) -> None:
         raise click.BadParameter(f"--since must be a day like 2026-05-31, got {since!r}") from None
     if not config.storage.queue_path.exists():
         raise StickyAgentError(f"no queue at {config.storage.queue_path} yet: the agent has not run")
+    names = sink_names(config)
     reader = WebReader(config.storage.queue_path)
     try:
-        for line in csv_lines(reader.rows(start), sink_names(config)):
+        for line in csv_lines(reader.rows(start, sinks=names), names):
             sys.stdout.write(line)
     finally:
         reader.close()

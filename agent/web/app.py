@@ -306,7 +306,7 @@ class WebApp:
 
         def body() -> Iterator[bytes]:
             try:
-                for line in export.csv_lines(reader.rows(), names):
+                for line in export.csv_lines(reader.rows(sinks=names), names):
                     yield line.encode()
             finally:
                 reader.close()

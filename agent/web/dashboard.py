@@ -1,7 +1,7 @@
 """The dashboard: is the trap capturing, what is waiting, clock, disk, battery and climate, sinks.
 
-Its data is ``stickyctl status``'s (:func:`agent.status.collect_status`), plus the readings of
-the newest image and the state of every sink from :func:`sinks`.
+Its data is ``stickyctl status``'s (:func:`agent.status.collect_status`: its ``sinks`` are each
+sink's state, counts and last error), plus the readings of the newest image.
 """
 
 from __future__ import annotations
@@ -16,61 +16,35 @@ from agent.status import collect_status
 from agent.web.data import ImageRow, WebReader
 from agent.web.layout import esc, size, when
 
-#: The one sink today; a redesign to several named sinks fills :func:`sinks` from the config.
-STICKY_PI_SINK = "sticky-pi-api"
-
 
 def collect(config: Config, now: dt.datetime | None = None) -> dict[str, Any]:
     """Given the config, return the dashboard's data: the status, the newest image, the sinks."""
     now = now or dt.datetime.now(dt.UTC)
     status = collect_status(config, now)
     latest: ImageRow | None = None
-    last_verified = None
     if status.get("queue") is not None:
         reader = WebReader(config.storage.queue_path)
         try:
             rows = reader.latest(1)
             latest = rows[0] if rows else None
-            last_verified = reader.last_verified()
         finally:
             reader.close()
     status["latest_image"] = latest
-    status["sinks"] = sinks(status, last_verified)
+    status["sinks"] = sinks(status)
     status["verdict"] = verdict(status)
     return status
 
 
 def sink_names(config: Config) -> list[str]:
-    """Given the config, return the names of its sinks (the keys of :func:`sinks`)."""
-    return [STICKY_PI_SINK] if config.sync is not None else []
+    """Given the config, return the names of its sinks, in its order (the keys of :func:`sinks`)."""
+    return [sink.name for sink in config.sinks]
 
 
-def sinks(status: dict[str, Any], last_verified: dt.datetime | None = None) -> dict[str, dict[str, Any]]:
-    """Given collect_status data, return ``{sink name: its state}``: where it sends to, whether it
-    is reachable, images waiting / verified / failed, the last error, the last success."""
-    sync = status.get("sync")
-    queue = status.get("queue")
-    if not sync or not queue:
-        return {}
-    states = queue["states"]
-
-    def count(*names: str) -> int:
-        return sum(states.get(n, {}).get("count", 0) for n in names)
-
-    return {
-        STICKY_PI_SINK: {
-            "url": sync["url"],
-            "reachable": sync["reachable"],
-            "waiting": queue["waiting"],
-            "waiting_bytes": queue["waiting_bytes"],
-            "verified": count("verified", "evicted"),
-            "failed": count("failed", "conflict", "quarantined"),
-            "last_error": sync.get("error"),
-            "last_pass": sync.get("last_pass"),
-            "last_success": last_verified.isoformat() if last_verified else None,
-            "annotations": sync.get("annotations") or {},
-        }
-    }
+def sinks(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Given collect_status data, return ``{sink name: its state}``: where it sends to, its state
+    (``ok``, ``unreachable``...), images waiting / verified / failed / in conflict, the last
+    error, the last success (:func:`agent.status.sink_status`)."""
+    return dict(status.get("sinks") or {}) if status.get("queue") else {}
 
 
 def verdict(s: dict[str, Any]) -> tuple[str, str]:
@@ -85,10 +59,17 @@ def verdict(s: dict[str, Any]) -> tuple[str, str]:
     if not s["clock"].get("trusted"):
         return "warn", "Capturing, but the clock is not trusted: get the trap online or fit an RTC."
     for name, sink in s.get("sinks", {}).items():
-        if sink["reachable"] is False:
-            return "warn", f"Capturing; {name} is unreachable, {sink['waiting']} images wait."
-        if sink["failed"]:
-            return "warn", f"Capturing; {sink['failed']} images were refused by {name} (see below)."
+        state = sink.get("last_state")
+        if state == "unreachable":
+            return "warn", f"Capturing; {name} is unreachable, {sink['waiting']} images wait for it."
+        if state in ("auth", "refusing"):
+            what = "refuses our credentials" if state == "auth" else "answers with errors"
+            return "warn", f"Capturing; {name} {what}: {sink.get('last_error') or ''}"
+        refused = sink.get("failed", 0) + sink.get("conflict", 0)
+        if refused:
+            return "warn", f"Capturing; {refused} images were refused by {name} (see below)."
+    if s.get("problems"):
+        return "warn", f"Capturing; {len(s['problems'])} files are quarantined (see stickyctl status)."
     return "ok", "Capturing normally."
 
 
@@ -157,30 +138,48 @@ def dashboard_html(s: dict[str, Any]) -> Markup:
     return Markup("").join(out)
 
 
+_STATE_WORDS = {
+    "ok": "reachable",
+    "unreachable": "UNREACHABLE",
+    "auth": "REFUSES OUR CREDENTIALS",
+    "refusing": "answers with errors",
+    "budget spent": "today's budget spent",
+    "not checked": "not checked yet",
+}
+
+
 def _sinks_html(all_sinks: dict[str, dict[str, Any]], now: dt.datetime) -> Markup:
     if not all_sinks:
         return Markup("<h2>Sinks</h2><p>No sink configured: this trap only captures.</p>")
     rows = []
     for name, k in all_sinks.items():
-        reach = {True: "reachable", False: "UNREACHABLE", None: "not tried yet"}[k["reachable"]]
+        state = _STATE_WORDS.get(k.get("last_state", ""), k.get("last_state", ""))
+        if k.get("state") == "agent not running":
+            state = f"{state} at the last check (agent not running)"
+        failed = k["failed"] + k.get("conflict", 0)
+        ann = k.get("annotations") or {}
         rows.append(
             Markup(
-                '<tr class="sink" data-sink="{}"><td>{}<br><small>{}</small></td><td>{}</td><td>{} ({})</td>'
-                "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"
+                '<tr class="sink" data-sink="{}" data-state="{}"><td>{}{}<br><small>{} ({})</small></td>'
+                "<td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"
             ).format(
                 name,
+                k.get("last_state", ""),
                 name,
-                k["url"],
-                reach,
+                "" if k.get("required", True) else " (not required)",
+                k.get("address", ""),
+                k.get("type", ""),
+                state,
                 k["waiting"],
                 size(k["waiting_bytes"]),
                 k["verified"],
-                k["failed"],
-                when(k["last_success"], now),
-                esc(k["last_error"] or ""),
+                failed,
+                f"{ann.get('sent', 0)} sent, {ann.get('pending', 0)} pending",
+                when(k.get("last_success"), now),
+                esc(k.get("last_error") or ""),
             )
         )
     return Markup(
         "<h2>Sinks</h2><table class='grid'><tr><th>sink</th><th>state</th><th>waiting</th><th>verified</th>"
-        "<th>failed</th><th>last success</th><th>last error</th></tr>{}</table>"
+        "<th>failed</th><th>annotations</th><th>last success</th><th>last error</th></tr>{}</table>"
     ).format(Markup("").join(rows))

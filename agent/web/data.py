@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ class ImageRow:
     insects: int | None
     #: Insects that appeared since the previous analysed image; None if unknown.
     new_insects: int | None = None
+    #: ``{sink: delivery state}`` for the sinks that have a row for it (filled on request).
+    deliveries: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -155,9 +157,10 @@ class WebReader(QueueReader):
         )
         return [(dt.date.fromisoformat(d), int(n)) for d, n in rows]
 
-    def rows(self, since: dt.datetime | None = None) -> Iterator[ImageRow]:
-        """Yield every image (since ``since``) in time order with its insect figures, a few
-        hundred rows at a time (the export of a year's queue stays small in memory)."""
+    def rows(self, since: dt.datetime | None = None, sinks: list[str] | None = None) -> Iterator[ImageRow]:
+        """Yield every image (since ``since``) in time order with its insect figures (and its
+        delivery state at each of ``sinks``), a few hundred rows at a time (the export of a
+        year's queue stays small in memory)."""
         previous: int | None = None
         if since is not None:
             before = self._all(
@@ -181,12 +184,13 @@ class WebReader(QueueReader):
             if not batch:
                 return
             with_new = insect_figures(batch, previous)
+            if sinks:
+                held = self.deliveries_of([r.id for r in batch], sinks)
+                with_new = [
+                    replace(r, deliveries={n: d["state"] for n, d in held.get(r.id, {}).items()})
+                    for r in with_new
+                ]
             counted = [r.insects for r in batch if r.insects is not None]
             previous = counted[-1] if counted else previous
             yield from with_new
             after, last_id = _stored(batch[-1].datetime), batch[-1].id
-
-    def last_verified(self) -> dt.datetime | None:
-        """Return when an image was last verified on the server (the last successful sync)."""
-        rows = self._all("SELECT max(updated_at) FROM images WHERE state IN ('verified', 'evicted')")
-        return _time(rows[0][0]) if rows and rows[0][0] else None

@@ -3,7 +3,8 @@
 Columns (documented in the README): ``device``, ``datetime`` (UTC, ISO 8601 with ``Z``),
 ``temperature_c``, ``humidity_pct``, ``battery_pct``, ``lat``, ``lng`` (empty when unknown),
 ``button`` (1: a manual capture), ``insects_on_card``, ``new_insects`` (empty until the image
-has been analysed), one ``sync_<sink>`` column per sink with the image's state there, and
+has been analysed), one ``sync_<sink>`` column per sink with the image's state there
+(:func:`sink_state`), and
 ``md5``. Rows are in time order and streamed: a year of images does not sit in memory.
 """
 
@@ -38,10 +39,21 @@ def _cell(value: object) -> str:
     return "" if value is None else str(value)
 
 
+#: Delivery states that say more than the file's state: the sink's word is final for these.
+_SETTLED = ("verified", "failed", "conflict")
+
+
 def sink_state(row: ImageRow, sink: str) -> str:
-    """Given an image and a sink name, return the image's state at that sink (today the queue's
-    single image state, which is the Sticky Pi API's)."""
-    return row.state
+    """Given an image (with its deliveries) and a sink name, return the image's state at that
+    sink: ``verified``, ``failed``, ``conflict`` as the sink left it; else, for an original that
+    is no longer on disk, the file's state (``evicted``, ``quarantined``, ``missing``,
+    ``discarded``: it will not go there); else ``waiting`` or ``uploaded``."""
+    state = row.deliveries.get(sink)
+    if state in _SETTLED:
+        return state
+    if row.state != "captured":
+        return row.state
+    return state or "waiting"
 
 
 def csv_lines(rows: Iterable[ImageRow], sink_names: list[str]) -> Iterator[str]:

@@ -16,8 +16,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.queue.states import WAITING_STATES
-
 
 def _ts(iso: str | dt.datetime | None) -> float | None:
     if not iso:
@@ -63,54 +61,25 @@ class TrapCollector(Collector):
         q = s.get("queue")
         sinks: dict[str, dict[str, Any]] = s.get("sinks") or {}
         if q:
-            images = GaugeMetricFamily(
-                "sticky_queue_images",
-                "images in the queue by state and sink",
-                labels=[*labels, "state", "sink"],
+            files = GaugeMetricFamily(
+                "sticky_images",
+                "images in the queue by file state (captured, evicted...)",
+                labels=[*labels, "state"],
             )
-            size = GaugeMetricFamily(
-                "sticky_queue_bytes",
-                "bytes of images in the queue by state and sink",
-                labels=[*labels, "state", "sink"],
+            files_bytes = GaugeMetricFamily(
+                "sticky_images_bytes", "bytes of images in the queue by file state", labels=[*labels, "state"]
             )
-            for sink_name in sinks or {"none": {}}:
-                for state, t in q["states"].items():
-                    images.add_metric([device, state, sink_name], float(t["count"]))
-                    size.add_metric([device, state, sink_name], float(t["bytes"]))
-            yield images
-            yield size
-            waiting = GaugeMetricFamily(
-                "sticky_bytes_waiting", "bytes of images not yet on the sink", labels=[*labels, "sink"]
-            )
-            states = q["states"]
-            for sink_name in sinks or {"none": {}}:
-                waiting.add_metric(
-                    [device, sink_name],
-                    float(sum(states.get(w.value, {}).get("bytes", 0) for w in WAITING_STATES)),
-                )
-            yield waiting
+            for state, t in q["states"].items():
+                files.add_metric([device, state], float(t["count"]))
+                files_bytes.add_metric([device, state], float(t["bytes"]))
+            yield files
+            yield files_bytes
+        yield from _sink_families(device, labels, sinks)
         yield gauge(
             "sticky_last_capture_timestamp_seconds",
             "when the last successful capture was taken (Unix time)",
             _ts(s.get("last_image_time")),
         )
-        ok = GaugeMetricFamily(
-            "sticky_last_sync_success_timestamp_seconds",
-            "when an image was last verified on the sink (Unix time)",
-            labels=[*labels, "sink"],
-        )
-        for name, sink in sinks.items():
-            t = _ts(sink.get("last_success"))
-            if t is not None:
-                ok.add_metric([device, name], t)
-        yield ok
-        up = GaugeMetricFamily(
-            "sticky_sink_reachable", "1 if the sink answered its last probe", labels=[*labels, "sink"]
-        )
-        for name, sink in sinks.items():
-            if sink.get("reachable") is not None:
-                up.add_metric([device, name], float(sink["reachable"]))
-        yield up
         yield gauge(
             "sticky_clock_trusted",
             "1 if the clock is NTP- or RTC-backed",
@@ -134,6 +103,55 @@ class TrapCollector(Collector):
             last["insects"] if last else None,
         )
         yield gauge("sticky_new_insects_24h", "new insects in the last 24 hours", self._insects_24h())
+
+
+#: Delivery states, one series each per sink (``waiting`` counts images a sink has not seen yet).
+DELIVERY_STATES = ("waiting", "uploaded", "verified", "failed", "conflict")
+
+
+def _sink_families(device: str, labels: list[str], sinks: dict[str, dict[str, Any]]) -> Iterator[Any]:
+    """Given the status's ``sinks``, yield the per-sink families, each series with a ``sink`` label."""
+    by_sink = [*labels, "sink"]
+    images = GaugeMetricFamily(
+        "sticky_queue_images", "images by delivery state at each sink", labels=[*by_sink, "state"]
+    )
+    waiting = GaugeMetricFamily("sticky_bytes_waiting", "bytes of images not yet on the sink", labels=by_sink)
+    annotations = GaugeMetricFamily(
+        "sticky_sink_annotations",
+        "annotations by state at each sink (sent, pending, failed)",
+        labels=[*by_sink, "state"],
+    )
+    up = GaugeMetricFamily("sticky_sink_reachable", "1 if the sink answered its last probe", labels=by_sink)
+    healthy = GaugeMetricFamily(
+        "sticky_sink_ok", "1 if the sink answered its last check without an error", labels=by_sink
+    )
+    required = GaugeMetricFamily(
+        "sticky_sink_required",
+        "1 if retention waits for this sink before deleting an original",
+        labels=by_sink,
+    )
+    ok = GaugeMetricFamily(
+        "sticky_last_sync_success_timestamp_seconds",
+        "when an image was last verified on the sink (Unix time)",
+        labels=by_sink,
+    )
+    for name, sink in sinks.items():
+        counts = {state: float(sink.get(state) or 0) for state in DELIVERY_STATES}
+        counts["waiting"] -= counts["uploaded"]  # the status's waiting counts the uploaded ones too
+        for state, n in counts.items():
+            images.add_metric([device, name, state], n)
+        waiting.add_metric([device, name], float(sink.get("waiting_bytes") or 0))
+        for state, n in (sink.get("annotations") or {}).items():
+            annotations.add_metric([device, name, state], float(n))
+        if sink.get("reachable") is not None:
+            up.add_metric([device, name], float(sink["reachable"]))
+        if sink.get("last_state") not in (None, "not checked"):
+            healthy.add_metric([device, name], float(sink["last_state"] == "ok"))
+        required.add_metric([device, name], float(bool(sink.get("required", True))))
+        t = _ts(sink.get("last_success"))
+        if t is not None:
+            ok.add_metric([device, name], t)
+    yield from (images, waiting, annotations, up, healthy, required, ok)
 
 
 def render(collector: Collector) -> bytes:
