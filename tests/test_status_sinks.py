@@ -140,3 +140,13 @@ def test_a_quarantined_file_is_a_problem_of_the_trap_not_of_a_sink(trap: Config)
     text = format_status(data)
     assert "1 file(s) quarantined" in text.splitlines()[0] or "(more below)" in text.splitlines()[0]
     assert "QUARANTINED" in text and "md5 changed on disk" in text
+
+
+def test_a_queue_of_an_older_release_says_how_to_upgrade_it(trap: Config) -> None:
+    import sqlite3
+
+    with sqlite3.connect(trap.storage.queue_path) as db:
+        db.execute("DROP TABLE deliveries")
+    result = run_stickyctl("--config", str(trap.source), "status")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "from an older sticky-agent" in result.stderr and "systemctl restart sticky-agent" in result.stderr

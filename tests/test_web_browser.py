@@ -129,7 +129,7 @@ def test_the_dashboard_shows_the_device_last_capture_and_updates_itself(trap: We
     assert page.locator("#device").inner_text() == DEVICE
     page.wait_for_function("() => !document.querySelector('#last-capture').textContent.includes('never')")
     assert "UTC" in page.locator("#last-capture").inner_text()
-    assert page.locator("tr.sink[data-sink='sticky-pi-api']").count() == 1
+    assert page.locator("tr.sink[data-sink='stickypi']").count() == 1
     before = len(queue_rows(trap))
     trap.capture()  # a capture the page was not told about: the dashboard's refresh shows it
     page.wait_for_function(

@@ -47,6 +47,17 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+def _read_error(e: sqlite3.Error) -> QueueError:
+    """Given a read's error, return the QueueError to raise (a queue of a release before per-sink
+    deliveries says how to upgrade it: this reader never writes)."""
+    if "no such table" in str(e) and "deliveries" in str(e):
+        return QueueError(
+            "the queue is from an older sticky-agent (no per-sink deliveries yet): start the agent "
+            "once (sudo systemctl restart sticky-agent) and it upgrades the queue; nothing is lost"
+        )
+    return QueueError(f"reading the queue failed: {e}")
+
+
 class QueueReader:
     """A read-only view of the queue file."""
 
@@ -65,7 +76,7 @@ class QueueReader:
         try:
             return self.db.execute(sql, args).fetchall()
         except sqlite3.Error as e:
-            raise QueueError(f"reading the queue failed: {e}") from e
+            raise _read_error(e) from e
 
     def iter_images(
         self,
@@ -107,7 +118,7 @@ class QueueReader:
                         "deliveries": {n: mine[n] for n in names if n in mine},
                     }
         except sqlite3.Error as e:
-            raise QueueError(f"reading the queue failed: {e}") from e
+            raise _read_error(e) from e
 
     @staticmethod
     def _state_filter(state: str | None, names: list[str]) -> tuple[str, tuple[Any, ...]]:
