@@ -101,8 +101,15 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
         out["last_image_time"] = _iso(ok[0]["time"]) if ok else None
         out["captures_24h"] = queue.attempt_counts(now - dt.timedelta(hours=24))
         totals = queue.totals_by_state()
-        names = [sink.name for sink in config.sinks]
-        waiting, waiting_bytes = queue.waiting_anywhere(names)
+        sinks = {
+            sink.name: sink_status(sink, queue, published, running=pid is not None, now=now)
+            for sink in config.sinks
+        }
+        if len(sinks) == 1:  # the one sink's backlog is the trap's
+            (only,) = sinks.values()
+            waiting, waiting_bytes = only["waiting"], only["waiting_bytes"]
+        else:
+            waiting, waiting_bytes = queue.waiting_anywhere(list(sinks))
         out["queue"] = {
             "path": str(queue_path),
             "states": {s: {"count": n, "bytes": b} for s, (n, b) in sorted(totals.items())},
@@ -119,10 +126,7 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
         if published.get("last_quarantine"):
             out["last_quarantine"] = published["last_quarantine"]
         out["problems"] = queue.problems()
-        out["sinks"] = {
-            sink.name: sink_status(sink, queue, published, running=pid is not None, now=now)
-            for sink in config.sinks
-        }
+        out["sinks"] = sinks
         oldest = [o for o in (v["oldest_waiting"] for v in out["sinks"].values()) if o]
         out["oldest_waiting"] = min(oldest, key=lambda o: o["datetime"] or "") if oldest else None
         out["sync"] = _link_status(config, published, now) if config.sinks else None

@@ -89,15 +89,35 @@ def test_failed_and_conflicting_deliveries_are_listed_with_their_reasons_per_sin
 
 
 def test_the_per_sink_sql_agrees_with_the_queue_module(trap: Config) -> None:
+    from agent.queue.states import ImageState
+
     queue = Queue(trap.storage.queue_path)
-    reader = QueueReader(trap.storage.queue_path)
     try:
-        for name in ("stickypi", "lab", "never-configured"):
-            expected = dq.totals(queue, name)
-            got = reader.sink_totals(name)
-            assert got == {k: getattr(expected, k) for k in got}, name
+
+        def compare() -> None:
+            reader = QueueReader(trap.storage.queue_path)
+            try:
+                for name in ("stickypi", "lab", "never-configured"):
+                    expected = dq.totals(queue, name)
+                    got = reader.sink_totals(name)
+                    assert got == {k: getattr(expected, k) for k in got}, name
+                both = [dq.totals(queue, n) for n in ("stickypi", "lab")]
+                assert reader.waiting_anywhere(["stickypi", "lab"]) == (
+                    max(t.waiting for t in both),  # here every image lab holds is one stickypi lacks
+                    max(t.waiting_bytes for t in both),
+                )
+            finally:
+                reader.close()
+
+        compare()  # stickypi: no rows (never reached); lab: all verified
+        dq.enqueue(queue, "stickypi")
+        (first, _), (_, second_img) = dq.batch(queue, "stickypi", 10)
+        dq.set_delivery(queue, first.id, DeliveryState.UPLOADED)
+        queue.set_state(second_img.id, ImageState.QUARANTINED, error="md5 changed")
+        compare()  # a waiting row whose file is gone is not waiting; an uploaded one is
+        dq.set_delivery(queue, first.id, DeliveryState.VERIFIED)
+        compare()
     finally:
-        reader.close()
         queue.close()
 
 

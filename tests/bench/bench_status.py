@@ -3,10 +3,12 @@
 For each queue size (default 0, 1,000 and 100,000 images) a queue database is built in
 a temporary folder: the schema by ``Queue(path)``, then one bulk SQLAlchemy Core insert
 in one transaction. One device, images 20 min apart ending at the current hour, states
-mostly ``captured`` with some ``uploaded``/``verified``/``failed``, sizes ~1 MB, the
-agent's metadata JSON, and up to 10,000 ``capture_attempts`` (one per latest image, ~3 %
-failed or clock). A config TOML shaped like ``config/demo.toml`` (``[sync]`` included, so
-status reports the sync side too; the API is never contacted) points
+mostly ``captured`` with some ``evicted``, sizes ~1 MB, the agent's metadata JSON, two sinks
+(``stickypi``: a delivery row per image, mostly ``waiting`` with some ``uploaded``/``verified``/
+``failed``; ``lab``: rows for half the images, the others not seen yet), and up to 10,000
+``capture_attempts`` (one per latest image, ~3 % failed or clock). A config TOML shaped like
+``config/demo.toml`` (two ``[[sink]]`` tables, so status reports every sink; no sink is
+contacted) points
 ``storage.data_dir``/``queue`` at that folder.
 
 Every command below runs once untimed, then ``--runs`` rounds round-robin (so a burst of
@@ -43,10 +45,11 @@ from agent import __version__
 from agent.capture.exif import Record
 from agent.config import load_config
 from agent.queue import Queue
-from agent.queue.schema import CaptureAttempt, Image
+from agent.queue.schema import CaptureAttempt, Delivery, Image
 
 DEVICE = "be0c0002"
-STATES = {"captured": 0.85, "uploaded": 0.07, "verified": 0.05, "failed": 0.03}
+STATES = {"captured": 0.9, "evicted": 0.1}
+DELIVERIES = {"waiting": 0.8, "uploaded": 0.05, "verified": 0.12, "failed": 0.03}
 OUTCOMES = {"ok": 0.97, "failed": 0.02, "clock": 0.01}
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("STICKY_AGENT_")}
 STICKYCTL = Path(sys.executable).with_name("stickyctl")
@@ -58,9 +61,19 @@ camera = { type = "synthetic", width = 4056, height = 3040 }
 flash = { type = "gpio", pin = 23, pin_factory = "mock" }
 sensors = { type = "fake" }
 location = { lat = 49.26142, lng = -123.25088, alt = 97.3 }
-sync = { url = "http://127.0.0.1:8765", credentials = "DATA/api-credentials" }
 retention = { keep_days = 30, min_free_disk_mb = 200 }
 log = { level = "info" }
+
+[[sink]]
+name = "stickypi"
+type = "stickypi"
+url = "http://127.0.0.1:8765"
+credentials = "DATA/api-credentials"
+
+[[sink]]
+name = "lab"
+type = "memory"
+required = false
 """
 
 
@@ -80,11 +93,23 @@ def build_queue(folder: Path, n: int, n_attempts: int, seed: int) -> Path:
     record = Record.from_readings(__version__, temperature=21.5, humidity=55.0, battery=80, exposure_us=16e3)
     meta = {"record": record.as_dict(), "model": "RP_imx477", "exposure_us": 16e3, "analogue_gain": 1.2}
     meta_json = json.dumps(meta, sort_keys=True)
-    images, attempts = [], []
+    images, attempts, deliveries = [], [], []
     for i in range(n):
         when = end - dt.timedelta(minutes=20 * (n - 1 - i))
         state = rng.choices(list(STATES), list(STATES.values()))[0]
-        failed = state == "failed"
+        for sink in ("stickypi", "lab"):
+            if sink == "lab" and rng.random() < 0.5:
+                continue  # not seen by this sink yet: waiting for it
+            to = rng.choices(list(DELIVERIES), list(DELIVERIES.values()))[0]
+            to = "verified" if state == "evicted" else to
+            failed = to == "failed"
+            deliveries.append(
+                {
+                    **{"image_id": i + 1, "sink": sink, "state": to, "attempts": int(failed)},
+                    **{"last_error": "HTTP 500 from the server" if failed else None, "created_at": when},
+                    **{"updated_at": when, "verified_at": when if to == "verified" else None},
+                }
+            )
         images.append(
             {
                 **{"id": i + 1, "device": DEVICE, "datetime": when, "created_at": when, "updated_at": when},
@@ -92,7 +117,7 @@ def build_queue(folder: Path, n: int, n_attempts: int, seed: int) -> Path:
                 "md5": f"{rng.getrandbits(128):032x}",
                 "size": int(rng.gauss(1_000_000, 80_000)),
                 **{"width": 4056, "height": 3040, "metadata": meta_json, "manual": 0, "state": state},
-                **{"attempts": int(failed), "last_error": "HTTP 500 from the server" if failed else None},
+                **{"attempts": 0, "last_error": None},
             }
         )
     for img in images[max(0, n - n_attempts) :]:
@@ -109,6 +134,8 @@ def build_queue(folder: Path, n: int, n_attempts: int, seed: int) -> Path:
             conn.execute(insert(Image.__table__), images)
         if attempts:
             conn.execute(insert(CaptureAttempt.__table__), attempts)
+        if deliveries:
+            conn.execute(insert(Delivery.__table__), deliveries)
     queue.publish(heartbeat=end.isoformat(), next_capture=(end + dt.timedelta(minutes=20)).isoformat())
     queue.close()
     config = folder / "agent.toml"
