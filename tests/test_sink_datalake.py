@@ -7,8 +7,13 @@ fault proxy that loses answers on demand.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.datalake import (
@@ -25,10 +30,15 @@ from helpers.faultproxy import Fault
 from helpers.sink_contract import REAL_IMAGES, SinkContract, SinkHarness, make_record, outlines
 
 from agent import registry
+from agent.config import config_from_mapping
 from agent.devserver.datalake_state import JOB_FAILED, JOB_IN_PROGRESS, JOB_QUEUED
 from agent.errors import SinkAuthError, SinkForbidden, SinkRejected, SinkUnreachable
-from agent.sinks.base import AnnotationBatch, ImageRecord
+from agent.queue import deliveries as dq
+from agent.queue.syncrows import add_annotation
+from agent.service import Pipeline
+from agent.sinks.base import AnnotationBatch, ImageRecord, open_sink
 from agent.sinks.datalake import DataLakeSettings, make_sink
+from agent.sinks.worker import Link, SyncWorker
 
 pytest.importorskip("layernext", reason="the official client (pip install layernext==2.3.4) is absent")
 
@@ -58,6 +68,11 @@ class TestDataLakeSink(SinkContract):
 def real_record(folder: Path, n: int = 1) -> tuple[ImageRecord, bytes]:
     source = sorted(REAL_IMAGES.glob("*.jpg"))[0]
     return make_record(folder, n, data=source.read_bytes())
+
+
+def outlines_of(n: int) -> list[dict[str, Any]]:
+    triangles = [[[[5 + 9 * i, 6]], [[12 + 9 * i, 6]], [[12 + 9 * i, 15]]] for i in range(n)]
+    return [{"contour": t, "name": "insect", "value": 1} for t in triangles]
 
 
 def batch(record: ImageRecord, n: int = 3, version: str = VERSION) -> AnnotationBatch:
@@ -240,3 +255,102 @@ def test_settings_load_the_api_key_from_the_credentials_directory(
         with pytest.raises(ValueError, match=error):
             DataLakeSettings(**{"name": "lake", "type": "datalake", "url": "https://l.example.org",
                                 "collection": "c", key: value})  # fmt: skip
+
+
+def test_close_cuts_a_job_poll_that_waits(sdk_sleeps: list[float], tmp_path: Path) -> None:
+    lake = DatalakeHarness(sdk_sleeps, job_before=(JOB_IN_PROGRESS,) * 50)
+    waiting = threading.Event()
+    sink = lake.make(lake.double.url, job_timeout=600.0)
+    sink._sleep = lambda s: (waiting.set(), sink._wait(s))  # type: ignore[method-assign]
+    record, data = real_record(tmp_path)
+    errors: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            sink.upload_image(record, data)
+        except BaseException as e:
+            errors.append(e)
+
+    worker = threading.Thread(target=upload)
+    worker.start()
+    try:
+        assert waiting.wait(10)
+        sink.close()
+        worker.join(10)
+        assert not worker.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], SinkUnreachable)
+    finally:
+        sink.close()
+        lake.close()
+
+
+def test_the_bytes_go_through_the_bandwidth_cap(lake: DatalakeHarness, tmp_path: Path) -> None:
+    class Cap:
+        taken = 0
+
+        def take(self, n: int) -> None:
+            self.taken += n
+
+    record, data = real_record(tmp_path)
+    cap = Cap()
+    lake.sink.upload_image(record, data, cap)  # type: ignore[arg-type]
+    assert cap.taken == len(data)
+
+
+def test_the_sync_worker_delivers_images_and_annotations_to_the_lake(
+    lake: DatalakeHarness, tmp_path: Path
+) -> None:
+    (tmp_path / "lake-key").write_text(f"{KEY}:{SECRET}\n")
+    (tmp_path / "lake-key").chmod(0o600)
+    settings = {"name": "lake", "type": "datalake", "url": lake.double.url, "collection": COLLECTION,
+                "credentials": str(tmp_path / "lake-key"), "probe_interval": "1s"}  # fmt: skip
+    config = config_from_mapping(
+        {
+            "device": {"id": "0a1b2c3d"},
+            "storage": {"data_dir": str(tmp_path / "data")},
+            "camera": {"type": "synthetic", "width": 320, "height": 240, "seed": 5},
+            "sink": [settings],
+        },
+        environ={},
+    )
+    pipeline = Pipeline.build(config)
+    (sink_settings,) = config.sinks
+    worker = SyncWorker(
+        config, pipeline.queue, functools.partial(open_sink, sink_settings), settings=sink_settings,
+        link=Link.from_config(config, pipeline.queue),
+    )  # fmt: skip
+    try:
+        ids = []
+        for _ in range(2):
+            result = pipeline.capturer.capture(manual=False)
+            assert result.ok and result.image is not None
+            ids.append(result.image.id)
+        add_annotation(pipeline.queue, ids[0], ALGO, VERSION, outlines_of(3))
+        for _ in range(3):
+            worker.cycle()
+        assert dq.totals(pipeline.queue, "lake").verified == 2
+        assert lake.images_held() == 2
+        files = lake.state.collections[COLLECTION].files
+        client = official_client(lake.double.url)
+        down = download_collection(client, client.get_collection_id_by_name(COLLECTION), tmp_path / "d", [OP])
+        assert {n: len(f["annotations"]) for n, f in down.items()} == {n: 0 for n in files} | {
+            Path(image.path).name: 3 for image in pipeline.queue.images(10) if image.id == ids[0]
+        }
+    finally:
+        if worker.sink is not None:
+            worker.sink.close()
+        pipeline.close()
+
+
+def test_a_file_over_the_part_size_goes_in_parts(lake: DatalakeHarness, tmp_path: Path) -> None:
+    record, _ = real_record(tmp_path)
+    data = bytes(range(256)) * (11 * 2**20 // 256 + 7)  # 11 MiB and a bit: 3 parts of 5 MiB
+    big = dataclasses.replace(record, md5=hashlib.md5(data).hexdigest(), size=len(data))
+    sink = lake.make(lake.double.url, part_size=5 * 2**20)
+    try:
+        sink.upload_image(big, data)
+        assert sink.lookup_images([big])[big.key].md5 == big.md5
+    finally:
+        sink.close()
+    assert lake.state.requests["PUT object"] == 3
+    assert lake.state.file(COLLECTION, record.name).data == data  # type: ignore[union-attr]
