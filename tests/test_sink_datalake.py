@@ -28,11 +28,12 @@ from helpers.datalake import (
 )
 from helpers.faultproxy import Fault
 from helpers.sink_contract import REAL_IMAGES, SinkContract, SinkHarness, make_record, outlines
+from werkzeug.wrappers import Response
 
 from agent import registry
 from agent.config import config_from_mapping
 from agent.devserver.datalake_state import JOB_FAILED, JOB_IN_PROGRESS, JOB_QUEUED
-from agent.errors import SinkAuthError, SinkForbidden, SinkRejected, SinkUnreachable
+from agent.errors import SinkAuthError, SinkForbidden, SinkProtocolError, SinkRejected, SinkUnreachable
 from agent.queue import deliveries as dq
 from agent.queue.syncrows import add_annotation
 from agent.service import Pipeline
@@ -354,3 +355,39 @@ def test_a_file_over_the_part_size_goes_in_parts(lake: DatalakeHarness, tmp_path
         sink.close()
     assert lake.state.requests["PUT object"] == 3
     assert lake.state.file(COLLECTION, record.name).data == data  # type: ignore[union-attr]
+
+
+def test_a_refused_or_failed_put_is_a_refusal_and_the_next_try_gets_new_urls(
+    lake: DatalakeHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record, data = real_record(tmp_path)
+    presign = lake.state.presign
+
+    def expired(body: dict[str, Any], base_url: str) -> dict[str, Any]:
+        answer = presign(body, base_url)
+        for part in answer["parts"]:
+            part["signedUrl"] = part["signedUrl"].replace("Signature=", "Signature=0")
+        return answer
+
+    monkeypatch.setattr(lake.state, "presign", expired)
+    with pytest.raises(SinkRejected, match=r"403.*SignatureDoesNotMatch.*new URLs"):
+        lake.sink.upload_image(record, data)
+    monkeypatch.setattr(lake.state, "presign", presign)
+    lake.state.fail_puts = 1
+    with pytest.raises(SinkRejected, match="500"):
+        lake.sink.upload_image(record, data)
+    lake.sink.upload_image(record, data)
+    assert lake.sink.lookup_images([record])[record.key].md5 == record.md5
+    assert lake.images_held() == 1
+
+
+def test_no_content_reads_as_absent_and_a_foreign_404_is_not(
+    lake: DatalakeHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record, data = real_record(tmp_path)
+    lake.sink.upload_image(record, data)
+    monkeypatch.setattr(lake.double.app, "_item_details", lambda request: Response(status=204))
+    assert lake.sink.lookup_images([record]) == {}  # the SDK's "No content found"
+    monkeypatch.setattr(lake.double.app, "_item_details", lambda request: Response("<h1>gone</h1>", 404))
+    with pytest.raises(SinkProtocolError, match="without the Data Lake's error body"):
+        lake.sink.lookup_images([record])

@@ -31,6 +31,7 @@ with ``Authorization: Basic base64(api_key:secret)`` over one :class:`HttpTransp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -237,8 +238,10 @@ class DataLakeSink:
     def upload_image(self, image: ImageRecord, data: bytes, throttle: Bandwidth | None = None) -> None:
         with self._lock:
             pending = self._pending_jobs.get(image.name)
-        if pending is not None and self._wait_for_job(image, pending) != JOB_FAILED:
-            return
+        if pending is not None:
+            with contextlib.suppress(SinkRejected):  # failed: it is uploaded anew
+                self._wait_for_job(image, pending)
+                return
         route = "/api/client/uploadMetadataInCollection"
         begin = strings(
             route,
@@ -284,18 +287,23 @@ class DataLakeSink:
             "GET",
             f"api/client/collectionUploadingStatus/{quote(upload_id)}/complete?isReturnedUniqueName=False",
         )
-        if self._wait_for_job(image, job_id) == JOB_FAILED:
-            raise SinkRejected(f"the Data Lake's job {job_id} failed (status 4) to index {image.name}")
+        self._wait_for_job(image, job_id)
 
     def _wait_for_job(self, image: ImageRecord, job_id: str) -> int:
-        """Poll the upload's job until it completes or fails (return 2 or 4). Raise
-        SinkUnreachable if it still runs after ``job_timeout`` (the next try polls it again)."""
+        """Poll the upload's job until it completes (return 2). Raise SinkRejected if it failed
+        (status 4, with the lake's message if it gave one), SinkUnreachable if it still runs
+        after ``job_timeout`` (the next try of the image polls it again)."""
         waited, waits, wait = 0.0, iter(JOB_POLL_WAITS), 0.0
         while True:
-            status = self.wire.job_status(job_id)
+            status, message = self.wire.job_status(job_id)
             if status in (JOB_COMPLETED, JOB_FAILED):
                 with self._lock:
                     self._pending_jobs.pop(image.name, None)
+                if status == JOB_FAILED:
+                    why = f": {message}" if message else ""
+                    raise SinkRejected(
+                        f"the Data Lake's job {job_id} failed (status 4) to index {image.name}{why}"
+                    )
                 return status
             wait = next(waits, wait)
             if waited + wait > self.job_timeout:

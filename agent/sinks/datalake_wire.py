@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from agent.errors import SinkProtocolError, SinkRejected
+from agent.errors import SinkForbidden, SinkProtocolError, SinkRejected
 from agent.sinks.credentials import Credentials
 from agent.sinks.http import HttpTransport
 from agent.sinks.throttle import Bandwidth
@@ -87,13 +87,17 @@ class LakeWire:
         return self.http.call_json(method, f"{self.url}/datalake/{path}", route, headers=headers, **kw)
 
     def api_or_absent(self, method: str, path: str, **kw: Any) -> Any:
-        """Like :meth:`api`, but return :data:`ABSENT` if the lake answers 404 or 406 with its
-        own error body ("not found"). Raise SinkProtocolError for a 404/406 that is not the
-        lake's (a wrong URL behind a proxy must not read as "the lake holds nothing")."""
+        """Like :meth:`api`, but return :data:`ABSENT` if the lake answers "no content" (204,
+        as the SDK expects of its lookups) or 404/406 with its own error body ("not found").
+        Raise SinkProtocolError for a 404/406 that is not the lake's (a wrong URL behind a proxy
+        must not read as "the lake holds nothing")."""
         route = "/" + path.split("?")[0]
         headers = {**self._auth, **kw.pop("headers", {})}
         with self.http.watch():
             response = self.http.send(method, f"{self.url}/datalake/{path}", route, headers=headers, **kw)
+            if response.status_code == 204:
+                response.close()
+                return ABSENT
             if response.status_code not in (404, 406):
                 body = self.http.read(route, self.http.check(route, response, read_error=True))
                 try:
@@ -128,7 +132,8 @@ class LakeWire:
 
     def put(self, url: str, piece: memoryview, throttle: Bandwidth | None) -> str:
         """PUT one part to a presigned URL; return its ETag (quotes stripped). Raise
-        SinkRejected unless the storage answers 200 with the md5 of the part as its ETag."""
+        SinkRejected unless the storage answers 200 with the md5 of the part as its ETag (a 403
+        too: an expired or refused signature is this URL's, the next try gets new ones)."""
         route = "presigned PUT"
         with self.http.watch():
             response = self.http.send(
@@ -138,7 +143,10 @@ class LakeWire:
                 data=Body(piece, throttle),
                 headers={"Content-Type": "image/jpeg"},
             )
-            self.http.check(route, response, read_error=True)
+            try:
+                self.http.check(route, response, read_error=True)
+            except SinkForbidden as e:
+                raise SinkRejected(f"{e}; the next try asks for new URLs") from None
             etag = response.headers.get("ETag", "").strip('"')
             self.http.read(route, response)
         if response.status_code != 200 or etag != hashlib.md5(piece).hexdigest():
@@ -167,16 +175,17 @@ class LakeWire:
             )
         return done, url
 
-    def job_status(self, job_id: str) -> int:
-        """Given a job id, return its status (1 in progress, 2 completed, 3 queued, 4 failed).
-        Raise SinkProtocolError if the answer holds none of them."""
+    def job_status(self, job_id: str) -> tuple[int, str]:
+        """Given a job id, return its status (1 in progress, 2 completed, 3 queued, 4 failed)
+        and the answer's message, if any. Raise SinkProtocolError if it holds no status."""
         route = f"api/client/jobs/{quote(job_id)}/getStatus"
         answer = self.api("GET", route)
         status = answer.get("status") if isinstance(answer, dict) else None
         if not isinstance(answer, dict) or answer.get("isSuccess") is False or status not in JOB_STATUSES:
             raise SinkProtocolError(f"/{route}: the Data Lake's answer has no job status")
         assert isinstance(status, int)
-        return status
+        message = answer.get("message") or answer.get("error") or ""
+        return status, " ".join(str(message).split())[:200]
 
     def export_page(
         self, collection_id: str, page: int, size: int
