@@ -78,7 +78,8 @@ JOB_POLL_WAITS = (0.2, 0.5, 1.0, 2.0, 5.0)
 class DataLakeSettings(SinkSettings):
     """``[[sink]] type = "datalake"``: a LayerNext Data Lake collection.
 
-    The credentials file holds ``api_key:secret`` (an API key of the lake, Settings > API keys).
+    The credentials file holds ``api_key:secret``: an API key of the lake and its secret (the
+    pair the official client takes, ``LayerNextClient(api_key, secret, url)``).
     """
 
     type: Literal["datalake"]
