@@ -10,7 +10,8 @@ with ``Authorization: Basic base64(api_key:secret)`` over one :class:`HttpTransp
   ``fileUpload/initializeMultipartUpload`` (``isExisting``: the lake holds that name, nothing is
   sent) -> ``getMultipartPreSignedUrls`` -> presigned ``PUT``s (each part's ETag must be the md5
   of its bytes, as S3 answers for a part) -> ``finalizeMultipartUpload`` ->
-  ``collectionUploadingStatus/{uploadId}/complete`` -> the job's status, polled (bounded by
+  ``collectionUploadingStatus/{uploadId}/complete`` (which must list the file: the SDK ignores
+  it) -> the job's status, polled (bounded by
   ``job_timeout``) until 2 (completed) or 4 (failed: :class:`SinkRejected`; the SDK reports it
   as completed). A job still running at the bound is polled first on the next try of the same
   image, so a retry never makes a second upload of it.
@@ -55,7 +56,7 @@ from agent.sinks.datalake_shapes import (
     operation_id,
     parse_operation_id,
 )
-from agent.sinks.datalake_wire import ABSENT, LakeWire, lake_error, strings
+from agent.sinks.datalake_wire import ABSENT, IMAGE_COLLECTION, LakeWire, lake_error, strings
 from agent.sinks.http import HttpTransport
 from agent.sinks.throttle import Bandwidth
 
@@ -64,7 +65,6 @@ __all__ = ["DataLakeSettings", "DataLakeSink", "make_sink"]
 log = logging.getLogger(__name__)
 
 SDK_VERSION = "2.3.4"
-IMAGE_COLLECTION = 5
 JOB_IN_PROGRESS, JOB_COMPLETED, JOB_QUEUED, JOB_FAILED = 1, 2, 3, 4
 #: The SDK's part size (``MULTI_PART_UPLOAD_CHUNK_SIZE``); S3's least part is 5 MiB.
 DEFAULT_PART_SIZE = 100 * 2**20
@@ -176,20 +176,10 @@ class DataLakeSink:
         with self._lock:
             if self._collection_id is not None and self._storage_path is not None:
                 return self._collection_id, self._storage_path
-        answer = self.wire.api_or_absent(
-            "POST",
-            "api/client/metadata/getCollectionIdByName",
-            json={"collectionName": self.collection, "objectType": IMAGE_COLLECTION},
-        )
-        if answer is ABSENT:
+        found = self.wire.collection(self.collection)
+        if found is None:
             return None
-        cid = strings("/api/client/metadata/getCollectionIdByName", answer, "collectionId")["collectionId"]
-        route = "/api/client/metadata/getCollectionDetails"
-        details = self.wire.api(
-            "POST", route[1:], json={"collectionId": cid, "requiredMetaObj": {"storagePath": True}}
-        )
-        item = details.get("itemDetails") if isinstance(details, dict) else None
-        path = strings(route, item, "storagePath")["storagePath"]
+        cid, path = found
         with self._lock:
             self._collection_id, self._storage_path = cid, path
         return cid, path
@@ -284,10 +274,12 @@ class DataLakeSink:
                 route[1:],
                 json={**ids, "parts": parts, "uploadId": upload_id, "finalizeUrl": last_url},
             )
-        self.wire.api(
-            "GET",
-            f"api/client/collectionUploadingStatus/{quote(upload_id)}/complete?isReturnedUniqueName=False",
-        )
+        route = f"api/client/collectionUploadingStatus/{quote(upload_id)}/complete"
+        done = self.wire.api("GET", route + "?isReturnedUniqueName=True")  # as for one file
+        listed = done.get("uploadedFileList") if isinstance(done, dict) else None
+        ours = [n for n in listed or () if isinstance(n, str) and n.endswith("_" + image.name)]
+        if not init.get("isExisting") and isinstance(listed, list) and not ours:
+            raise SinkRejected(f"/{route}: the Data Lake does not list {image.name} as uploaded")
         self._wait_for_job(image, job_id)
 
     def _wait_for_job(self, image: ImageRecord, job_id: str) -> int:
@@ -375,13 +367,7 @@ class DataLakeSink:
         with self._lock:
             if self._label_ref is not None:
                 return self._label_ref
-        route = "/api/client/system/label/references"
-        answer = self.wire.api(
-            "POST", route[1:], json={"labels": {self.label: {}}, "username": "sticky-agent"}
-        )
-        ref = answer.get(self.label) if isinstance(answer, dict) else None
-        if not isinstance(ref, dict) or not isinstance(ref.get("ref"), str):
-            raise SinkProtocolError(f"{route}: the Data Lake sent no reference for the label {self.label!r}")
+        ref = self.wire.label_reference(self.label)
         with self._lock:
             self._label_ref = ref
         return ref

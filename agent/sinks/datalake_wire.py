@@ -23,6 +23,8 @@ from agent.sinks.credentials import Credentials
 from agent.sinks.http import HttpTransport
 from agent.sinks.throttle import Bandwidth
 
+#: ``collectionType``/``objectType`` of an image collection.
+IMAGE_COLLECTION = 5
 JOB_STATUSES = (1, 2, 3, 4)  # in progress, completed, queued, failed
 #: What :meth:`LakeWire.api_or_absent` returns for "not found".
 ABSENT = object()
@@ -174,6 +176,32 @@ class LakeWire:
                 {"PartNumber": n, "ETag": self.put(url, view[(n - 1) * part_size : n * part_size], throttle)}
             )
         return done, url
+
+    def collection(self, name: str) -> tuple[str, str] | None:
+        """Given an image collection's name, return its id and storage path (the prefix of its
+        files' unique names), or None if the lake has no such collection."""
+        route = "/api/client/metadata/getCollectionIdByName"
+        answer = self.api_or_absent(
+            "POST", route[1:], json={"collectionName": name, "objectType": IMAGE_COLLECTION}
+        )
+        if answer is ABSENT:
+            return None
+        cid = strings(route, answer, "collectionId")["collectionId"]
+        route = "/api/client/metadata/getCollectionDetails"
+        body = {"collectionId": cid, "requiredMetaObj": {"storagePath": True}}
+        details = self.api("POST", route[1:], json=body)
+        item = details.get("itemDetails") if isinstance(details, dict) else None
+        return cid, strings(route, item, "storagePath")["storagePath"]
+
+    def label_reference(self, label: str) -> dict[str, Any]:
+        """Given a label's text, return its reference (``{"ref", "color", ...}``), made by the
+        lake if new. Raise SinkProtocolError if the answer holds none."""
+        route = "/api/client/system/label/references"
+        answer = self.api("POST", route[1:], json={"labels": {label: {}}, "username": "sticky-agent"})
+        ref = answer.get(label) if isinstance(answer, dict) else None
+        if not isinstance(ref, dict) or not isinstance(ref.get("ref"), str):
+            raise SinkProtocolError(f"{route}: the Data Lake sent no reference for the label {label!r}")
+        return ref
 
     def job_status(self, job_id: str) -> tuple[int, str]:
         """Given a job id, return its status (1 in progress, 2 completed, 3 queued, 4 failed)
