@@ -391,3 +391,12 @@ def test_no_content_reads_as_absent_and_a_foreign_404_is_not(
     monkeypatch.setattr(lake.double.app, "_item_details", lambda request: Response("<h1>gone</h1>", 404))
     with pytest.raises(SinkProtocolError, match="without the Data Lake's error body"):
         lake.sink.lookup_images([record])
+
+
+def test_a_complete_that_does_not_list_the_file_is_a_refusal(
+    lake: DatalakeHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record, data = real_record(tmp_path)
+    monkeypatch.setattr(lake.state, "complete", lambda upload_id: [])
+    with pytest.raises(SinkRejected, match=f"does not list {record.name}"):
+        lake.sink.upload_image(record, data)
