@@ -67,14 +67,14 @@ def enforce(
     config: RetentionConfig,
     queue: Queue,
     data_dir: Path,
-    required: Sequence[str] = (),
-    sinks: Sequence[SinkSettings | str] = (),
+    sinks: Sequence[SinkSettings] = (),
     now: dt.datetime | None = None,
 ) -> RetentionReport:
-    """Given the policy, the names of the required sinks and every sink, delete what the policy
-    allows and return what went."""
+    """Given the policy and the sinks, delete what the policy allows (only originals every
+    required sink verified) and return what went."""
+    required = [s.name for s in sinks if s.required]
     with _lock:
-        return _enforce(config, queue, data_dir, required, sinks, now)
+        return _enforce(config, queue, data_dir, required, [s.name for s in sinks], now)
 
 
 def _enforce(
@@ -82,11 +82,10 @@ def _enforce(
     queue: Queue,
     data_dir: Path,
     required: Sequence[str],
-    sinks: Sequence[SinkSettings | str],
+    names: Sequence[str],
     now: dt.datetime | None,
 ) -> RetentionReport:
     now = now or dt.datetime.now(dt.UTC)
-    names = [s if isinstance(s, str) else s.name for s in sinks]
     report = RetentionReport()
     if (
         config.keep_days is None

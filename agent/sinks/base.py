@@ -154,6 +154,8 @@ def _is_loopback(host: str) -> bool:
 class SinkSettings(_Section):
     """The settings every ``[[sink]]`` has; each backend's settings class adds its own."""
 
+    #: The backend (each settings class narrows it to its ``Literal`` name).
+    type: str
     #: The sink's name: in status, logs, ``--sink NAME``, and the queue's delivery rows.
     name: str
     #: An original is deleted (retention) only once every required sink verifiably holds it.

@@ -280,8 +280,7 @@ class SyncWorker(BackgroundWorker):
                 stats.waiting, stats.waiting_bytes = totals.waiting, totals.waiting_bytes
                 self.publish(last=json.dumps(asdict(stats)))
                 log_pass(stats, self.name)
-        required = [s.name for s in self.config.sinks if s.required]
-        enforce(self.config.retention, self.queue, self.config.storage.data_dir, required, self.config.sinks)
+        enforce(self.config.retention, self.queue, self.config.storage.data_dir, self.config.sinks)
         # More waits if the batch was full; but if the sink refused every image in it, go on
         # only after the probe interval, so a sink that refuses everything does not burn
         # every image's tries within seconds.
