@@ -216,7 +216,7 @@ def sink_status(
     oldest = queue.oldest_waiting(name)
     success = queue.last_verified(name)
     return {
-        "type": getattr(settings, "type", "?"),
+        "type": settings.type,
         "address": settings.address,
         "required": settings.required,
         "state": last_state if running else "agent not running",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import run_stickyctl
-from helpers.sinkconfig import credentials_file, two_sinks, with_sinks
+from helpers.sinkconfig import credentials_file, two_sinks
 
 from agent.config import load_config
 from agent.doctor import by_sink, format_results
@@ -17,7 +17,7 @@ from agent.sinks import memory
 
 
 def test_one_sink_down_one_fine(write_config: Callable[..., Path], tmp_path: Path) -> None:
-    config = load_config(with_sinks(write_config(), two_sinks(tmp_path)), environ={})
+    config = load_config(write_config(sink=two_sinks(tmp_path)), environ={})
     results = check_sinks(config, environ={})
     checks = {r.check: r for r in results}
     assert [r.check for r in results] == ["credentials stickypi", "sink stickypi", "sink lab"]
@@ -40,7 +40,7 @@ def test_a_sink_not_required_only_warns_and_bad_credentials_stop_only_their_sink
     platform = memory.platform(sinks[1]["platform"])
     platform.unreachable = True
     try:
-        config = load_config(with_sinks(write_config(), sinks), environ={})
+        config = load_config(write_config(sink=sinks), environ={})
         checks = {r.check: r for r in check_sinks(config, environ={})}
     finally:
         memory.forget(sinks[1]["platform"])
@@ -53,7 +53,7 @@ def test_a_sink_not_required_only_warns_and_bad_credentials_stop_only_their_sink
 
 
 def test_doctor_json_has_a_block_per_sink(write_config: Callable[..., Path], tmp_path: Path) -> None:
-    cfg = with_sinks(write_config(), two_sinks(tmp_path))
+    cfg = write_config(sink=two_sinks(tmp_path))
     result = run_stickyctl("--config", str(cfg), "doctor", "--json")
     assert result.returncode == 1, result.stderr
     data = json.loads(result.stdout)

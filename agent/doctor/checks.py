@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from agent.sinks.base import SinkSettings
-
-    S = TypeVar("S", bound=SinkSettings)
+from agent.sinks.credentials import unit_credentials, with_unit_credentials
 
 Status = Literal["OK", "WARN", "FAIL"]
 
 SERVICE = "sticky-agent"
-#: Where the systemd unit loads the API credentials from (LoadCredential=sticky-api:<this>).
-UNIT_CREDENTIALS = Path("/etc/sticky-agent/api-credentials")
-#: Where the unit loads another sink's credentials from (LoadCredential=<name>:<this>/<name>).
-UNIT_CREDENTIALS_DIR = UNIT_CREDENTIALS.parent
+#: Where the systemd unit loads the Sticky Pi API credentials from (LoadCredential=sticky-api:<this>);
+#: every sink's: :func:`agent.sinks.credentials.unit_credentials`.
+UNIT_CREDENTIALS = unit_credentials("sticky-api")
+
+__all__ = ["UNIT_CREDENTIALS", "Check", "Probes", "fail", "ok", "warn", "with_unit_credentials"]
 #: Seconds a doctor's API probe may take (the agent's own timeouts are longer).
 PROBE_CONNECT_TIMEOUT_S = 5.0
 PROBE_READ_TIMEOUT_S = 20.0
@@ -48,22 +45,6 @@ class Check:
         if self.hint and self.status != "OK":
             text += f"\n     fix: {self.hint}"
         return text
-
-
-def unit_credentials(credential_name: str) -> Path:
-    """Given a sink's ``credential_name``, return the file the systemd unit loads it from:
-    :data:`UNIT_CREDENTIALS` for ``sticky-api``, else ``/etc/sticky-agent/<credential_name>``."""
-    return UNIT_CREDENTIALS if credential_name == "sticky-api" else UNIT_CREDENTIALS_DIR / credential_name
-
-
-def with_unit_credentials(settings: S, environ: Mapping[str, str] | None = None) -> S:
-    """Given a sink's settings, return them with the credentials file the systemd unit loads
-    (:func:`unit_credentials`) when neither a ``credentials`` key nor ``$CREDENTIALS_DIRECTORY``
-    names one (a command run outside the service, e.g. by a technician with sudo)."""
-    env = os.environ if environ is None else environ
-    if settings.credentials is None and not env.get("CREDENTIALS_DIRECTORY"):
-        return settings.model_copy(update={"credentials": unit_credentials(settings.credential_name)})
-    return settings
 
 
 def ok(check: str, detail: str) -> Check:

@@ -63,9 +63,9 @@ def _credentials_hint(settings: SinkSettings, where: str, message: str) -> str:
         return "run the doctor as root (sudo stickyctl doctor): the credentials file is root-only"
     if "readable or writable by every user" in message:
         return f"chmod 600 {where}; chown root:root {where} (and change the secret: others could read it)"
-    form = SECRET_FORM.get(str(getattr(settings, "type", "")), "the secret")
+    form = SECRET_FORM.get(settings.type, "the secret")
     hint = f"write one line, {form}, to {where} (root:root, mode 600)"
-    if getattr(settings, "type", "") == "stickypi":
+    if settings.type == "stickypi":
         hint += "; hardware/install.sh --api-user NAME --api-password-file FILE does it"
     return hint
 
@@ -86,7 +86,7 @@ def check_sink(settings: SinkSettings, environ: Mapping[str, str] | None = None)
             "read_timeout": min(settings.read_timeout, PROBE_READ_TIMEOUT_S),
         }
     )
-    kind = str(getattr(settings, "type", "?"))
+    kind = settings.type
     try:
         secret = credentials_path(settings, env)
         where = str(secret)

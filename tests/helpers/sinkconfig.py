@@ -1,4 +1,4 @@
-"""Configs with ``[[sink]]`` tables, and a trap with two sinks: one fine, one unreachable."""
+"""A trap with two sinks: one fine (in memory), one unreachable (a Sticky Pi API nobody serves)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from conftest import toml_value
 from helpers.net import free_port
 
 from agent.config import Config, load_config
@@ -15,22 +14,6 @@ from agent.queue import Queue
 from agent.sinks import memory
 from agent.sinks.base import open_sink
 from agent.sinks.worker import SyncWorker
-
-
-def sink_tables(sinks: list[dict[str, Any]]) -> str:
-    """Given sink settings, return them as ``[[sink]]`` TOML tables."""
-    out = []
-    for table in sinks:
-        out.append("[[sink]]")
-        out.extend(f"{k} = {toml_value(v)}" for k, v in table.items())
-        out.append("")
-    return "\n".join(out)
-
-
-def with_sinks(config_path: Path, sinks: list[dict[str, Any]]) -> Path:
-    """Given a config file (written by ``write_config``), append ``[[sink]]`` tables to it."""
-    config_path.write_text(config_path.read_text() + "\n" + sink_tables(sinks))
-    return config_path
 
 
 def credentials_file(folder: Path, line: str = "trap:secret") -> Path:
@@ -85,8 +68,7 @@ def run_workers(config: Config) -> None:
 def two_sink_trap(write_config: Callable[..., Path], tmp_path: Path, images: int = 2) -> Iterator[Config]:
     """Yield a trap with ``images`` captures, synced once to both sinks of :func:`two_sinks`;
     forget the in-memory platform after."""
-    path = with_sinks(write_config(), two_sinks(tmp_path))
-    config = load_config(path, environ={})
+    config = load_config(write_config(sink=two_sinks(tmp_path)), environ={})
     try:
         capture(config, images)
         run_workers(config)
