@@ -162,7 +162,7 @@ def _insects(queue: QueueReader, now: dt.datetime) -> dict[str, Any]:
 
 
 #: What a sink's published error says, when the worker did not publish its kind.
-_AUTH_ERROR = re.compile(r"\((401|403)\)|credentials|password|token", re.IGNORECASE)
+_AUTH_ERROR = re.compile(r"\((401|403)\)|credentials|password", re.IGNORECASE)
 #: A sink's state as status names it (``state`` in ``sinks``).
 SINK_STATES = ("ok", "unreachable", "auth", "refusing", "budget spent", "not checked", "agent not running")
 

@@ -137,6 +137,7 @@ def test_status_json_from_the_command(trap: Config) -> None:
         (True, None, "t", "ok"),
         (True, "/get_token: the API refused our credentials (401)", "t", "auth"),
         (True, "/_put_new_images: the API answered 500 INTERNAL SERVER ERROR", "t", "refusing"),
+        (True, "/get_token: the API answered 500 INTERNAL SERVER ERROR", "t", "refusing"),  # not auth
         (True, "today's data budget (5 MB) is spent", "t", "budget spent"),
     ],
 )

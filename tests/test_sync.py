@@ -404,7 +404,7 @@ def test_a_conflict_is_never_overwritten_and_is_shown(
 
     cfg = str(trap.config.source)
     status = json.loads(run_stickyctl("--config", cfg, "status", "--json").stdout)
-    assert status["queue"]["states"]["conflict"]["count"] == 1
+    assert status["sinks"]["stickypi"]["conflict"] == 1
     assert "conflict" in run_stickyctl("--config", cfg, "status").stdout
     listing = run_stickyctl("--config", cfg, "queue", "ls", "--state", "conflict")
     assert listing.returncode == 0, listing.stderr
@@ -1143,14 +1143,15 @@ def test_status_never_shows_a_stale_reachable_as_current(
     flat = " ".join(text.split())  # long lines wrap under their label
     assert "agent not running; reachable at the last check, 3 h ago" in flat
     assert "reachable since" not in text
-    assert "failed images   1: one more try by themselves, next when the agent runs" in text
-    assert data["sync"]["failed"] == 1 and data["sync"]["next_failed_retry"] is not None
+    assert "  failed images 1: one more try by themselves, next when the agent runs" in text
+    sink = data["sinks"]["stickypi"]
+    assert sink["failed"] == 1 and sink["next_failed_retry"] is not None
 
     # the same data from a running agent: current state, and when the failed image is tried again
     data["agent"]["running"] = True
     text = format_status(data)
-    assert f"api             {server.url} reachable since" in text
-    assert "failed images   1: one more try by themselves, next" in text
+    assert f"sink stickypi   {server.url} (stickypi): reachable since" in text
+    assert "  failed images 1: one more try by themselves, next" in text
 
 
 def test_status_says_the_server_answered_with_an_error(
@@ -1165,12 +1166,12 @@ def test_status_says_the_server_answered_with_an_error(
     data = collect_status(trap.config)
     data["agent"]["running"] = True
     text = format_status(data)
-    assert f"{server.url} answers, with an error since" in text
-    assert "sync problem    /get_token: the API answered 500 INTERNAL SERVER ERROR" in text
+    assert f"{server.url} (stickypi): answers, with an error since" in text
+    assert "  problem       /get_token: the API answered 500 INTERNAL SERVER ERROR" in text
     data["agent"]["running"] = False
     text = format_status(data)
     assert "agent not running; answers, with an error at the last check, " in " ".join(text.split())
-    assert "last problem    /get_token: the API answered 500" in text
+    assert "  last problem  /get_token: the API answered 500" in text
 
 
 def test_each_pass_is_logged_with_counts_bytes_rate_and_what_remains(
