@@ -60,7 +60,7 @@ def test_doctor_json_has_a_block_per_sink(write_config: Callable[..., Path], tmp
     # the memory platform lives in the doctor's own process: it answers there
     assert data["sinks"]["lab"] == {
         "status": "OK",
-        "detail": "lab reachable, credentials accepted (not required: retention does not wait for it)",
+        "detail": "reachable, credentials accepted (not required: retention does not wait for it)",
         "hint": None,
         "credentials": None,
     }

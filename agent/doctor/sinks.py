@@ -131,7 +131,8 @@ def check_sink(settings: SinkSettings, environ: Mapping[str, str] | None = None)
         out.append(fail(check, f"{address} answered with an error: {_one_line(e)}", hint))
     else:
         required = "" if settings.required else " (not required: retention does not wait for it)"
-        out.append(ok(check, f"{address} reachable, credentials accepted{required}"))
+        where_ = f"{address} reachable" if address != name else "reachable"  # (in-memory: no address)
+        out.append(ok(check, f"{where_}, credentials accepted{required}"))
     finally:
         sink.close()
     if not settings.required and out and out[-1].status == "FAIL":
