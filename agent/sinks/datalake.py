@@ -44,7 +44,7 @@ from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
-from agent.config.base import Duration
+from agent.settings import Duration
 from agent.errors import SinkAuthError, SinkForbidden, SinkProtocolError, SinkRejected, SinkUnreachable
 from agent.registry import register
 from agent.sinks.base import AnnotationBatch, ImageKey, ImageRecord, RemoteImage, SinkSettings, check_url
