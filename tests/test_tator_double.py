@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def test_localizations_polygons_normalized_up_to_500(double: Any, image: Path) -
             "media_id": media_id,
             "type": 2,
             "frame": 0,
-            "elemental_id": f"outline-{i}",
+            "elemental_id": str(uuid.UUID(int=i + 1)),
             "points": [[0.1, 0.1], [0.2, 0.1], [0.15, 0.2]],
             "attributes": {"Algorithm": "learned-1"},
         }
@@ -97,7 +98,7 @@ def test_localizations_polygons_normalized_up_to_500(double: Any, image: Path) -
     created = api.create_localization_list(1, body=specs)
     assert len(created.id) == 3
     rows = api.get_localization_list(1, media_id=[media_id])
-    assert {r.elemental_id for r in rows} == {"outline-0", "outline-1", "outline-2"}
+    assert {r.elemental_id for r in rows} == {str(uuid.UUID(int=i + 1)) for i in range(3)}
     assert rows[0].attributes == {"Label": "insect", "Algorithm": "learned-1"}  # default filled in
     with pytest.raises(ApiException) as e:
         api.create_localization_list(1, body=[specs[0]] * 501)

@@ -32,7 +32,7 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -44,12 +44,14 @@ from werkzeug.wrappers import Request, Response
 from agent.devserver.serving import BackgroundServer
 from agent.devserver.tator_schema import list_or_one, openapi_document, validation_schema
 from agent.devserver.tator_state import (
+    LOCALIZATION_DTYPES,
     MAX_LIST,
     THROTTLE_PER_S,
     EntityType,
     TatorError,
     TatorState,
     check_attributes,
+    check_uuid,
     default_types,
     tator_md5,
 )
@@ -76,12 +78,17 @@ class TatorApp:
                 Rule("/schema", endpoint="schema", methods=["GET"]),
                 Rule("/_s3/<path:key>", endpoint="object", methods=["GET", "PUT"]),
                 Rule("/rest/MediaType/<int:id>", endpoint="media_type", methods=["GET"]),
+                Rule("/rest/LocalizationType/<int:id>", endpoint="localization_type", methods=["GET"]),
                 Rule("/rest/UploadInfo/<int:project>", endpoint="upload_info", methods=["GET"]),
                 Rule("/rest/UploadCompletion/<int:project>", endpoint="upload_completion", methods=["POST"]),
                 Rule("/rest/DownloadInfo/<int:project>", endpoint="download_info", methods=["POST"]),
                 Rule("/rest/Medias/<int:project>", endpoint="medias", methods=["GET", "POST"]),
                 Rule("/rest/Media/<int:id>", endpoint="media", methods=["GET"]),
-                Rule("/rest/Localizations/<int:project>", endpoint="localizations", methods=["GET", "POST"]),
+                Rule(
+                    "/rest/Localizations/<int:project>",
+                    endpoint="localizations",
+                    methods=["GET", "POST", "DELETE"],
+                ),
             ]
         )
 
@@ -95,6 +102,8 @@ class TatorApp:
             if endpoint not in ("schema", "object"):
                 self._authenticate(request)
             response = getattr(self, f"_{endpoint}")(request, **args)
+            if self.state.take_lost_answer(f"{request.method} {endpoint}"):
+                return _cut(response, environ, start_response)
         except TatorError as e:
             response = _json({"message": e.message, "details": e.details}, e.status)
         except HTTPException as e:
@@ -182,6 +191,15 @@ class TatorApp:
             {"id": t.id, "project": t.project, "name": t.name, "dtype": t.dtype, "attribute_types": attrs}
         )
 
+    def _localization_type(self, request: Request, id: int) -> Response:
+        t = self.state.types.get(id)
+        if t is None or t.dtype not in LOCALIZATION_DTYPES:
+            raise TatorError(404, f"LocalizationType {id} not found!")
+        media = [m.id for m in self.state.types.values() if m.project == t.project and m.dtype == "image"]
+        attrs = [a.as_dict() for a in t.attribute_types]
+        body = {"id": t.id, "project": t.project, "name": t.name, "dtype": t.dtype, "media": media}
+        return _json({**body, "attribute_types": attrs, "visible": True, "drawable": True})
+
     def _upload_info(self, request: Request, project: int) -> Response:
         self._project(project)
         try:
@@ -255,7 +273,7 @@ class TatorApp:
             "md5": spec["md5"],
             "gid": spec.get("gid"),
             "uid": spec.get("uid"),
-            "elemental_id": spec.get("elemental_id") or str(uuid.uuid4()),
+            "elemental_id": check_uuid(spec.get("elemental_id")),
             "attributes": attributes,
             "media_files": {},
             "width": None,
@@ -353,6 +371,8 @@ class TatorApp:
         self._project(project)
         if request.method == "GET":
             return _json(self._localization_list(project, request))
+        if request.method == "DELETE":
+            return self._delete_localizations(project, request)
         body = self._body(request, "LocalizationSpec", listed=True)
         specs = body if isinstance(body, list) else [body]
         with self.state.lock:
@@ -366,7 +386,7 @@ class TatorApp:
 
     def _localization(self, project: int, spec: dict[str, Any]) -> dict[str, Any]:
         loc_type = self.state.types.get(spec["type"])
-        if loc_type is None or loc_type.dtype not in ("box", "poly", "dot", "line"):
+        if loc_type is None or loc_type.dtype not in LOCALIZATION_DTYPES:
             raise TatorError(404, f"LocalizationType {spec['type']} not found!")
         media = self.state.media.get(spec["media_id"])
         if media is None or media["project"] != project or loc_type.project != project:
@@ -387,25 +407,80 @@ class TatorApp:
             "type": loc_type.id,
             "frame": spec["frame"],
             "version": spec.get("version", 1),
-            "elemental_id": spec.get("elemental_id") or str(uuid.uuid4()),
+            "elemental_id": check_uuid(spec.get("elemental_id")),
             "attributes": check_attributes(loc_type.attribute_types, spec.get("attributes")),
+            "variant_deleted": False,
         }
         for k in needed[loc_type.dtype]:
             row[k] = spec[k]
         return row
 
-    def _localization_list(self, project: int, request: Request) -> list[dict[str, Any]]:
+    def _localization_rows(
+        self, project: int, request: Request, ids: list[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """Return the localizations a list query selects (``media_id`` comma-separated, ``type``,
+        ``version`` comma-separated, ``elemental_id`` a UUID, ``show_deleted``), by id."""
         args = request.args
         with self.state.lock:
             rows = [r for r in self.state.localizations.values() if r["project"] == project]
         if "media_id" in args:
-            wanted = {int(x) for x in args["media_id"].split(",") if x.strip().isdigit()}
+            wanted = set(_int_list("media_id", args["media_id"]))
             rows = [r for r in rows if r["media"] in wanted]
         if "type" in args:
             rows = [r for r in rows if str(r["type"]) == args["type"]]
+        if "version" in args:
+            versions = set(_int_list("version", args["version"]))
+            rows = [r for r in rows if r["version"] in versions]
         if "elemental_id" in args:
-            rows = [r for r in rows if r["elemental_id"] == args["elemental_id"]]
-        return [dict(r) for r in rows]
+            eid = check_uuid(args["elemental_id"])
+            rows = [r for r in rows if r["elemental_id"] == eid]
+        if ids is not None:
+            rows = [r for r in rows if r["id"] in set(ids)]
+        if args.get("show_deleted", "0") != "1":
+            rows = [r for r in rows if not r["variant_deleted"]]
+        return sorted(rows, key=lambda r: int(r["id"]))
+
+    def _localization_list(self, project: int, request: Request) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._localization_rows(project, request)]
+
+    def _delete_localizations(self, project: int, request: Request) -> Response:
+        """DeleteLocalizationList: every localization the query (and the body's ``ids``) selects;
+        ``prune: 1`` purges them, else they are marked ``variant_deleted`` (hidden from lists).
+        A ``count`` that differs from the number selected aborts with a 400."""
+        body = self._body(request, "LocalizationBulkDelete") if request.get_data() else {}
+        rows = self._localization_rows(project, request, body.get("ids"))
+        if "count" in request.args and request.args["count"] != str(len(rows)):
+            raise TatorError(
+                400,
+                f"Safety check failed - attempted to delete {len(rows)} but expected {request.args['count']}",
+            )
+        with self.state.lock:
+            for row in rows:
+                if body.get("prune", 0) == 1:
+                    self.state.localizations.pop(row["id"], None)
+                else:
+                    self.state.localizations[row["id"]]["variant_deleted"] = True
+        return _json({"message": f"Successfully deleted {len(rows)} localizations!"})
+
+
+def _int_list(name: str, value: str) -> list[int]:
+    """Given a comma-separated query parameter, return its integers. Raise TatorError (400) if one
+    is not an integer (the server validates query parameters against its schema)."""
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise TatorError(
+            400, "Request parameters failed validation.", f"{name}: not a list of integers"
+        ) from None
+
+
+def _cut(response: Response, environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
+    """Send ``response``'s status, headers and half its body, then drop the connection: the request
+    was carried out, its answer lost on the way."""
+    body = response.get_data()
+    start_response(response.status, list(response.headers.items()))
+    yield body[: len(body) // 2]
+    raise ConnectionResetError("the double drops this answer")
 
 
 @functools.cache
