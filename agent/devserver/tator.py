@@ -14,8 +14,9 @@ Behaviour (``../shared/specs/tator.md``; the real server is cvisionai/tator, ``a
   ``DownloadInfo`` signs ``GET`` URLs for stored keys.
 - ``CreateMediaList`` takes one ``MediaSpec`` or a list of up to 500 (images only in a list),
   creates the media at once and imports the image from ``url`` afterwards: ``media_files`` stays
-  ``{}`` until the import, which the double runs when the media is next read (a slow server can be
-  had with ``import_after_reads``). A ``url`` the double cannot resolve leaves the media without
+  ``{}`` until the import, which the double runs when the media is next read or listed (a slow
+  server can be had with ``import_after_reads``: every read and every media list counts as time
+  passing). A ``url`` the double cannot resolve leaves the media without
   files, as a failed import job does. No de-duplication: the same spec twice makes two media.
 - Attributes are checked against the type's attribute types: unknown names are dropped, a
   required one without a default missing is a 400 ``Missing attribute value``, a wrong type a 400.
@@ -349,13 +350,16 @@ class TatorApp:
     def _media_list(self, project: int, request: Request) -> list[dict[str, Any]]:
         args = request.args
         with self.state.lock:
+            for media_id in [m["id"] for m in self.state.media.values() if m["project"] == project]:
+                self._import(media_id)  # time passes for every media listed
             rows = [m for m in self.state.media.values() if m["project"] == project]
         if "md5" in args:
             rows = [m for m in rows if m["md5"] == args["md5"]]
         if "name" in args:
             rows = [m for m in rows if m["name"].lower() == args["name"].lower()]
         if "elemental_id" in args:
-            rows = [m for m in rows if m["elemental_id"] == args["elemental_id"]]
+            eid = check_uuid(args["elemental_id"])
+            rows = [m for m in rows if m["elemental_id"] == eid]
         if "type" in args:
             rows = [m for m in rows if str(m["type"]) == args["type"]]
         return [dict(m) for m in rows]
