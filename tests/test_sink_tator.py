@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.tator import RECORD, TOKEN, contour, image_record, tator_sink, token_file
+from helpers.tator_sink import RECORD, TOKEN, contour, image_record, tator_sink, token_file
 
 from agent.config import load_config
 from agent.devserver.tator import TatorDouble
