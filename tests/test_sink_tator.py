@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.tator_sink import RECORD, TOKEN, contour, image_record, tator_sink, token_file
+from helpers.sink_contract import SinkContract, SinkHarness
+from helpers.tator_sink import RECORD, TOKEN, TatorHarness, contour, image_record, tator_sink, token_file
 
 from agent.config import load_config
 from agent.devserver.tator import TatorDouble
@@ -24,6 +26,14 @@ from agent.sinks.tator import TatorSettings, make_sink
 from agent.sinks.tator_records import media_elemental_id, tator_md5_of_data
 
 tator = pytest.importorskip("tator", reason="the official Tator client (pip install tator==1.8.1) is absent")
+
+
+class TestTatorSink(SinkContract):
+    @pytest.fixture
+    def harness(self, tmp_path: Path) -> Iterator[SinkHarness]:
+        harness = TatorHarness(tmp_path)
+        yield harness
+        harness.close()
 
 
 @pytest.fixture

@@ -86,28 +86,37 @@ def _number(value: Any) -> float | None:
 
 
 def media_attributes(image: ImageRecord, fields: Iterable[str]) -> dict[str, Any]:
-    """Given a queued image and the record fields wanted, return its media attributes. A reading
-    the record holds as unknown (temperature -300, humidity -1, battery 0, position 0,0) is left
-    out; ``lat`` and ``lng`` together make the geopos attribute ``location`` ([lng, lat])."""
+    """Given a queued image and the record fields wanted, return its media attributes (read from
+    ``metadata["record"]``, the EXIF record ``T, H, B, lat, lng``, else flat ``temperature``,
+    ``humidity``, ``battery``, ``lat``, ``lng`` keys). A reading the record holds as unknown
+    (temperature -300, humidity -1, battery 0, position 0,0) is left out; ``lat`` and ``lng``
+    together make the geopos attribute ``location`` ([lng, lat])."""
     wanted = set(fields)
-    record = image.metadata.get("record") if isinstance(image.metadata.get("record"), dict) else {}
+    flat = image.metadata
+    record = flat.get("record") if isinstance(flat.get("record"), dict) else {}
     assert isinstance(record, dict)
+
+    def reading(short: str, name: str) -> float | None:
+        """The record's value (``T``...), else the flat key (``temperature``...)."""
+        value = record.get(short)
+        return _number(flat.get(name) if value is None else value)
+
     device, when = image.key
     out: dict[str, Any] = {}
     if "device" in wanted:
         out["device"] = device
     if "datetime" in wanted:
         out["datetime"] = tator_datetime(when)
-    temperature = _number(record.get("T"))
+    temperature = reading("T", "temperature")
     if "temperature" in wanted and temperature is not None and temperature > -273.15:
         out["temperature"] = temperature
-    humidity = _number(record.get("H"))
+    humidity = reading("H", "humidity")
     if "humidity" in wanted and humidity is not None and 0 <= humidity <= 100:
         out["humidity"] = humidity
-    battery = _number(record.get("B"))
+    battery = reading("B", "battery")
     if "battery" in wanted and battery is not None and battery > 0:
         out["battery"] = int(battery)
-    lat, lng = _number(record.get("lat")), _number(record.get("lng"))
+    lat, lng = reading("lat", "lat"), reading("lng", "lng")
     known = lat is not None and lng is not None and (lat, lng) != (0.0, 0.0)
     if {"lat", "lng"} <= wanted and known and -90 <= lat <= 90 and -180 <= lng <= 180:  # type: ignore[operator]
         out["location"] = [lng, lat]
