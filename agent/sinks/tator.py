@@ -27,6 +27,7 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +63,8 @@ PART_SIZE = 10 * 2**20
 MAX_LIST = 500
 #: Media whose localizations one ``GetLocalizationList`` asks for.
 MEDIA_PER_QUERY = 20
+#: Imported media remembered (id and md5 by image key), for sending their annotations.
+MEDIA_REMEMBERED = 4096
 _AUTH_MESSAGES = ("invalid token", "credentials were not provided", "user inactive", "token has expired")
 _THROTTLE_WAIT = re.compile(r"available in (\d+(?:\.\d+)?) second")
 
@@ -161,6 +164,8 @@ class TatorSink:
         self._headers = {"Authorization": f"Token {token.value}", "Accept": "application/json"}
         self._loc_type: tuple[str, set[str]] | None = None  # (dtype, declared attribute names)
         self._lock = threading.Lock()
+        #: Imported media seen lately, by image key (saves a query per image for annotations).
+        self._imported: OrderedDict[ImageKey, dict[str, Any]] = OrderedDict()
 
     @property
     def requests_sent(self) -> int:
@@ -266,15 +271,45 @@ class TatorSink:
         return self._loc_type
 
     def _find_media(self, image: ImageRecord, by_md5: bool = True) -> dict[str, Any] | None:
-        """Return the media holding ``image``: by elemental id, else (``by_md5``) by Tator's md5
-        (a copy another tool uploaded). Prefer one with its file, then the oldest."""
+        """Return the media holding ``image``: by elemental id, else (``by_md5``) by Tator's md5 and
+        the file's name (a copy another tool uploaded). Prefer one with its file, then the oldest."""
         rows = self._media_list(elemental_id=media_elemental_id(image.key))
         theirs = tator_md5_of(image)
-        if not rows and by_md5 and theirs is not None:
-            rows = self._media_list(md5=theirs)
+        if not rows and by_md5 and theirs is not None:  # the same file, under the same name
+            rows = [
+                m for m in self._media_list(md5=theirs) if str(m.get("name")).lower() == image.name.lower()
+            ]
         if not rows:
             return None
         return min(rows, key=lambda m: (not _has_file(m), m.get("md5") != theirs, m["id"]))
+
+    def _remember(self, image: ImageRecord, media: Mapping[str, Any]) -> None:
+        if _has_file(media) and media.get("md5") == tator_md5_of(image):
+            with self._lock:
+                self._imported[image.key] = {
+                    "id": media["id"],
+                    "md5": media["md5"],
+                    "media_files": {"image": [1]},
+                }
+                self._imported.move_to_end(image.key)
+                while len(self._imported) > MEDIA_REMEMBERED:
+                    self._imported.popitem(last=False)
+
+    def _forget(self, image: ImageRecord) -> None:
+        with self._lock:
+            self._imported.pop(image.key, None)
+
+    def _imported_media(self, image: ImageRecord) -> dict[str, Any] | None:
+        """Return the imported media holding ``image`` with our md5 (remembered, or looked up by
+        elemental id), or None."""
+        with self._lock:
+            media = self._imported.get(image.key)
+        if media is None:
+            media = self._find_media(image, by_md5=False)
+            if media is None or not _has_file(media) or media.get("md5") != tator_md5_of(image):
+                return None
+            self._remember(image, media)
+        return media
 
     def _remote(self, image: ImageRecord, media: Mapping[str, Any]) -> RemoteImage:
         same = media.get("md5") == tator_md5_of(image)
@@ -287,6 +322,7 @@ class TatorSink:
             media = self._find_media(image)
             if media is not None and _has_file(media):
                 found[image.key] = self._remote(image, media)
+                self._remember(image, media)
         return found
 
     def upload_image(self, image: ImageRecord, data: bytes, throttle: Bandwidth | None = None) -> None:
@@ -362,14 +398,15 @@ class TatorSink:
     def _confirm(
         self, image: ImageRecord, media_id: int, media: dict[str, Any] | None, created: bool
     ) -> None:
-        for attempt in range(self.confirm_reads):
+        for attempt in range(self.confirm_reads + 1):
             if media is not None and _has_file(media):
+                self._remember(image, media)
                 return
+            if attempt == self.confirm_reads:
+                break
             if attempt:
                 self._pause(min(0.5 * 2**attempt, 4.0))
             media = self._media(media_id)
-        if media is not None and _has_file(media):
-            return
         if not created:
             raise SinkRejected(
                 f"Tator holds media {media_id} for {image.name} without its file (not imported yet, "
@@ -386,8 +423,8 @@ class TatorSink:
             return set()
         media = {}
         for image in images:
-            found = self._find_media(image, by_md5=False)
-            if found is not None and _has_file(found):
+            found = self._imported_media(image)
+            if found is not None:
                 media[found["id"]] = image.key
         held = set()
         ids = sorted(media)
@@ -423,15 +460,25 @@ class TatorSink:
         if self.localization_type is None:
             return
         dtype, declared = self._localization_dtype()
-        media = self._find_media(image, by_md5=False)
-        if media is None or media.get("md5") != tator_md5_of(image) or batch.md5 != image.md5:
+        media = self._imported_media(image)
+        if media is None or batch.md5 != image.md5:
             raise SinkRejected(f"Tator holds no media {image.name} with md5 {batch.md5} for its annotations")
+        try:
+            self._replace_localizations(image, batch, media["id"], dtype, declared)
+        except SinkRejected:
+            self._forget(image)  # deleted in Tator meanwhile? look it up afresh next time
+            raise
+
+    def _replace_localizations(
+        self, image: ImageRecord, batch: AnnotationBatch, media_id: int, dtype: str, declared: set[str]
+    ) -> None:
+        assert self.localization_type is not None
         specs = localization_specs(
-            image, batch, media_id=media["id"], type_id=self.localization_type, dtype=dtype, declared=declared
+            image, batch, media_id=media_id, type_id=self.localization_type, dtype=dtype, declared=declared
         )
         mine = [
             row
-            for row in self._localizations([media["id"]])
+            for row in self._localizations([media_id])
             if (row.get("attributes") or {}).get(ALGORITHM) == batch.algo_name
             and (row.get("attributes") or {}).get(ALGORITHM_VERSION) == batch.algo_version
         ]
@@ -441,7 +488,7 @@ class TatorSink:
             return
         if mine:
             ids = [r["id"] for r in mine]
-            params = {"media_id": media["id"], "type": self.localization_type, "count": len(ids)}
+            params = {"media_id": media_id, "type": self.localization_type, "count": len(ids)}
             self._rest(
                 "DELETE", f"Localizations/{self.project}", params=params, body={"ids": ids, "prune": 1}
             )
