@@ -193,7 +193,7 @@ def test_a_cut_short_set_is_not_held_and_over_500_go_in_several_requests(
         image.key, image.md5, "learned", "v1", [contour(5 * (i % 500), 3 * (i // 500)) for i in range(1200)]
     )
     double.state.lose_answers["POST localizations"] = 0
-    real_post = sink._rest
+    real_post = sink.api.rest
     calls = []
 
     def fail_third(method: str, path: str, **kw: Any) -> Any:
@@ -203,12 +203,12 @@ def test_a_cut_short_set_is_not_held_and_over_500_go_in_several_requests(
                 raise SinkUnreachable("cut")
         return real_post(method, path, **kw)
 
-    sink._rest = fail_third  # type: ignore[method-assign]
+    sink.api.rest = fail_third  # type: ignore[method-assign]
     with pytest.raises(SinkUnreachable):
         sink.upload_annotations(image, batch)
     assert calls == [500, 500, 200]
     assert sink.lookup_annotations([image]) == set()  # 1000 of 1200: not held
-    sink._rest = real_post  # type: ignore[method-assign]
+    sink.api.rest = real_post  # type: ignore[method-assign]
     sink.upload_annotations(image, batch)
     assert len(api.get_localization_list(1, media_id=[api.get_media_list(1)[0].id])) == 1200
     assert sink.lookup_annotations([image]) == {(image.key, "learned", "v1")}

@@ -23,8 +23,6 @@ message.
 from __future__ import annotations
 
 import logging
-import math
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -34,11 +32,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from agent.errors import SinkAuthError, SinkForbidden, SinkProtocolError, SinkRejected, SinkUnreachable
+from agent.errors import SinkForbidden, SinkProtocolError, SinkRejected
 from agent.registry import register
 from agent.sinks.base import AnnotationBatch, ImageKey, ImageRecord, RemoteImage, SinkSettings, check_url
 from agent.sinks.credentials import Secret, load_token
 from agent.sinks.http import MAX_ANSWER_BYTES, HttpTransport
+from agent.sinks.tator_api import PART_SIZE, TatorApi, has_file
 from agent.sinks.tator_records import (
     ALGORITHM,
     ALGORITHM_VERSION,
@@ -57,16 +56,12 @@ __all__ = ["TatorSettings", "TatorSink", "make_sink"]
 
 log = logging.getLogger(__name__)
 
-#: Tator's default upload part size (``tator.util.upload_media``).
-PART_SIZE = 10 * 2**20
 #: The most specs Tator takes in one create request.
 MAX_LIST = 500
 #: Media whose localizations one ``GetLocalizationList`` asks for.
 MEDIA_PER_QUERY = 20
 #: Imported media remembered (id and md5 by image key), for sending their annotations.
 MEDIA_REMEMBERED = 4096
-_AUTH_MESSAGES = ("invalid token", "credentials were not provided", "user inactive", "token has expired")
-_THROTTLE_WAIT = re.compile(r"available in (\d+(?:\.\d+)?) second")
 
 
 class TatorSettings(SinkSettings):
@@ -91,32 +86,6 @@ class TatorSettings(SinkSettings):
     @classmethod
     def _host(cls, v: str) -> str:
         return check_url(v)
-
-
-class _Body:
-    """A presigned ``PUT``'s body: bytes streamed through the bandwidth cap, with a length (so
-    ``requests`` sends a Content-Length, which S3 needs, rather than chunks)."""
-
-    def __init__(self, data: memoryview, throttle: Bandwidth | None) -> None:
-        self._data, self._pos, self._throttle = data, 0, throttle
-
-    def __len__(self) -> int:
-        return len(self._data) - self._pos
-
-    def read(self, n: int = -1) -> bytes:
-        left = len(self._data) - self._pos
-        n = left if n < 0 else min(n, left)
-        if self._throttle is not None:
-            n = min(n, 16384)
-            self._throttle.take(n)
-        chunk = bytes(self._data[self._pos : self._pos + n])
-        self._pos += n
-        return chunk
-
-
-def _has_file(media: Mapping[str, Any]) -> bool:
-    files = media.get("media_files")
-    return isinstance(files, dict) and bool(files.get("image"))
 
 
 class TatorSink:
@@ -154,14 +123,20 @@ class TatorSink:
             pool_size=pool_size,
             max_answer_bytes=max_answer_bytes,
         )
-        self.host = host.rstrip("/")
+        self.api = TatorApi(
+            self.http,
+            host,
+            token,
+            project=project,
+            media_type=media_type,
+            localization_type=localization_type,
+            part_size=part_size,
+        )
         self.project, self.media_type, self.section = project, media_type, section
         self.localization_type = localization_type
         self.attributes = tuple(attributes)
-        self.part_size = max(1, int(part_size))
         self.confirm_reads = max(1, confirm_reads)
         self._pause = pause
-        self._headers = {"Authorization": f"Token {token.value}", "Accept": "application/json"}
         self._loc_type: tuple[str, set[str]] | None = None  # (dtype, declared attribute names)
         self._lock = threading.Lock()
         #: Imported media seen lately, by image key (saves a query per image for annotations).
@@ -178,40 +153,12 @@ class TatorSink:
 
     # -- transport ----------------------------------------------------------------------
 
-    def _rest(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
-        """Call ``/rest/<path>`` with the token; return the JSON answer. Raise the typed errors of
-        the module's docstring."""
-        route = f"{method} /rest/{path}"
-        kw: dict[str, Any] = {"headers": self._headers, "params": params}
-        if body is not None:
-            kw["json"] = body
-        try:
-            return self.http.call_json(method, f"{self.host}/rest/{path}", route, **kw)
-        except SinkRejected as e:
-            raise _classify(e) from None
-        except SinkAuthError as e:
-            raise SinkAuthError(f"{e}; check the token in the credentials file") from None
-
-    def _media_list(self, **query: Any) -> list[dict[str, Any]]:
-        rows = self._rest("GET", f"Medias/{self.project}", params={"type": self.media_type, **query})
-        if not isinstance(rows, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("id"), int) for r in rows
-        ):
-            raise SinkProtocolError(f"GET /rest/Medias/{self.project}: Tator's answer is not a media list")
-        return rows
-
-    def _media(self, media_id: int) -> dict[str, Any]:
-        media = self._rest("GET", f"Media/{media_id}")
-        if not isinstance(media, dict) or media.get("id") != media_id:
-            raise SinkProtocolError(f"GET /rest/Media/{media_id}: Tator's answer is not that media")
-        return media
-
     # -- the Sink protocol ----------------------------------------------------------------
 
     def probe(self) -> None:
         """Read the media type (and the localization type): proves the host, the token, and that
         the ids are of this project. Raise SinkForbidden if an id is wrong."""
-        media_type = self._type("MediaType", self.media_type, "media_type")
+        media_type = self.api.entity_type("MediaType", self.media_type, "media_type")
         if media_type.get("dtype") != "image":
             raise SinkForbidden(
                 f"Tator's media type {self.media_type} is of dtype {media_type.get('dtype')!r}, "
@@ -222,24 +169,6 @@ class TatorSink:
                 self._loc_type = None
             self._localization_dtype()
 
-    def _type(self, kind: str, type_id: int, key: str) -> dict[str, Any]:
-        try:
-            answer = self._rest("GET", f"{kind}/{type_id}")
-        except SinkRejected as e:
-            if " 404" in str(e) or "not found" in str(e).lower():
-                raise SinkForbidden(
-                    f"Tator has no {kind} {type_id} (404): check {self.http.section}.{key}"
-                ) from None
-            raise
-        if not isinstance(answer, dict) or not isinstance(answer.get("project"), int):
-            raise SinkProtocolError(f"GET /rest/{kind}/{type_id}: Tator's answer is not a {kind}")
-        if answer["project"] != self.project:
-            raise SinkForbidden(
-                f"Tator's {kind} {type_id} is in project {answer['project']}, not {self.project}: "
-                f"check {self.http.section}.project and .{key}"
-            )
-        return answer
-
     def _localization_dtype(self) -> tuple[str, set[str]]:
         """Return the localization type's dtype (``poly`` or ``box``) and declared attribute names,
         read once. Raise SinkForbidden if it is another shape."""
@@ -247,7 +176,7 @@ class TatorSink:
         with self._lock:
             if self._loc_type is not None:
                 return self._loc_type
-        answer = self._type("LocalizationType", self.localization_type, "localization_type")
+        answer = self.api.entity_type("LocalizationType", self.localization_type, "localization_type")
         dtype = answer.get("dtype")
         if dtype not in ("poly", "box"):
             raise SinkForbidden(
@@ -273,18 +202,18 @@ class TatorSink:
     def _find_media(self, image: ImageRecord, by_md5: bool = True) -> dict[str, Any] | None:
         """Return the media holding ``image``: by elemental id, else (``by_md5``) by Tator's md5 and
         the file's name (a copy another tool uploaded). Prefer one with its file, then the oldest."""
-        rows = self._media_list(elemental_id=media_elemental_id(image.key))
+        rows = self.api.media_list(elemental_id=media_elemental_id(image.key))
         theirs = tator_md5_of(image)
         if not rows and by_md5 and theirs is not None:  # the same file, under the same name
             rows = [
-                m for m in self._media_list(md5=theirs) if str(m.get("name")).lower() == image.name.lower()
+                m for m in self.api.media_list(md5=theirs) if str(m.get("name")).lower() == image.name.lower()
             ]
         if not rows:
             return None
-        return min(rows, key=lambda m: (not _has_file(m), m.get("md5") != theirs, m["id"]))
+        return min(rows, key=lambda m: (not has_file(m), m.get("md5") != theirs, m["id"]))
 
     def _remember(self, image: ImageRecord, media: Mapping[str, Any]) -> None:
-        if _has_file(media) and media.get("md5") == tator_md5_of(image):
+        if has_file(media) and media.get("md5") == tator_md5_of(image):
             with self._lock:
                 self._imported[image.key] = {
                     "id": media["id"],
@@ -306,7 +235,7 @@ class TatorSink:
             media = self._imported.get(image.key)
         if media is None:
             media = self._find_media(image, by_md5=False)
-            if media is None or not _has_file(media) or media.get("md5") != tator_md5_of(image):
+            if media is None or not has_file(media) or media.get("md5") != tator_md5_of(image):
                 return None
             self._remember(image, media)
         return media
@@ -320,7 +249,7 @@ class TatorSink:
         found = {}
         for image in images:
             media = self._find_media(image)
-            if media is not None and _has_file(media):
+            if media is not None and has_file(media):
                 found[image.key] = self._remote(image, media)
                 self._remember(image, media)
         return found
@@ -334,9 +263,9 @@ class TatorSink:
         if existing is not None:
             self._confirm(image, existing["id"], existing, created=False)
             return
-        key = self._put_object(image, data, throttle)
+        key = self.api.put_object(image.name, data, throttle)
         route = f"POST /rest/DownloadInfo/{self.project}"
-        urls = self._rest(
+        urls = self.api.rest(
             "POST", f"DownloadInfo/{self.project}", params={"expiration": 86400}, body={"keys": [key]}
         )
         if not (
@@ -356,7 +285,7 @@ class TatorSink:
             "url": urls[0]["url"],
             "elemental_id": media_elemental_id(image.key),
         }
-        answer = self._rest("POST", f"Medias/{self.project}", body=spec)
+        answer = self.api.rest("POST", f"Medias/{self.project}", body=spec)
         media_id = answer.get("id") if isinstance(answer, dict) else None
         if isinstance(media_id, list) and len(media_id) == 1:
             media_id = media_id[0]
@@ -364,49 +293,18 @@ class TatorSink:
             raise SinkProtocolError(f"POST /rest/Medias/{self.project}: Tator's answer has no media id")
         self._confirm(image, media_id, None, created=True)
 
-    def _put_object(self, image: ImageRecord, data: bytes, throttle: Bandwidth | None) -> str:
-        """Put ``data`` where ``UploadInfo`` says, in parts above the part size; return its key."""
-        parts = max(1, math.ceil(len(data) / self.part_size))
-        route = f"GET /rest/UploadInfo/{self.project}"
-        info = self._rest("GET", f"UploadInfo/{self.project}", params={"num_parts": parts})
-        urls = info.get("urls") if isinstance(info, dict) else None
-        if not (
-            isinstance(urls, list)
-            and len(urls) == parts
-            and all(isinstance(u, str) and u.startswith(("https://", "http://")) for u in urls)
-            and isinstance(info.get("key"), str)
-            and isinstance(info.get("upload_id"), str)
-        ):
-            raise SinkProtocolError(f"{route}: Tator's answer is not {parts} upload URL(s) with a key")
-        view = memoryview(data)
-        done = []
-        for number, url in enumerate(urls, start=1):
-            piece = view[(number - 1) * self.part_size : number * self.part_size]
-            put_route = f"PUT part {number}/{parts} of {image.name}"
-            with self.http.watch():
-                response = self.http.send("PUT", url, put_route, data=_Body(piece, throttle))
-                etag = response.headers.get("ETag")
-                self.http.read(put_route, self.http.check(put_route, response, read_error=True))
-            if parts > 1 and not etag:
-                raise SinkProtocolError(f"{put_route}: the object store answered no ETag")
-            done.append({"ETag": etag, "PartNumber": number})
-        if parts > 1:
-            body = {"key": info["key"], "upload_id": info["upload_id"], "parts": done}
-            self._rest("POST", f"UploadCompletion/{self.project}", body=body)
-        return str(info["key"])
-
     def _confirm(
         self, image: ImageRecord, media_id: int, media: dict[str, Any] | None, created: bool
     ) -> None:
         for attempt in range(self.confirm_reads + 1):
-            if media is not None and _has_file(media):
+            if media is not None and has_file(media):
                 self._remember(image, media)
                 return
             if attempt == self.confirm_reads:
                 break
             if attempt:
                 self._pause(min(0.5 * 2**attempt, 4.0))
-            media = self._media(media_id)
+            media = self.api.media(media_id)
         if not created:
             raise SinkRejected(
                 f"Tator holds media {media_id} for {image.name} without its file (not imported yet, "
@@ -431,7 +329,7 @@ class TatorSink:
         for i in range(0, len(ids), MEDIA_PER_QUERY):
             chunk = ids[i : i + MEDIA_PER_QUERY]
             sets: dict[tuple[ImageKey, str, str], set[str]] = {}
-            for row in self._localizations(chunk):
+            for row in self.api.localizations(chunk):
                 attrs = row.get("attributes") or {}
                 name, version = attrs.get(ALGORITHM), attrs.get(ALGORITHM_VERSION)
                 if isinstance(name, str) and isinstance(version, str) and row.get("media") in media:
@@ -442,15 +340,6 @@ class TatorSink:
                 if eids == expected_localization_ids(key, name, version, len(eids)):
                     held.add((key, name, version))
         return held
-
-    def _localizations(self, media_ids: list[int]) -> list[dict[str, Any]]:
-        params = {"media_id": ",".join(map(str, media_ids)), "type": self.localization_type}
-        rows = self._rest("GET", f"Localizations/{self.project}", params=params)
-        if not isinstance(rows, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("id"), int) for r in rows
-        ):
-            raise SinkProtocolError(f"GET /rest/Localizations/{self.project}: Tator's answer is not a list")
-        return rows
 
     def upload_annotations(self, image: ImageRecord, batch: AnnotationBatch) -> None:
         """Make the batch's outlines the image's localizations of this detector version: nothing
@@ -478,7 +367,7 @@ class TatorSink:
         )
         mine = [
             row
-            for row in self._localizations([media_id])
+            for row in self.api.localizations([media_id])
             if (row.get("attributes") or {}).get(ALGORITHM) == batch.algo_name
             and (row.get("attributes") or {}).get(ALGORITHM_VERSION) == batch.algo_version
         ]
@@ -489,24 +378,11 @@ class TatorSink:
         if mine:
             ids = [r["id"] for r in mine]
             params = {"media_id": media_id, "type": self.localization_type, "count": len(ids)}
-            self._rest(
+            self.api.rest(
                 "DELETE", f"Localizations/{self.project}", params=params, body={"ids": ids, "prune": 1}
             )
         for i in range(0, len(specs), MAX_LIST):
-            self._rest("POST", f"Localizations/{self.project}", body=specs[i : i + MAX_LIST])
-
-
-def _classify(error: SinkRejected) -> Exception:
-    """Given Tator's refusal (a 400 carries a bad token and throttling too), return the error to
-    raise: SinkAuthError, SinkUnreachable (throttled, with the wait asked for) or the refusal."""
-    text = str(error)
-    lower = text.lower()
-    if " 400" in text and "throttled" in lower:
-        wait = _THROTTLE_WAIT.search(lower)
-        return SinkUnreachable(f"{text} (Tator allows 100 requests/s)", float(wait.group(1)) if wait else 1.0)
-    if " 400" in text and any(m in lower for m in _AUTH_MESSAGES):
-        return SinkAuthError(f"{text}; check the token in the credentials file")
-    return error
+            self.api.rest("POST", f"Localizations/{self.project}", body=specs[i : i + MAX_LIST])
 
 
 @register("sink", TatorSettings)
