@@ -248,9 +248,8 @@ def test_throttling_is_unreachable_with_a_wait(tmp_path: Path) -> None:
     now = [1000.0]
     with TatorDouble({TOKEN: "u"}, clock=lambda: now[0]) as double:
         sink = tator_sink(double)
-        for _ in range(100):
-            sink.probe() if _ % 2 else sink.lookup_images([])
-        double.state.recent["u"].extend([now[0]] * 100)
+        for _ in range(50):  # 2 requests each: the media type and the localization type
+            sink.probe()
         with pytest.raises(SinkUnreachable, match="throttled") as e:
             sink.probe()
         assert e.value.retry_after == 1.0
@@ -258,11 +257,14 @@ def test_throttling_is_unreachable_with_a_wait(tmp_path: Path) -> None:
         sink.probe()
 
 
-def test_probe_names_a_wrong_id_and_a_wrong_shape(double: Any) -> None:
+def test_probe_names_a_wrong_id_and_a_wrong_shape(double: Any, tmp_path: Path) -> None:
     with pytest.raises(SinkForbidden, match=r"no MediaType 9 .*media_type"):
         tator_sink(double, media_type=9).probe()
     with pytest.raises(SinkForbidden, match="project 1, not 2"):
         tator_sink(double, project=2).probe()
+    image, _ = image_record(tmp_path)
+    with pytest.raises(SinkForbidden, match=r"may not use project 2 .*sink\.tator\.project"):
+        tator_sink(double, project=2).lookup_images([image])
     with pytest.raises(SinkForbidden, match=r"no LocalizationType 1 .*localization_type"):
         tator_sink(double, localization_type=1).probe()  # a media type's id
     tator_sink(double).probe()
@@ -374,3 +376,20 @@ def test_a_sync_worker_delivers_captures_and_outlines_to_tator(double: Any, api:
         if worker.sink is not None:
             worker.sink.close()
         pipeline.close()
+
+
+def test_a_refused_presigned_put_is_a_rejection_not_a_stop(double: Any, tmp_path: Path) -> None:
+    sink = tator_sink(double)
+    real = sink.api.rest
+
+    def tampered(method: str, path: str, **kw: Any) -> Any:
+        answer = real(method, path, **kw)
+        if path.startswith("UploadInfo"):
+            answer["urls"] = [u.replace("X-Amz-Signature=", "X-Amz-Signature=0") for u in answer["urls"]]
+        return answer
+
+    sink.api.rest = tampered  # type: ignore[method-assign]
+    image, data = image_record(tmp_path)
+    with pytest.raises(SinkRejected, match="presigned URL was refused"):
+        sink.upload_image(image, data)
+    assert double.state.media == {}

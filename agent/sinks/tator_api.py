@@ -85,6 +85,11 @@ class TatorApi:
             raise classify(e) from None
         except SinkAuthError as e:
             raise SinkAuthError(f"{e}; check the token in the credentials file") from None
+        except SinkForbidden as e:
+            raise SinkForbidden(
+                f"{e}; the token's user may not use project {self.project} (is it a member, with "
+                f"edit rights?): check {self.http.section}.project"
+            ) from None
 
     def media_list(self, **query: Any) -> list[dict[str, Any]]:
         """Return the project's media of our media type matching ``query`` (GetMediaList)."""
@@ -144,7 +149,13 @@ class TatorApi:
             with self.http.watch():
                 response = self.http.send("PUT", url, put_route, data=_Body(piece, throttle))
                 etag = response.headers.get("ETag")
-                self.http.read(put_route, self.http.check(put_route, response, read_error=True))
+                try:
+                    self.http.check(put_route, response, read_error=True)
+                except (SinkForbidden, SinkAuthError) as e:  # the object store's, not our token's
+                    raise SinkRejected(
+                        f"{e} (the presigned URL was refused: expired, or a clock is wrong?)"
+                    ) from None
+                self.http.read(put_route, response)
             if parts > 1 and not etag:
                 raise SinkProtocolError(f"{put_route}: the object store answered no ETag")
             done.append({"ETag": etag, "PartNumber": number})
