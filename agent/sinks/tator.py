@@ -14,10 +14,10 @@ its file. An outline set is held when exactly the elemental ids of a complete se
 media; sending it again deletes the old set first.
 
 Tator answers most refusals with a 400 ``{"message", "details"}``, a bad token and throttling
-included: this sink reads the message and raises :class:`SinkAuthError` for a refused token,
-:class:`SinkUnreachable` (with the wait Tator asks for) when throttled, and
-:class:`SinkRejected` otherwise; 403 is :class:`SinkForbidden`. The token never appears in a
-message.
+included: the REST calls (:mod:`agent.sinks.tator_api`) read the message and raise
+:class:`SinkAuthError` for a refused token, :class:`SinkUnreachable` (with the wait Tator asks
+for) when throttled, and :class:`SinkRejected` otherwise; 403 is :class:`SinkForbidden`. The
+token never appears in a message.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ MAX_LIST = 500
 MEDIA_PER_QUERY = 20
 #: Imported media remembered (id and md5 by image key), for sending their annotations.
 MEDIA_REMEMBERED = 4096
+#: How long a lookup's "no copy under another name" stands for the upload that follows it.
+ABSENT_FOR_S = 300.0
 
 
 class TatorSettings(SinkSettings):
@@ -141,6 +143,9 @@ class TatorSink:
         self._lock = threading.Lock()
         #: Imported media seen lately, by image key (saves a query per image for annotations).
         self._imported: OrderedDict[ImageKey, dict[str, Any]] = OrderedDict()
+        #: When a lookup last found no copy of an image at all (saves the md5 query of its upload).
+        self._absent: OrderedDict[ImageKey, float] = OrderedDict()
+        self._monotonic = time.monotonic
 
     @property
     def requests_sent(self) -> int:
@@ -252,14 +257,30 @@ class TatorSink:
             if media is not None and has_file(media):
                 found[image.key] = self._remote(image, media)
                 self._remember(image, media)
+            elif media is None:
+                self._note_absent(image)
         return found
+
+    def _note_absent(self, image: ImageRecord) -> None:
+        """Note that Tator had no copy of ``image`` under any name or id just now."""
+        with self._lock:
+            self._absent[image.key] = self._monotonic()
+            while len(self._absent) > MEDIA_REMEMBERED:
+                self._absent.popitem(last=False)
+
+    def _recently_absent(self, image: ImageRecord) -> bool:
+        with self._lock:
+            seen = self._absent.pop(image.key, None)
+        return seen is not None and self._monotonic() - seen < ABSENT_FOR_S
 
     def upload_image(self, image: ImageRecord, data: bytes, throttle: Bandwidth | None = None) -> None:
         """Upload ``data`` as the client does and create its media, unless Tator already has a
         media for it. Then read it back (a few times) until its file is imported; one not yet
         imported is left for the next lookup. Raise SinkRejected if a media for this image has
         no file even after the reads (its import failed: delete it in Tator to send it again)."""
-        existing = self._find_media(image)
+        # By elemental id always (our own earlier try, its answer lost); by md5 (a copy another
+        # tool uploaded) unless the lookup just now found none.
+        existing = self._find_media(image, by_md5=not self._recently_absent(image))
         if existing is not None:
             self._confirm(image, existing["id"], existing, created=False)
             return
