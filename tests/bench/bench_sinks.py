@@ -82,7 +82,7 @@ SINKS: dict[str, dict[str, Any]] = {
         "project": 1,
         "media_type": 1,
         "localization_type": 2,
-    },  # fmt: skip
+    },
     "datalake": {"type": "datalake", "url": "http://127.0.0.1:{port}", "collection": "bench"},
 }
 
