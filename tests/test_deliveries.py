@@ -21,7 +21,8 @@ from agent.queue.syncrows import add_annotation
 from agent.service import Pipeline
 from agent.sinks import memory
 from agent.sinks.base import open_sink
-from agent.sinks.worker import Link, SyncWorker
+from agent.sinks.throttle import Link
+from agent.sinks.worker import SyncWorker
 
 RELEASE_QUEUE = Path(__file__).parent / "data" / "queues" / "schema4-release-6050302.sqlite"
 OUTLINE = [{"contour": [[[1, 2]], [[30, 4]], [[5, 60]]], "name": "insect", "value": 0}]

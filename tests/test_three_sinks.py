@@ -24,7 +24,8 @@ from agent.queue.syncrows import add_annotation
 from agent.service import Pipeline
 from agent.sinks.base import open_sink
 from agent.sinks.datalake_shapes import operation_id
-from agent.sinks.worker import Link, SyncWorker
+from agent.sinks.throttle import Link
+from agent.sinks.worker import SyncWorker
 
 DEMO = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
 ALGO, VERSION = "sticky-agent-builtin", "1795960800-0123456789abcdef"

@@ -71,8 +71,9 @@ def _double(sink: SinkSettings, server_dir: Path) -> Any:
 @contextlib.contextmanager
 def serve_doubles(config: Config) -> Iterator[list[tuple[SinkSettings, Any]]]:
     """Given a config, serve a double for each of its sinks (writing the demo secrets) until the
-    block ends; yield ``(sink, double)`` pairs (each double has a ``url`` and ``stop()``). Raise StickyAgentError if a sink is not on this
-    machine, names no credentials file, or its port is taken."""
+    block ends; yield ``(sink, double)`` pairs (each double has a ``url`` and ``stop()``).
+    Raise StickyAgentError if a sink is not on this machine, names no credentials file, or its
+    port is taken."""
     from agent.cli.sync import check_port_free
 
     server_dir = config.storage.data_dir.parent / "demo-server"
