@@ -57,30 +57,27 @@ class Platforms:
     def __init__(self, config: Config, served: dict[str, str], folder: Path) -> None:
         self.config, self.served, self.folder = config, served, folder
 
-    def stickypi(self) -> dict[str, str]:
-        """Return ``{file name: md5}`` of the images the Sticky Pi API holds."""
+    def _stickypi_series(self, what: str) -> list[dict[str, Any]]:
+        """Return every row of the Sticky Pi API's ``/get_<what>_series/metadata``."""
         url = self.served["stickypi"]
         token = requests.post(f"{url}/get_token", auth=DEMO_SECRETS["stickypi"], timeout=10).json()["token"]
-        series = {
+        ever = {
             "device": "%",
             "start_datetime": "2000-01-01T00:00:00Z",
             "end_datetime": "2100-01-01T00:00:00Z",
         }
-        rows = requests.post(f"{url}/get_image_series/metadata", auth=(token, ""), json=[series], timeout=10)
-        return {f"{r['device']}.{r['datetime']}": r["md5"] for r in rows.json()}
+        answer = requests.post(f"{url}/get_{what}_series/metadata", auth=(token, ""), json=[ever], timeout=10)
+        rows = answer.json()
+        assert isinstance(rows, list)
+        return rows
+
+    def stickypi(self) -> dict[str, str]:
+        """Return ``{device.datetime: md5}`` of the images the Sticky Pi API holds."""
+        return {f"{r['device']}.{r['datetime']}": r["md5"] for r in self._stickypi_series("image")}
 
     def stickypi_annotations(self) -> int:
-        url = self.served["stickypi"]
-        token = requests.post(f"{url}/get_token", auth=DEMO_SECRETS["stickypi"], timeout=10).json()["token"]
-        series = {
-            "device": "%",
-            "start_datetime": "2000-01-01T00:00:00Z",
-            "end_datetime": "2100-01-01T00:00:00Z",
-        }
-        rows = requests.post(
-            f"{url}/get_uid_annotations_series/metadata", auth=(token, ""), json=[series], timeout=10
-        )
-        return len(rows.json())
+        """Return how many annotation rows the Sticky Pi API holds."""
+        return len(self._stickypi_series("uid_annotations"))
 
     def tator(self) -> tuple[dict[str, str], int]:
         """Return ``({media name: Tator md5}, localizations)`` through the official client."""

@@ -17,33 +17,12 @@ from typing import Any
 from agent.errors import SinkAuthError, SinkForbidden, SinkProtocolError, SinkRejected, SinkUnreachable
 from agent.sinks.credentials import Secret
 from agent.sinks.http import HttpTransport
-from agent.sinks.throttle import Bandwidth
+from agent.sinks.throttle import Bandwidth, ThrottledBody
 
 #: Tator's default upload part size (``tator.util.upload_media``).
 PART_SIZE = 10 * 2**20
 _AUTH_MESSAGES = ("invalid token", "credentials were not provided", "user inactive", "token has expired")
 _THROTTLE_WAIT = re.compile(r"available in (\d+(?:\.\d+)?) second")
-
-
-class _Body:
-    """A presigned ``PUT``'s body: bytes streamed through the bandwidth cap, with a length (so
-    ``requests`` sends a Content-Length, which S3 needs, rather than chunks)."""
-
-    def __init__(self, data: memoryview, throttle: Bandwidth | None) -> None:
-        self._data, self._pos, self._throttle = data, 0, throttle
-
-    def __len__(self) -> int:
-        return len(self._data) - self._pos
-
-    def read(self, n: int = -1) -> bytes:
-        left = len(self._data) - self._pos
-        n = left if n < 0 else min(n, left)
-        if self._throttle is not None:
-            n = min(n, 16384)
-            self._throttle.take(n)
-        chunk = bytes(self._data[self._pos : self._pos + n])
-        self._pos += n
-        return chunk
 
 
 def has_file(media: Mapping[str, Any]) -> bool:
@@ -147,7 +126,7 @@ class TatorApi:
             piece = view[(number - 1) * self.part_size : number * self.part_size]
             put_route = f"PUT part {number}/{parts} of {name}"
             with self.http.watch():
-                response = self.http.send("PUT", url, put_route, data=_Body(piece, throttle))
+                response = self.http.send("PUT", url, put_route, data=ThrottledBody(piece, throttle))
                 etag = response.headers.get("ETag")
                 try:
                     self.http.check(put_route, response, read_error=True)
