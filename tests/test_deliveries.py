@@ -216,3 +216,23 @@ def test_sink_names_must_differ_and_the_legacy_table_cannot_mix(tmp_path: Path) 
             {"sync": {"url": "https://api.example.org"}, "sink": [{"name": "m", "type": "memory"}]}
         )
     assert "[sync] url" in str(e.value) and 'type = "stickypi"' in e.value.problems
+
+
+def test_the_agent_runs_one_worker_per_sink_and_stops_them_all(tmp_path: Path) -> None:
+    from agent.service import Agent
+
+    for name in ("lab", "lake"):
+        memory.forget(name)
+    agent = Agent(
+        sinks_config(tmp_path, {"name": "lab", "type": "memory"}, {"name": "lake", "type": "memory"})
+    )
+    agent.start()
+    try:
+        assert [w.name for w in agent.syncs] == ["lab", "lake"]
+        assert {w.thread_name for w in agent.syncs} == {"sync-lab", "sync-lake"}
+        assert agent.syncs[0].link is agent.syncs[1].link  # one link: one bandwidth cap, one budget
+        assert agent._health_problem() is None
+        agent.request_sync()
+    finally:
+        agent.stop()
+    assert agent.syncs == []
