@@ -43,17 +43,25 @@ from pydantic import ValidationError
 
 from agent.background import BackgroundWorker
 from agent.config import Config, load_config
-from agent.config.sections import SyncConfig
 from agent.errors import ConfigError, CredentialsError, SinkProtocolError, SinkUnreachable, SyncError
 from agent.service import Pipeline
 from agent.sinks import answers
+from agent.sinks.base import ImageRecord
 from agent.sinks.credentials import Credentials, load_credentials
-from agent.sinks.stickypi import StickyPiSink, make_sink
+from agent.sinks.stickypi import StickyPiSettings, StickyPiSink, make_sink
 from agent.sinks.worker import SyncWorker
 
 PASSWORD = "pw-Hunter2-s3cret"
 CREDS = Credentials("alice", PASSWORD)
 KEY = ("0a1b2c3d", dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC))
+
+
+def record(folder: Path) -> ImageRecord:
+    """Return KEY's image as a sink sees it (a tiny stand-in file)."""
+    path = folder / "0a1b2c3d.2026-01-01_12-00-00.jpg"
+    return ImageRecord(KEY, path, "0" * 32, 6, 2592, 1944)
+
+
 METADATA = "/get_images/metadata"
 CAP = 1 << 20  # the answer limit of the sinks under test: 1 MiB
 
@@ -121,7 +129,7 @@ def test_a_bad_answer_is_one_clean_protocol_error(
 ) -> None:
     server.serve(route, answer)
     with pytest.raises(SinkProtocolError) as caught:
-        sink.lookup_images([KEY])
+        sink.lookup_keys([KEY])
     message = str(caught.value)
     assert message.startswith(route), message
     assert "\n" not in message and len(message) < 200
@@ -136,7 +144,7 @@ def test_good_rows_are_read_and_an_md5_in_upper_case_is_the_same_md5(
     server.serve(
         METADATA, json_answer([{"device": KEY[0], "datetime": "2026-01-01T12:00:00Z", "md5": md5, "id": 7}])
     )
-    (held,) = sink.lookup_images([KEY]).values()
+    (held,) = sink.lookup_keys([KEY]).values()
     assert (held.md5, held.remote_id) == (md5.lower(), 7)
 
 
@@ -150,7 +158,7 @@ def test_a_redirect_to_another_host_is_a_protocol_error_and_nothing_goes_there(
     with HostileServer() as elsewhere:
         server.serve("/_put_new_images", redirect(elsewhere.url + "/_put_new_images", status))
         with pytest.raises(SinkProtocolError, match=rf"redirect \({status}\) to http://127.0.0.1"):
-            sink.upload_image(tmp_path / "0a1b2c3d.2026-01-01_12-00-00.jpg", b"\xff\xd8jpeg", "0" * 32)
+            sink.upload_image(record(tmp_path), b"\xff\xd8jpeg")
         assert sum(elsewhere.requests.values()) == 0
     assert server.requests["/_put_new_images"] == 1
 
@@ -163,7 +171,7 @@ def test_a_huge_answer_is_cut_at_the_limit_not_read_into_memory(
 ) -> None:
     server.serve(METADATA, huge_answer(600 * 2**20))  # 600 MB, no Content-Length
     with pytest.raises(SinkProtocolError, match="over the 1048576-byte limit"):
-        sink.lookup_images([KEY])
+        sink.lookup_keys([KEY])
     # The client hung up after the limit: the server could not push much more into the socket.
     assert server.bytes_sent[METADATA] < CAP + 16 * 2**20
 
@@ -171,13 +179,13 @@ def test_a_huge_answer_is_cut_at_the_limit_not_read_into_memory(
 def test_a_huge_declared_length_is_refused_before_reading(server: HostileServer, sink: StickyPiSink) -> None:
     server.serve(METADATA, huge_answer(600 * 2**20, declare_length=True))
     with pytest.raises(SinkProtocolError, match="over the 1048576-byte limit"):
-        sink.lookup_images([KEY])
+        sink.lookup_keys([KEY])
     assert server.bytes_sent[METADATA] < CAP + 16 * 2**20
 
 
 def test_the_default_limit_is_a_few_megabytes() -> None:
     sink = StickyPiSink("https://api.example.org", CREDS)
-    assert 2**20 <= sink.max_answer_bytes <= 16 * 2**20
+    assert 2**20 <= sink.http.max_answer_bytes <= 16 * 2**20
 
 
 def test_an_answer_dribbled_slower_than_the_read_timeout_allows_is_abandoned(server: HostileServer) -> None:
@@ -187,7 +195,7 @@ def test_an_answer_dribbled_slower_than_the_read_timeout_allows_is_abandoned(ser
     sink = StickyPiSink(server.url, CREDS, connect_timeout=1, read_timeout=1)
     t0 = time.monotonic()
     with pytest.raises(SinkUnreachable, match="took over 1s"):
-        sink.lookup_images([KEY])
+        sink.lookup_keys([KEY])
     assert time.monotonic() - t0 < 5
 
 
@@ -195,7 +203,7 @@ def test_no_answer_at_all_is_unreachable_after_the_read_timeout(server: HostileS
     server.serve(METADATA, stall())
     sink = StickyPiSink(server.url, CREDS, connect_timeout=1, read_timeout=0.5)
     with pytest.raises(SinkUnreachable) as caught:
-        sink.lookup_images([KEY])
+        sink.lookup_keys([KEY])
     assert not isinstance(caught.value, SinkProtocolError)
 
 
@@ -218,7 +226,7 @@ def test_headers_dribbled_forever_are_abandoned_after_the_read_timeout(server: H
     server.serve(METADATA, dribble_headers(every=0.05))
     sink = StickyPiSink(server.url, CREDS, connect_timeout=1, read_timeout=1)
     t0 = time.monotonic()
-    thread, errors = in_thread(lambda: sink.lookup_images([KEY]))
+    thread, errors = in_thread(lambda: sink.lookup_keys([KEY]))
     thread.join(10)
     assert not thread.is_alive(), "still reading headers after 10 s"
     assert time.monotonic() - t0 < 5
@@ -237,7 +245,7 @@ def test_closing_the_sink_stops_a_request_in_flight_at_once(
     """What a SIGTERM does through SyncWorker.stop: no wait for the answer or the rest of it."""
     server.serve(METADATA, answer)
     sink = StickyPiSink(server.url, CREDS, connect_timeout=1, read_timeout=60)
-    thread, errors = in_thread(lambda: sink.lookup_images([KEY]))
+    thread, errors = in_thread(lambda: sink.lookup_keys([KEY]))
     assert getattr(server, started).wait(10)
     t0 = time.monotonic()
     sink.close()
@@ -255,8 +263,7 @@ def test_a_sync_worker_stop_ends_a_slow_answer_at_once(
     try:
         assert pipeline.capturer.capture().ok
         server.serve(METADATA, dribble(b"[" + b" " * 100_000 + b"]", every=0.01, piece=100))
-        assert config.sync is not None
-        sync = config.sync
+        sync = config.sinks[0]
         worker = SyncWorker(config, pipeline.queue, lambda: make_sink(sync))
         worker.start()
         assert server.sending.wait(10)
@@ -276,7 +283,7 @@ def test_a_token_already_expired_by_our_clock_is_fetched_once_not_before_every_r
     server.serve("/get_token", json_answer({"token": "old-token", "expiration": int(time.time()) - 86400}))
     with caplog.at_level(logging.WARNING):
         for _ in range(25):
-            sink.lookup_images([KEY])
+            sink.lookup_keys([KEY])
     assert server.requests["/get_token"] == 1
     assert server.requests[METADATA] == 25
     assert sum("is the clock right?" in r.getMessage() for r in caplog.records) == 1
@@ -287,14 +294,14 @@ def test_a_401_still_renews_a_token_taken_despite_the_clock(
 ) -> None:
     server.serve("/get_token", json_answer({"token": "old-token", "expiration": 1}))
     server.serve(METADATA, json_answer([]), raw_answer(b"Unauthorized Access", 401), json_answer([]))
-    sink.lookup_images([KEY])
-    sink.lookup_images([KEY])
+    sink.lookup_keys([KEY])
+    sink.lookup_keys([KEY])
     assert server.requests["/get_token"] == 2
 
 
 def test_credentials_outside_latin1_go_as_utf8_basic_auth(server: HostileServer) -> None:
     sink = StickyPiSink(server.url, Credentials("jürgen", "пароль-密码"), connect_timeout=1, read_timeout=5)
-    sink.lookup_images([KEY])
+    sink.lookup_keys([KEY])
     first = server.authorizations[0]
     assert base64.b64decode(first.removeprefix("Basic ")).decode("utf-8") == "jürgen:пароль-密码"
 
@@ -321,8 +328,8 @@ def test_a_missing_or_broken_ca_bundle_is_a_config_error(tmp_path: Path) -> None
 # -- credentials files that are not files (item 12) -------------------------------------------
 
 
-def sync_config(path: Path) -> SyncConfig:
-    return SyncConfig(url="https://api.example.org", credentials=path)
+def sync_config(path: Path) -> StickyPiSettings:
+    return StickyPiSettings(name="stickypi", type="stickypi", url="https://api.example.org", credentials=path)
 
 
 def test_non_utf8_credentials_are_a_credentials_error(tmp_path: Path) -> None:
@@ -370,11 +377,12 @@ def test_dev_zero_as_credentials_file_is_refused_without_reading_forever() -> No
         "import resource, sys\n"
         "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
         "from pathlib import Path\n"
-        "from agent.config.sections import SyncConfig\n"
+        "from agent.sinks.stickypi import StickyPiSettings\n"
         "from agent.errors import CredentialsError\n"
         "from agent.sinks.credentials import load_credentials\n"
         "try:\n"
-        "    load_credentials(SyncConfig(url='https://a.example', credentials=Path('/dev/zero')))\n"
+        "    load_credentials(StickyPiSettings(\n"
+        "        name='a', type='stickypi', url='https://a.example', credentials=Path('/dev/zero')))\n"
         "except CredentialsError as e:\n"
         "    print(e)\n"
     )
@@ -412,13 +420,13 @@ BAD_URLS = {
 
 @pytest.mark.parametrize("url, expected", GOOD_URLS.items())
 def test_a_sync_url_is_accepted(url: str, expected: str) -> None:
-    assert SyncConfig(url=url).url == expected
+    assert StickyPiSettings(name="a", type="stickypi", url=url).url == expected
 
 
 @pytest.mark.parametrize("url, why", BAD_URLS.items())
 def test_a_sync_url_is_refused_with_why(url: str, why: str) -> None:
     with pytest.raises(ValidationError) as caught:
-        SyncConfig(url=url)
+        StickyPiSettings(name="a", type="stickypi", url=url)
     (error,) = caught.value.errors()
     message = str(error["msg"])  # what `config check` prints after the key path
     assert why in message
@@ -509,15 +517,14 @@ def test_the_sync_worker_backs_off_on_a_bad_answer_and_counts_no_image(
     pipeline = Pipeline.build(config)
     try:
         assert pipeline.capturer.capture().ok
-        assert config.sync is not None
-        sync = config.sync
+        sync = config.sinks[0]
         worker = SyncWorker(config, pipeline.queue, lambda: make_sink(sync))
         server.serve(route, answer)
         first, second = worker.run_cycle(), worker.run_cycle()
         assert worker.crashes == 0  # handled by the sync worker itself, not the safety net
         assert 0 < first < second  # exponential backoff
         assert worker.reachable is False
-        error = pipeline.queue.published()["sync_error"]
+        error = pipeline.queue.published()["sink.stickypi.error"]
         assert error.startswith(route) and BODY_MARKER not in error
         assert [img.state for img in pipeline.queue.images(limit=10)] == ["captured"]
         assert server.requests["/_put_new_images"] == 0
@@ -620,14 +627,13 @@ def test_the_sync_worker_survives_a_sync_config_the_client_cannot_use(
     config_for: Callable[..., Config], change: dict[str, Any], error: str
 ) -> None:
     config = config_for("https://api.example.org")
-    assert config.sync is not None
-    sync = config.sync.model_copy(update=change)  # past config check, as issue 9 found them
-    config = config.model_copy(update={"sync": sync})
+    sync = config.sinks[0].model_copy(update=change)  # past config check, as issue 9 found them
+    config = config.model_copy(update={"sink": [sync]})
     pipeline = Pipeline.build(config)
     try:
         worker = SyncWorker(config, pipeline.queue, lambda: make_sink(sync))
         assert worker.run_cycle() > 0 and worker.crashes == 0
-        assert pipeline.queue.published()["sync_error"].startswith(error)
+        assert pipeline.queue.published()["sink.stickypi.error"].startswith(error)
     finally:
         pipeline.close()
 
@@ -642,5 +648,5 @@ def test_a_retry_after_is_obeyed_up_to_an_hour(
     busy = Answer(503, {"Retry-After": value}, lambda: [b"busy"])
     server.serve(METADATA, busy)
     with pytest.raises(SinkUnreachable) as caught:
-        sink.lookup_images([KEY])
+        sink.lookup_keys([KEY])
     assert caught.value.retry_after == obeyed

@@ -126,9 +126,9 @@ def test_demo_port_option_serves_and_syncs_there(
     port = free_port()
     proc = start("--config", str(demo_config(write_config, tmp_path, busy_port)), "demo", "--port", str(port))
     lines: list[str] = []
-    line = wait_for_line(proc, "demo API server at", lines)
+    line = wait_for_line(proc, "demo stickypi double for sink stickypi at", lines)
     assert f"http://127.0.0.1:{port}" in line
-    wait_for_line(proc, f"the API at http://127.0.0.1:{port} is reachable", lines)
+    wait_for_line(proc, f"sink stickypi at http://127.0.0.1:{port} is reachable", lines)
     err = interrupt(proc, lines)
     assert proc.returncode == 130, err
     assert "Traceback" not in err

@@ -44,9 +44,9 @@ from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
-from agent.config.base import Duration
 from agent.errors import SinkAuthError, SinkForbidden, SinkProtocolError, SinkRejected, SinkUnreachable
 from agent.registry import register
+from agent.settings import Duration
 from agent.sinks.base import AnnotationBatch, ImageKey, ImageRecord, RemoteImage, SinkSettings, check_url
 from agent.sinks.credentials import Credentials, load_credentials
 from agent.sinks.datalake_shapes import (

@@ -14,14 +14,13 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from agent.errors import SinkForbidden, SinkProtocolError, SinkRejected
 from agent.sinks.credentials import Credentials
 from agent.sinks.http import HttpTransport
-from agent.sinks.throttle import Bandwidth
+from agent.sinks.throttle import Bandwidth, ThrottledBody
 
 #: ``collectionType``/``objectType`` of an image collection.
 IMAGE_COLLECTION = 5
@@ -48,30 +47,6 @@ def strings(route: str, answer: Any, *names: str) -> dict[str, str]:
     if not isinstance(answer, dict) or not all(isinstance(answer.get(n), str) and answer[n] for n in names):
         raise SinkProtocolError(f"{route}: the Data Lake's answer lacks {', '.join(names)}")
     return {n: answer[n] for n in names}
-
-
-class Body:
-    """Bytes sent through the bandwidth cap, with a length (so no chunked encoding)."""
-
-    def __init__(self, data: memoryview, throttle: Bandwidth | None) -> None:
-        self._data, self._pos, self._throttle = data, 0, throttle
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __iter__(self) -> Iterator[bytes]:
-        while chunk := self.read(65536):
-            yield chunk
-
-    def read(self, n: int = -1) -> bytes:
-        left = len(self._data) - self._pos
-        n = left if n < 0 else min(n, left)
-        if self._throttle is not None:
-            n = min(n, 16384)
-            self._throttle.take(n)
-        chunk = bytes(self._data[self._pos : self._pos + n])
-        self._pos += n
-        return chunk
 
 
 class LakeWire:
@@ -142,7 +117,7 @@ class LakeWire:
                 "PUT",
                 self.storage_url(url),
                 route,
-                data=Body(piece, throttle),
+                data=ThrottledBody(piece, throttle),
                 headers={"Content-Type": "image/jpeg"},
             )
             try:

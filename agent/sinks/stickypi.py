@@ -26,7 +26,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,7 +43,7 @@ from agent.sinks.answers import parse_api_datetime
 from agent.sinks.base import AnnotationBatch, ImageKey, ImageRecord, RemoteImage, SinkSettings, check_url
 from agent.sinks.credentials import Credentials, load_credentials
 from agent.sinks.http import MAX_ANSWER_BYTES, HttpTransport
-from agent.sinks.throttle import Bandwidth
+from agent.sinks.throttle import Bandwidth, ThrottledBody
 
 __all__ = ["StickyPiSettings", "StickyPiSink", "api_datetime", "make_sink", "parse_api_datetime"]
 
@@ -78,7 +78,7 @@ def api_datetime(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class MultipartBody:
+class MultipartBody(ThrottledBody):
     """A ``multipart/form-data`` body for one image plus its ``<name>.md5`` field, streamed
     through the bandwidth cap. ``requests`` sends it with a Content-Length (no chunking)."""
 
@@ -91,30 +91,11 @@ class MultipartBody:
             + b"--" + b + b'\r\nContent-Disposition: form-data; name="' + n
             + b'"; filename="' + n + b'"\r\nContent-Type: image/jpeg\r\n\r\n'
         )  # fmt: skip
-        self._body = memoryview(head + data + b"\r\n--" + b + b"--\r\n")
-        self._pos = 0
-        self._throttle = throttle
+        super().__init__(head + data + b"\r\n--" + b + b"--\r\n", throttle)
 
     @property
     def content_type(self) -> str:
         return f"multipart/form-data; boundary={self.boundary}"
-
-    def __len__(self) -> int:
-        return len(self._body)
-
-    def __iter__(self) -> Iterator[bytes]:
-        while chunk := self.read(65536):
-            yield chunk
-
-    def read(self, n: int = -1) -> bytes:
-        left = len(self._body) - self._pos
-        n = left if n < 0 else min(n, left)
-        if self._throttle is not None:
-            n = min(n, 16384)
-            self._throttle.take(n)
-        chunk = bytes(self._body[self._pos : self._pos + n])
-        self._pos += n
-        return chunk
 
 
 class _BasicUtf8(AuthBase):

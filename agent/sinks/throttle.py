@@ -10,10 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agent.errors import SyncError
+
 if TYPE_CHECKING:
+    from agent.config import Config
     from agent.queue import Queue
 
 
@@ -89,3 +93,47 @@ class DailyBudget:
                 return False
             self.queue.publish(budget_day=self._today(), budget_used=str(used + n))
             return True
+
+
+class BudgetExhausted(SyncError):
+    """Today's data budget is spent; uploads resume tomorrow (UTC)."""
+
+
+@dataclass
+class Link:
+    """What every sink's worker shares: one network link's bandwidth cap and daily budget."""
+
+    bandwidth: Bandwidth | None
+    budget: DailyBudget
+    budget_mb: float | None
+
+    @classmethod
+    def from_config(cls, config: Config, queue: Queue) -> Link:
+        """Given the config's ``[sync]`` table, return the link every sink shares."""
+        kbps, mb = config.sync.bandwidth_kbps, config.sync.daily_budget_mb
+        return cls(Bandwidth(kbps) if kbps else None, DailyBudget(queue, mb), mb)
+
+
+class ThrottledBody:
+    """A request body streamed through the bandwidth cap (16 kB at a time when capped), with a
+    length, so ``requests`` sends a Content-Length (S3's presigned PUTs need it) and no chunks."""
+
+    def __init__(self, data: bytes | memoryview, throttle: Bandwidth | None) -> None:
+        self._data, self._pos, self._throttle = memoryview(data), 0, throttle
+
+    def __len__(self) -> int:
+        return len(self._data) - self._pos
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read(65536):
+            yield chunk
+
+    def read(self, n: int = -1) -> bytes:
+        left = len(self._data) - self._pos
+        n = left if n < 0 else min(n, left)
+        if self._throttle is not None:
+            n = min(n, 16384)
+            self._throttle.take(n)
+        chunk = bytes(self._data[self._pos : self._pos + n])
+        self._pos += n
+        return chunk
