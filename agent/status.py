@@ -101,6 +101,7 @@ def collect_status(config: Config, now: dt.datetime | None = None) -> dict[str, 
         out["last_image_time"] = _iso(ok[0]["time"]) if ok else None
         out["captures_24h"] = queue.attempt_counts(now - dt.timedelta(hours=24))
         totals = queue.totals_by_state()
+        queue.settle([sink.name for sink in config.sinks])  # one pass for every sink
         sinks = {
             sink.name: sink_status(sink, queue, published, running=pid is not None, now=now)
             for sink in config.sinks
