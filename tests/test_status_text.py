@@ -193,7 +193,23 @@ def test_every_line_fits_one_time_format_decimal_units() -> None:
         last_quarantine="/var/lib/sticky-agent/images/quarantine/" + "x" * 150 + ".jpg",
         problems=[{"state": "quarantined", "name": "0a1b2c3d.2026-06-01_11-50-00.jpg", "reason": long_error}],
     )
+    long_name = "a-lab-data-lake-with-a-long-name"  # 32 characters, the longest a name may be
+    s["sinks"][long_name] = sink(
+        type="datalake",
+        address="https://" + "lake." * 12 + "example.org",
+        required=False,
+        last_state="refusing",
+        last_error=long_error,
+        reachable_since=(NOW - dt.timedelta(minutes=5)).isoformat(),
+        waiting=12,
+        waiting_bytes=12_000_000,
+        oldest_waiting={"name": "0a1b2c3d.2026-06-01_08-00-00.jpg", "datetime": NOW.isoformat()},
+        conflict=1,
+    )
     text = format_status(s)
+    flat = " ".join(text.split())  # a long line continues, indented, on the next ones
+    assert f"sink {long_name} https://lake." in flat and "(datalake, not required): answers" in flat
+    assert "  conflicts     1: the sink holds another image under the same name" in text
     assert all(len(line) <= MAX_LINE for line in text.splitlines()), text
     assert not ISO_TIME.search(text), text
     assert "2026-06-01 12:00:00 UTC" in text and "2026-06-01 09:00:00 UTC (3 h ago)" in text
