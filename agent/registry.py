@@ -39,10 +39,20 @@ SEAMS = ("camera", "flash", "sensors", "detector", "sink")
 
 #: The backend modules shipped with the agent, by seam.
 BUILTIN: dict[str, tuple[str, ...]] = {
-    "camera": (),
-    "flash": (),
-    "sensors": (),
-    "detector": (),
+    "camera": (
+        "agent.hardware.camera.synthetic",
+        "agent.hardware.camera.replay",
+        "agent.hardware.camera.picamera2",
+        "agent.hardware.camera.memory",
+    ),
+    "flash": ("agent.hardware.flash",),
+    "sensors": ("agent.hardware.sensors",),
+    "detector": (
+        "agent.detect",
+        "agent.detect.builtin",
+        "agent.detect.learned",
+        "agent.detect.memory",
+    ),
     "sink": (
         "agent.sinks.stickypi",
         "agent.sinks.memory",

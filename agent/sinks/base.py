@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from agent.config.base import Duration, _Section
+from agent.settings import Duration, _Section
 
 if TYPE_CHECKING:
     from agent.sinks.throttle import Bandwidth

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from agent.config.base import Duration, _Section
+from agent.settings import Duration, _Section
 
 
 class WebConfig(_Section):
