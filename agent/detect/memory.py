@@ -2,19 +2,22 @@
 
 ``[detector] type = "memory"`` returns the configured ``outlines`` (polygons in the picture's
 pixels) for every picture; a test may instead queue one answer per picture (``answers``) or an
-error (``failures``), and reads back what it was given (``seen``: the md5 of each JPEG). It
-decodes nothing: it runs anywhere numpy does (an :class:`~agent.detect.Outline` is a numpy array).
+error (``failures``), and reads back what it was given (``seen``: the md5 of each JPEG). It only
+reads the picture's header: it runs anywhere numpy does (an :class:`~agent.detect.Outline` is a
+numpy array).
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
+import io
 from typing import TYPE_CHECKING, Literal
 
+from PIL import Image
 from pydantic import Field, field_validator
 
-from agent.detect import ALGO_NAME_MAX, ALGO_VERSION_MAX, DetectorSettings, Outline
+from agent.detect import ALGO_NAME_MAX, ALGO_VERSION_MAX, DetectorError, DetectorSettings, Outline
 from agent.lazy import lazy_import, require
 from agent.registry import register
 
@@ -67,8 +70,13 @@ class MemoryDetector:
 
     def detect(self, jpeg: bytes) -> list[Outline]:
         """Given a JPEG's bytes, return the next queued answer, else the configured outlines.
-        Raise the next queued failure, if any (a DetectorError, like a real detector's)."""
+        Raise DetectorError if the bytes are no image, else the next queued failure, if any."""
         self.seen.append(hashlib.md5(jpeg).hexdigest())
+        try:
+            with Image.open(io.BytesIO(jpeg)):
+                pass
+        except OSError as e:
+            raise DetectorError(f"not a readable image: {e}") from None
         if self.failures:
             raise self.failures.popleft()
         return list(self.answers.popleft() if self.answers else self.outlines)
