@@ -56,6 +56,8 @@ BUILTIN: dict[str, tuple[str, ...]] = {
     "sink": (
         "agent.sinks.stickypi",
         "agent.sinks.memory",
+        "agent.sinks.tator",
+        "agent.sinks.datalake",
     ),
 }
 

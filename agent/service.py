@@ -18,6 +18,7 @@ main loop only while the scheduler runs and the sync worker lives, and ``STOPPIN
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import signal
@@ -43,6 +44,7 @@ from agent.queue import Queue
 from agent.sdnotify import Notifier, watchdog_interval
 
 if TYPE_CHECKING:
+    from agent.background import BackgroundWorker
     from agent.detect.worker import DetectionWorker
     from agent.sinks.worker import SyncWorker
     from agent.web.app import WebServer
@@ -105,7 +107,8 @@ class Agent:
         self.lock = AgentLock(config.storage.data_dir)
         self.pipeline: Pipeline | None = None
         self.scheduler: CaptureScheduler | None = None
-        self.sync: SyncWorker | None = None
+        #: One sync worker per sink, in the config's order.
+        self.syncs: list[SyncWorker] = []
         self.detection: DetectionWorker | None = None
         self.button: ManualButton | None = None
         self.led: StatusLed | None = None
@@ -140,9 +143,27 @@ class Agent:
         """Return why the agent is not doing its job (the watchdog then goes unfed), or None."""
         if self.scheduler is None or not self.scheduler.running:
             return "the capture scheduler is not running"
-        if self._workers_started and self.sync is not None and not self.sync.alive:
-            return "the sync worker is dead"
+        for worker in self.syncs if self._workers_started else []:
+            if not worker.alive:
+                return f"the sync worker of {worker.name} is dead"
         return None
+
+    def _wake_syncs(self) -> None:
+        """New annotations: every sink's worker has something to send."""
+        for worker in self.syncs:
+            worker.wake()
+
+    @property
+    def sync(self) -> SyncWorker | None:
+        """The first sink's worker (None without sinks)."""
+        return self.syncs[0] if self.syncs else None
+
+    @property
+    def _workers(self) -> list[tuple[str, BackgroundWorker]]:
+        out: list[tuple[str, BackgroundWorker]] = [(f"sync ({w.name})", w) for w in self.syncs]
+        if self.detection is not None:
+            out.append(("detection", self.detection))
+        return out
 
     def _feed_watchdog(self) -> None:
         """Send WATCHDOG=1 only while the scheduler runs and the sync worker (if any) lives:
@@ -175,9 +196,8 @@ class Agent:
     def _after_capture(self, result: CaptureResult) -> None:
         """Wake the workers that take a new image further, and show the outcome on the LED."""
         if result.ok:
-            for worker in (self.sync, self.detection):
-                if worker is not None:
-                    worker.wake()
+            for _, worker in self._workers:
+                worker.wake()
             if self.led is not None:
                 self.led.captured()
         self._last_capture_ok = result.ok
@@ -213,7 +233,7 @@ class Agent:
             return
         if not self._last_capture_ok or self._health_problem() is not None:
             self.led.set_state("error")
-        elif self.sync is not None and self.sync.reachable is False:
+        elif any(w.reachable is False for w in self.syncs):
             self.led.set_state("offline")
         else:
             self.led.set_state("ok")
@@ -237,23 +257,32 @@ class Agent:
             )
         try:
             self.pipeline = self._build_pipeline()
-            if self.config.sync is not None:
-                from agent.sinks.stickypi import make_sink
-                from agent.sinks.worker import SyncWorker
+            if self.config.sinks:
+                from agent.sinks.base import open_sink
+                from agent.sinks.worker import Link, SyncWorker
 
-                sync_config = self.config.sync
-                make_sink(sync_config).close()  # refuse to start on bad credentials
-                self.sync = SyncWorker(self.config, self.pipeline.queue, lambda: make_sink(sync_config))
+                link = Link.from_config(self.config, self.pipeline.queue)  # one link, shared
+                for settings in self.config.sinks:
+                    open_sink(settings).close()  # refuse to start on bad credentials
+                    self.syncs.append(
+                        SyncWorker(
+                            self.config,
+                            self.pipeline.queue,
+                            functools.partial(open_sink, settings),
+                            settings=settings,
+                            link=link,
+                        )
+                    )
             if self.config.detector.type != "none":
                 from agent.detect import make_detector
                 from agent.detect.worker import DetectionWorker
 
-                sync = self.sync
+                syncs = self.syncs
                 self.detection = DetectionWorker(
                     make_detector(self.config.detector),
                     self.pipeline.queue,
                     data_dir,
-                    on_detected=sync.wake if sync is not None else None,
+                    on_detected=self._wake_syncs if syncs else None,
                 )
             try:
                 self.pipeline.queue.prune_attempts(self.config.storage.keep_capture_log)
@@ -333,9 +362,8 @@ class Agent:
         with self._lifecycle:
             if self._stopped:
                 return
-            for worker in (self.sync, self.detection):
-                if worker is not None:
-                    worker.start()
+            for _, worker in self._workers:
+                worker.start()
             self._workers_started = True
 
     def _wait_reconciled(self) -> bool:
@@ -359,11 +387,11 @@ class Agent:
                     self._after_capture(self.pipeline.capturer.capture(manual=True))
                 if self.sync_requested:
                     self.sync_requested = False
-                    if self.sync is not None:
-                        self.sync.reachable = None  # probe now, whatever the backoff said
-                        self.sync.wake()
-                for name, worker in (("sync", self.sync), ("detection", self.detection)):
-                    if self._workers_started and worker is not None and not worker.alive:
+                    for sync in self.syncs:
+                        sync.reachable = None  # probe now, whatever the backoff said
+                        sync.wake()
+                for name, worker in self._workers:
+                    if self._workers_started and not worker.alive:
                         log.error("the %s worker died; restarting it", name)
                         worker.start()
                 self.scheduler.check_clock()
@@ -416,9 +444,13 @@ class Agent:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None
-        if self.sync is not None:
-            self.sync.stop()
-            self.sync = None
+        for sync in self.syncs:  # cut every sink's requests in flight first: no waiting in turn
+            sync.interrupt()
+            if sync.sink is not None:
+                sync.sink.close()
+        for sync in self.syncs:
+            sync.stop()
+        self.syncs = []
         if self.detection is not None:
             self.detection.stop()
             self.detection.detector.close()

@@ -1,9 +1,4 @@
-"""Shared pieces of the configuration model: durations, times, the strict section base.
-
-Outside :mod:`agent.config` on purpose: a backend module (a camera, a sink...) builds its settings
-class on :class:`_Section` beside its implementation, and :mod:`agent.config` imports every backend
-to build its sections (:mod:`agent.registry`); importing this module never imports the config.
-"""
+"""Shared pieces of the configuration model: durations, times, the strict section base."""
 
 from __future__ import annotations
 

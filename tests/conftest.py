@@ -27,12 +27,14 @@ def toml_value(v: Any) -> str:
     return repr(v)
 
 
-def to_toml(tables: dict[str, dict[str, Any]]) -> str:
+def to_toml(tables: dict[str, Any]) -> str:
+    """Given tables (a list of tables for ``[[sink]]``), return them as TOML."""
     out = []
     for name, table in tables.items():
-        out.append(f"[{name}]")
-        out.extend(f"{k} = {toml_value(v)}" for k, v in table.items())
-        out.append("")
+        for one in table if isinstance(table, list) else [table]:
+            out.append(f"[[{name}]]" if isinstance(table, list) else f"[{name}]")
+            out.extend(f"{k} = {toml_value(v)}" for k, v in one.items())
+            out.append("")
     return "\n".join(out)
 
 
@@ -52,11 +54,13 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
     """Return a function that writes a config TOML: base tables updated by keyword tables
     (``None`` drops a table; a table with a ``type`` replaces the base one)."""
 
-    def write(**tables: dict[str, Any] | None) -> Path:
-        merged = base_tables(tmp_path)
+    def write(**tables: dict[str, Any] | list[dict[str, Any]] | None) -> Path:
+        merged: dict[str, Any] = base_tables(tmp_path)
         for name, table in tables.items():
             if table is None:
                 merged.pop(name, None)
+            elif isinstance(table, list):  # [[sink]] tables
+                merged[name] = [dict(t) for t in table]
             elif "type" in table:  # another backend: its own keys only
                 merged[name] = dict(table)
             else:

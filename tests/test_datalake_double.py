@@ -10,15 +10,14 @@ between annotation batches) are recorded instead of slept.
 from __future__ import annotations
 
 import base64
-import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from conftest import REPO
+from helpers.datalake import COLLECTION, KEY, SECRET, annotations_file, record_sdk_sleeps
 
 from agent.devserver.datalake import DatalakeDouble
 from agent.devserver.datalake_state import JOB_FAILED, JOB_IN_PROGRESS, JOB_QUEUED
@@ -28,30 +27,12 @@ layernext = pytest.importorskip(
 )
 
 IMAGES = sorted((REPO / "tests/data/real-images").glob("*.jpg"))
-KEY, SECRET = "key-0a1b2c3d", "s3cr3t"
-COLLECTION = "trap-0a1b2c3d"
 RECORD = {"device": "0a1b2c3d", "temperature": 21.5, "Tags": ["sticky-pi"]}
-
-
-class _RecordingTime:
-    """Stands in for ``time`` inside the SDK's modules: sleeps are recorded, not slept."""
-
-    def __init__(self) -> None:
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
 
 
 @pytest.fixture
 def sdk_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    fake = _RecordingTime()
-    for module in ("layernext.datalake", "layernext.datalake.file_upload", "layernext.datalake.annotation"):
-        monkeypatch.setattr(f"{module}.time", fake)
-    return fake.sleeps
+    return record_sdk_sleeps(monkeypatch)
 
 
 @pytest.fixture
@@ -76,12 +57,6 @@ def client(double: Any, secret: str = SECRET) -> Any:
 
 def basic(secret: str = SECRET) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{KEY}:{secret}".encode()).decode()}
-
-
-def annotations_file(tmp_path: Path, images: dict[str, list[dict[str, Any]]], name: str = "a.json") -> str:
-    path = tmp_path / name
-    path.write_text(json.dumps({"images": [{"image": k, "annotations": v} for k, v in images.items()]}))
-    return str(path)
 
 
 def polygon(points: list[list[float]], label: str = "insect") -> dict[str, Any]:

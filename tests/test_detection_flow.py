@@ -22,6 +22,7 @@ from agent.detect.worker import DetectionWorker
 from agent.devserver import parse_user
 from agent.devserver.app import DevServer
 from agent.queue import Image
+from agent.queue import deliveries as dq
 from agent.queue.syncrows import annotation_totals
 from agent.service import Pipeline
 from agent.sinks.stickypi import api_datetime, make_sink
@@ -63,7 +64,7 @@ def test_detected_outlines_reach_the_server_after_their_image(
         assert detection.step() and detection.step() and not detection.step()  # both, then idle
         assert detection.failures == 0
 
-        sync = SyncWorker(config, pipeline.queue, lambda: make_sink(config.sync))
+        sync = SyncWorker(config, pipeline.queue, lambda: make_sink(config.sinks[0]))
         drain(sync)
         assert annotation_totals(pipeline.queue) == {"uploaded": 2}
 
@@ -124,9 +125,9 @@ def test_a_detector_failure_is_counted_and_the_image_still_goes(
         assert not detection.step()  # the failed image is not retried in a loop
         assert detection.failures == 1
         assert pipeline.queue.published()["detect_failures"] == "1"
-        sync = SyncWorker(config, pipeline.queue, lambda: make_sink(config.sync))
+        sync = SyncWorker(config, pipeline.queue, lambda: make_sink(config.sinks[0]))
         drain(sync)
-        assert pipeline.queue.totals_by_state()["verified"].count == 1
+        assert dq.totals(pipeline.queue, "stickypi").verified == 1
         assert server.requests["/put_uid_annotations"] == 0
         pipeline.close()
 

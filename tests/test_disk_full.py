@@ -21,7 +21,7 @@ def test_a_full_disk_stops_captures_and_they_resume_by_themselves(
     cfg = write_config(retention={"min_free_disk_mb": 500})
     pipeline = Pipeline.build(load_config(cfg, environ={}))
     free = {"mb": 120.0}
-    monkeypatch.setattr("agent.capture.free_mb", lambda _path: free["mb"])
+    monkeypatch.setattr("agent.capture.pipeline.free_mb", lambda _path: free["mb"])
     try:
         result = pipeline.capturer.capture()
         assert result.outcome == "disk_full"
@@ -42,21 +42,23 @@ def test_a_full_disk_stops_captures_and_they_resume_by_themselves(
 def test_a_low_disk_evicts_verified_originals_before_giving_up(
     write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agent.queue import ImageState
+    from agent.queue import deliveries as dq
 
-    cfg = write_config(retention={"min_free_disk_mb": 500})
+    cfg = write_config(retention={"min_free_disk_mb": 500}, sink=[{"name": "lab", "type": "memory"}])
     pipeline = Pipeline.build(load_config(cfg, environ={}))
     try:
         first = pipeline.capturer.capture()
         assert first.ok and first.image is not None
-        # the server verifiably holds the first image
-        pipeline.queue.set_state(first.image.id, ImageState.VERIFIED)
+        # the sink verifiably holds the first image
+        dq.enqueue(pipeline.queue, "lab")
+        (row, _), *_ = dq.batch(pipeline.queue, "lab", 1)
+        dq.set_delivery(pipeline.queue, row.id, dq.DeliveryState.VERIFIED)
         original = pipeline.config.storage.data_dir / first.image.path
         # the disk is low until that original is gone
-        monkeypatch.setattr("agent.capture.free_mb", lambda _p: 5000.0 if not original.exists() else 100.0)
-        monkeypatch.setattr(
-            "agent.capture.retention.free_mb", lambda _p: 5000.0 if not original.exists() else 100.0
-        )
+        for module in ("pipeline", "retention"):
+            monkeypatch.setattr(
+                f"agent.capture.{module}.free_mb", lambda _p: 5000.0 if not original.exists() else 100.0
+            )
         assert pipeline.capturer.capture().ok
         assert not original.exists()
         states = {i.id: i.state for i in pipeline.queue.images()}

@@ -29,9 +29,11 @@ from typing import Any
 import pytest
 import requests
 from conftest import run_stickyctl
+from helpers import sinkview
 from helpers.clocks import SteppingClock
 from helpers.faultproxy import Fault, FaultProxy, scripted
 from helpers.sickserver import answer_500
+from helpers.sinkview import State as ImageState
 from PIL import Image as PILImage
 
 from agent.capture.naming import image_path, thumbnail_path
@@ -40,9 +42,10 @@ from agent.config import Config, load_config
 from agent.devserver import parse_user
 from agent.devserver.app import DevServer
 from agent.errors import CredentialsError, SinkAuthError
-from agent.queue import Image, ImageState
+from agent.queue import Image
+from agent.queue.deliveries import pending_annotations
 from agent.queue.schema import Annotation
-from agent.queue.syncrows import add_annotation, pending_annotations
+from agent.queue.syncrows import add_annotation
 from agent.service import Pipeline
 from agent.sinks.credentials import Credentials, load_credentials
 from agent.sinks.passes import backoff_delay
@@ -188,23 +191,22 @@ class Trap:
         clock: Callable[[], float] = time.time,
     ) -> SyncWorker:
         config = config or self.config
-        sync = config.sync
+        sync = config.sinks[0]
         assert sync is not None
         factory = sink_factory or (lambda: make_sink(sync))
         worker = SyncWorker(config, self.queue, factory, rng=random.Random(7), clock=clock)
         self.workers.append(worker)
         return worker
 
-    def row(self, img: Image) -> Image:
-        row = self.queue.image_at(img.device, img.datetime)
-        assert row is not None
-        return row
+    def row(self, img: Image) -> sinkview.Row:
+        """Return how ``img`` stands with the sink (the file's state if it is gone or bad)."""
+        return sinkview.row(self.queue, img.id)
 
     def state(self, img: Image) -> str:
         return self.row(img).state
 
     def states(self) -> collections.Counter[str]:
-        return collections.Counter(r.state for r in self.queue.images(limit=10_000))
+        return collections.Counter(self.state(r) for r in self.queue.images(limit=10_000))
 
     def original(self, img: Image) -> Path:
         return self.data_dir / img.path
@@ -339,7 +341,7 @@ def test_first_sync_uploads_every_image_once_and_a_second_sync_sends_nothing(
     images = trap.capture(5)
     worker = trap.worker()
 
-    assert drain(worker) == trap.config.sync.probe_interval  # type: ignore[union-attr]
+    assert drain(worker) == trap.config.sinks[0].probe_interval
 
     assert server.requests["/_put_new_images"] == 5  # one request per image, no retry
     held = Api(server).all_images()
@@ -348,8 +350,8 @@ def test_first_sync_uploads_every_image_once_and_a_second_sync_sends_nothing(
     )
     assert trap.states() == {"verified": 5}
     published = trap.queue.published()
-    assert published["sync_reachable"] == "yes" and "sync_error" not in published
-    last = json.loads(published["sync_last"])
+    assert published["sink.stickypi.reachable"] == "yes" and "sink.stickypi.error" not in published
+    last = json.loads(published["sink.stickypi.last"])
     assert (last["images_sent"], last["verified"], last["outcome"]) == (5, 5, "ok")
 
     # The same worker, again: nothing waits, so it asks the server nothing at all.
@@ -442,7 +444,7 @@ def test_a_read_only_account_uploads_nothing_and_reports_403(
     assert Api(server).all_images() == []
     assert trap.states() == {"captured": 3}
     assert all(trap.original(i).exists() for i in images)
-    error = trap.queue.published()["sync_error"]
+    error = trap.queue.published()["sink.stickypi.error"]
     assert "403" in error and "reader" in error and "read-write" in error
 
 
@@ -453,11 +455,11 @@ def test_a_wrong_password_is_an_auth_error_and_nothing_is_lost(
     images = trap.capture(2)
 
     with pytest.raises(SinkAuthError, match="401"):
-        make_sink(trap.config.sync).probe()  # type: ignore[arg-type]
+        make_sink(trap.config.sinks[0]).probe()
     worker = trap.worker()
     assert drain(worker) == BACKOFF_MAX
 
-    assert "401" in trap.queue.published()["sync_error"]
+    assert "401" in trap.queue.published()["sink.stickypi.error"]
     assert server.requests["/_put_new_images"] == 0
     assert trap.states() == {"captured": 2}
     assert all(trap.original(i).exists() for i in images)
@@ -466,13 +468,13 @@ def test_a_wrong_password_is_an_auth_error_and_nothing_is_lost(
     credentials(f"alice:{PASSWORD}")
     assert drain(worker) == 1.0
     assert trap.states() == {"verified": 2}
-    assert "sync_error" not in trap.queue.published()
+    assert "sink.stickypi.error" not in trap.queue.published()
 
 
 def token_sink(config: Config, clock: Clock, tokens: list[str] | None = None) -> Callable[[], StickyPiSink]:
     """Return a sink factory whose sink reads ``clock`` for token expiry (and records its tokens)."""
-    assert config.sync is not None
-    sync = config.sync
+    assert config.sinks[0] is not None
+    sync = config.sinks[0]
 
     def factory() -> StickyPiSink:
         sink = StickyPiSink(sync.url, load_credentials(sync), clock=clock)
@@ -536,7 +538,7 @@ def test_an_expired_token_is_renewed_once_after_a_401(
     assert sent["/get_images/metadata"] == 3  # the first lookup got a 401 and was repeated once
     assert sent["/_put_new_images"] == 2
     assert trap.states() == {"verified": 4}
-    assert "sync_error" not in trap.queue.published()
+    assert "sink.stickypi.error" not in trap.queue.published()
 
 
 def test_credentials_readable_by_others_are_refused(
@@ -547,10 +549,10 @@ def test_credentials_readable_by_others_are_refused(
     trap.capture(1)
 
     with pytest.raises(CredentialsError, match="chmod 600") as caught:
-        make_sink(trap.config.sync)  # type: ignore[arg-type]
+        make_sink(trap.config.sinks[0])
     assert str(path) in str(caught.value) and PASSWORD not in str(caught.value)
     assert trap.worker().cycle() > 0
-    assert "chmod 600" in trap.queue.published()["sync_error"]
+    assert "chmod 600" in trap.queue.published()["sink.stickypi.error"]
     assert server.requests["/_put_new_images"] == 0 and trap.states() == {"captured": 1}
 
 
@@ -559,7 +561,7 @@ def test_credentials_come_from_the_systemd_credentials_directory(
 ) -> None:
     trap = make_trap(server.url, systemd=True)
     trap.capture(2)
-    sync = trap.config.sync
+    sync = trap.config.sinks[0]
     assert sync is not None
     with pytest.raises(CredentialsError, match="LoadCredential=sticky-api"):
         make_sink(sync, environ={})
@@ -596,14 +598,14 @@ def test_neither_password_nor_token_is_logged_or_in_an_error(
     errors: list[str] = []
     credentials("alice:wrong-" + PASSWORD)  # a 401 on the password itself
     with pytest.raises(SinkAuthError) as caught:
-        make_sink(trap.config.sync).probe()  # type: ignore[arg-type]
+        make_sink(trap.config.sinks[0]).probe()
     errors.append(str(caught.value))
     trap.capture(1)
     drain(trap.worker())
-    errors.append(trap.queue.published()["sync_error"])
+    errors.append(trap.queue.published()["sink.stickypi.error"])
     credentials(mode=0o644)
     with pytest.raises(CredentialsError) as refused:
-        make_sink(trap.config.sync)  # type: ignore[arg-type]
+        make_sink(trap.config.sinks[0])
     errors.append(str(refused.value))
     creds = Credentials("alice", PASSWORD)
     errors += [repr(creds), str(creds)]
@@ -694,7 +696,7 @@ def test_a_batch_the_server_refuses_entirely_is_an_outage_counted_against_no_ima
     assert 2.5 <= worker.cycle() <= 5.0
     assert [trap.row(b).attempts for b in bad] == [0, 0]
     assert [trap.state(b) for b in bad] == [ImageState.CAPTURED] * 2
-    assert "refuses every upload" in trap.queue.published()["sync_error"]
+    assert "refuses every upload" in trap.queue.published()["sink.stickypi.error"]
 
 
 def outage(server: DevServer, monkeypatch: pytest.MonkeyPatch) -> Callable[[bool], None]:
@@ -725,7 +727,7 @@ def test_sixty_seconds_of_500s_leave_no_image_failed(
         cycles += 1
     assert cycles >= 4
     assert trap.states()["failed"] == 0
-    assert all(r.attempts == 0 for r in trap.queue.images(limit=100))
+    assert all(trap.row(r).attempts == 0 for r in trap.queue.images(limit=100))
     # while refusing, a pass sends one canary (the newest image), not the whole batch
     before = collections.Counter(server.requests)
     worker.cycle()
@@ -735,7 +737,7 @@ def test_sixty_seconds_of_500s_leave_no_image_failed(
     drain(worker)
     assert set(trap.states()) == {"verified"}
     assert len(Api(server).all_images()) == sum(trap.states().values())
-    assert worker.failures == 0 and "sync_error" not in trap.queue.published()
+    assert worker.failures == 0 and "sink.stickypi.error" not in trap.queue.published()
 
 
 def test_images_the_server_refuses_do_not_block_the_queue(
@@ -798,8 +800,8 @@ def test_a_500_is_an_answer_not_unreachable(
     worker = trap.worker()
     assert 2.5 <= worker.cycle() <= 5.0  # back off
     published = trap.queue.published()
-    assert published["sync_reachable"] == "yes"
-    assert "/get_token: the API answered 500 INTERNAL SERVER ERROR" in published["sync_error"]
+    assert published["sink.stickypi.reachable"] == "yes"
+    assert "/get_token: the API answered 500 INTERNAL SERVER ERROR" in published["sink.stickypi.error"]
     assert isinstance(worker.last_error, SinkRejected)
     monkeypatch.undo()
     drain(worker)
@@ -810,16 +812,13 @@ def test_a_500_is_an_answer_not_unreachable(
 
 
 def annotation_state(trap: Trap, annotation: Annotation) -> str:
-    with trap.queue.session() as s:
-        row = s.get(Annotation, annotation.id)
-        assert row is not None
-        return row.state
+    return sinkview.annotation_state(trap.queue, annotation.id)[0]
 
 
 def recording_sink(config: Config, routes: list[str]) -> Callable[[], StickyPiSink]:
     """Return a sink factory whose sinks record the route of every request, in order."""
-    assert config.sync is not None
-    sync = config.sync
+    assert config.sinks[0] is not None
+    sync = config.sinks[0]
 
     def factory() -> StickyPiSink:
         sink = make_sink(sync)
@@ -841,7 +840,7 @@ def test_annotations_go_after_their_image_is_verified_and_only_once(
     trap = make_trap(server.url)
     (img,) = trap.capture(1)
     annotation = add_annotation(trap.queue, img.id, ALGO, ALGO_VERSION, OUTLINES)
-    assert pending_annotations(trap.queue, 10) == []  # the image is not on the server yet
+    assert pending_annotations(trap.queue, "stickypi", 10) == []  # the image is not on the server yet
     routes: list[str] = []
 
     drain(trap.worker(sink_factory=recording_sink(trap.config, routes)))
@@ -876,9 +875,7 @@ def test_an_annotation_outage_counts_against_no_annotation(
     answer_500(monkeypatch, server.app.store, "put_annotations", "database down")
     for _ in range(5):  # nothing else is accepted meanwhile: an outage, not this annotation
         worker.cycle()
-    with trap.queue.session() as s:
-        row = s.get(Annotation, annotation.id)
-        assert row is not None and (row.state, row.attempts) == ("pending", 0)
+    assert sinkview.annotation_state(trap.queue, annotation.id) == ("pending", 0)
     monkeypatch.undo()
     drain(worker)
     assert annotation_state(trap, annotation) == "uploaded"
@@ -914,12 +911,12 @@ def test_a_duplicate_annotation_500_is_resolved_by_the_metadata_check(
 
     def factory() -> StickyPiSink:
         # Someone puts the same triple between the agent's check and its put: the put is a 500.
-        sink = make_sink(trap.config.sync)  # type: ignore[arg-type]
+        sink = make_sink(trap.config.sinks[0])
         put = sink.upload_annotations
 
-        def racing(batch: Any) -> None:
+        def racing(image: Any, batch: Any) -> None:
             assert api.put_annotation(img).status_code == 200
-            put(batch)
+            put(image, batch)
 
         sink.upload_annotations = racing  # type: ignore[method-assign]
         return sink
@@ -928,8 +925,7 @@ def test_a_duplicate_annotation_500_is_resolved_by_the_metadata_check(
 
     assert server.requests["/put_uid_annotations"] == 2  # ours and the agent's refused one
     assert annotation_state(trap, annotation) == "uploaded"
-    with trap.queue.session() as s:
-        assert s.get(Annotation, annotation.id).attempts == 0  # type: ignore[union-attr]
+    assert sinkview.annotation_state(trap.queue, annotation.id)[1] == 0
     assert len(api.annotations(img, "metadata")) == 1
 
 
@@ -956,7 +952,7 @@ def test_retention_deletes_only_verified_originals(
     assert len(Api(server).all_images()) == 2
 
     # Retention by itself never touches an unsynced original either.
-    report = enforce(trap.config.retention, trap.queue, trap.data_dir)
+    report = enforce(trap.config.retention, trap.queue, trap.data_dir, trap.config.sinks)
     assert report.evicted == [] and trap.original(waiting).exists()
 
 
@@ -970,7 +966,7 @@ def test_retention_deletes_nothing_while_the_server_is_unreachable(
 
     offline = make_config(f"http://127.0.0.1:{free_port()}", retention={"keep_days": 0})
     assert trap.worker(offline).cycle() > 0
-    assert trap.queue.published()["sync_reachable"] == "no"
+    assert trap.queue.published()["sink.stickypi.reachable"] == "no"
     assert trap.states() == {"verified": 3}
     assert all(trap.original(i).exists() for i in images)
 
@@ -1015,8 +1011,8 @@ def test_offline_for_long_then_back_drains_the_backlog_by_itself(
     assert delays[:4] == sorted(delays[:4]) and delays[3] > 4 * delays[0]
     assert 2.5 <= delays[0] <= 5.0
     assert all(BACKOFF_MAX / 2 <= d <= BACKOFF_MAX for d in delays[4:])
-    assert trap.queue.published()["sync_reachable"] == "no"
-    assert "127.0.0.1" in trap.queue.published()["sync_error"]
+    assert trap.queue.published()["sink.stickypi.reachable"] == "no"
+    assert "127.0.0.1" in trap.queue.published()["sink.stickypi.error"]
     assert trap.states() == {"verified": 2, "captured": 16}  # nothing lost
 
     back = start_server(port=port)  # the link is back, same server
@@ -1024,7 +1020,7 @@ def test_offline_for_long_then_back_drains_the_backlog_by_itself(
     assert trap.states() == {"verified": 18}
     assert back.requests["/_put_new_images"] == 16
     assert len(Api(back).all_images()) == 18
-    assert trap.queue.published()["sync_reachable"] == "yes"
+    assert trap.queue.published()["sink.stickypi.reachable"] == "yes"
     assert worker.failures == 0
 
 
@@ -1084,7 +1080,7 @@ def test_a_daily_budget_stops_uploads_and_is_kept_in_the_queue(
 
     assert probe.state(images[0]) == ImageState.VERIFIED
     assert [probe.state(i) for i in images[1:]] == [ImageState.CAPTURED] * 2
-    assert "budget" in probe.queue.published()["sync_error"]
+    assert "budget" in probe.queue.published()["sink.stickypi.error"]
     assert server.requests["/_put_new_images"] == 1
     assert DailyBudget(probe.queue, limit_mb).used() == sizes[0]  # persisted
     assert DailyBudget(probe.queue, limit_mb).remaining() == int(limit_mb * 1e6) - sizes[0]
@@ -1107,7 +1103,7 @@ def test_parallel_uploads_do_not_overshoot_the_daily_budget(
     images = trap.capture(2)
     limit_mb = (images[0].size + images[1].size // 2) / 1e6  # one image fits, not two
     config = make_config(server.url, daily_budget_mb=limit_mb, parallelism=2)
-    sync = config.sync
+    sync = config.sinks[0]
     assert sync is not None
     both_checked = threading.Barrier(2)
 
@@ -1185,9 +1181,9 @@ def test_each_pass_is_logged_with_counts_bytes_rate_and_what_remains(
     size = sum(i.size for i in images[:2]) / 1e6
     caplog.set_level(logging.INFO, logger="agent.sinks.worker")
     drain(trap.worker())
-    passes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sync pass:")]
+    passes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sync pass to stickypi:")]
     assert len(passes) == 2
-    assert passes[0].startswith(f"sync pass: 2 image(s) sent ({size:.1f} MB, ")
+    assert passes[0].startswith(f"sync pass to stickypi: 2 image(s) sent ({size:.1f} MB, ")
     assert "MB/s), 2 verified, 0 annotation(s) sent, 0 refused; 1 image(s) (" in passes[0]
     assert passes[1].endswith("; 0 image(s) (0.0 MB) waiting")
 
@@ -1211,8 +1207,8 @@ def test_sixty_seconds_of_500s_on_every_route_leave_no_image_failed(
             trap.capture(1)
             elapsed += worker.cycle()
         published = trap.queue.published()
-        assert published["sync_reachable"] == "yes"  # a 500 is an answer
-        assert "500" in published["sync_error"]
+        assert published["sink.stickypi.reachable"] == "yes"  # a 500 is an answer
+        assert "500" in published["sink.stickypi.error"]
         assert trap.states()["failed"] == 0
         down.clear()
         drain(worker)

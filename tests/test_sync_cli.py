@@ -13,12 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import REPO, run_stickyctl
+from helpers import sinkview
 from helpers.clocks import SteppingClock
 from helpers.faultproxy import Fault, FaultProxy
 from helpers.sickserver import answer_500
@@ -68,9 +70,10 @@ def trap(tmp_path: Path, write_config: Callable[..., Path]) -> Callable[..., Con
 
 
 def states(config: Config) -> dict[str, int]:
+    """Return how many images stand in each state with the (one) sink."""
     queue = Queue(config.storage.queue_path, create=False)
     try:
-        return {s: t.count for s, t in queue.totals_by_state().items()}
+        return dict(Counter(sinkview.image_state(queue, i.id) for i in queue.images(10_000)))
     finally:
         queue.close()
 
@@ -162,13 +165,13 @@ def test_nothing_listening_is_unreachable(trap: Callable[..., Config]) -> None:
 def test_progress_on_a_terminal_and_quiet_otherwise(server: DevServer, trap: Callable[..., Config]) -> None:
     config = trap(server.url, n=4)
     quiet = io.StringIO()
-    outcome = oneshot.run(config, out=quiet, tty=False)
+    outcome = oneshot.run(config, config.sinks[0], out=quiet, tty=False)
     assert quiet.getvalue() == ""
-    assert oneshot.verdict(outcome, server.url).startswith(f"synced with {server.url}: 4 of 4 images")
+    assert oneshot.verdict(outcome, config.sinks[0]).startswith(f"synced with {server.url}: 4 of 4 images")
 
     config = trap(server.url, n=2)  # two more
     term = io.StringIO()
-    outcome = oneshot.run(config, out=term, tty=True)
+    outcome = oneshot.run(config, config.sinks[0], out=term, tty=True)
     last = term.getvalue().rstrip("\n").split("\r")[-1]
     assert last.startswith("2 of 2 images, ") and " MB, " in last and "ETA" in last
     assert outcome.waiting == 0 and outcome.error is None
@@ -218,9 +221,9 @@ def test_a_server_refusing_every_upload_is_named(
 ) -> None:
     answer_500(monkeypatch, server.app.store, "put_image", "storage unavailable")
     config = trap(server.url)
-    outcome = oneshot.run(config)
+    outcome = oneshot.run(config, config.sinks[0])
     with pytest.raises(StickyAgentError, match="refuses every upload") as caught:
-        oneshot.verdict(outcome, server.url)
+        oneshot.verdict(outcome, config.sinks[0])
     assert "0 of 3 images synced" in str(caught.value) and "the queue is kept" in str(caught.value)
     assert states(config) == {"captured": 3}
     queue = Queue(config.storage.queue_path, create=False)

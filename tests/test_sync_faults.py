@@ -20,6 +20,7 @@ from test_scheduler import SteppingClock
 from agent.config import load_config
 from agent.devserver import parse_user
 from agent.devserver.app import DevServer
+from agent.queue import deliveries as dq
 from agent.queue.syncrows import add_annotation, annotation_totals
 from agent.service import Agent, Pipeline
 from agent.sinks.stickypi import api_datetime, make_sink
@@ -78,14 +79,15 @@ def test_every_image_and_annotation_arrives_exactly_once_through_faults(
             assert result.ok and result.image is not None
             add_annotation(pipeline.queue, result.image.id, "sticky-test", "1700000000-" + "a" * 32, CONTOUR)
         queue = pipeline.queue
-        worker = SyncWorker(config, queue, lambda: make_sink(config.sync), rng=random.Random(1))
+        worker = SyncWorker(config, queue, lambda: make_sink(config.sinks[0]), rng=random.Random(1))
         delays = []
         started = time.monotonic()
         for _ in range(2000):  # bounded: each cycle is one probe + one pass
             delay = worker.cycle()
             delays.append(delay)
-            totals = queue.totals_by_state()
-            if set(totals) == {"verified"} and annotation_totals(queue) == {"uploaded": N_IMAGES}:
+            if dq.totals(queue, "stickypi").verified == N_IMAGES and annotation_totals(queue) == {
+                "uploaded": N_IMAGES
+            }:
                 break
         worker.stop()
         faults = proxy.counts
@@ -99,7 +101,7 @@ def test_every_image_and_annotation_arrives_exactly_once_through_faults(
     assert set(faults) == {Fault.NONE, *FAULTS}, faults
     assert sum(n for f, n in faults.items() if f is not Fault.NONE) > 50
     # the queue agrees: every image verified, every annotation uploaded
-    assert queue.totals_by_state()["verified"].count == N_IMAGES
+    assert dq.totals(queue, "stickypi").verified == N_IMAGES
     assert annotation_totals(queue) == {"uploaded": N_IMAGES}
     # the server holds every image exactly once, with the right md5
     rows = queue.images(limit=N_IMAGES)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def test_localizations_polygons_normalized_up_to_500(double: Any, image: Path) -
             "media_id": media_id,
             "type": 2,
             "frame": 0,
-            "elemental_id": f"outline-{i}",
+            "elemental_id": str(uuid.UUID(int=i + 1)),
             "points": [[0.1, 0.1], [0.2, 0.1], [0.15, 0.2]],
             "attributes": {"Algorithm": "learned-1"},
         }
@@ -97,7 +98,7 @@ def test_localizations_polygons_normalized_up_to_500(double: Any, image: Path) -
     created = api.create_localization_list(1, body=specs)
     assert len(created.id) == 3
     rows = api.get_localization_list(1, media_id=[media_id])
-    assert {r.elemental_id for r in rows} == {"outline-0", "outline-1", "outline-2"}
+    assert {r.elemental_id for r in rows} == {str(uuid.UUID(int=i + 1)) for i in range(3)}
     assert rows[0].attributes == {"Label": "insect", "Algorithm": "learned-1"}  # default filled in
     with pytest.raises(ApiException) as e:
         api.create_localization_list(1, body=[specs[0]] * 501)
@@ -150,3 +151,25 @@ def test_import_is_asynchronous_media_files_appear_later(image: Path) -> None:
         assert api.get_media(media_id).media_files == {}
         assert api.get_media(media_id).media_files == {}
         assert api.get_media(media_id).media_files.image[0].size == image.stat().st_size
+
+
+def test_localization_type_and_bulk_delete_by_the_official_client(double: Any, image: Path) -> None:
+    api = tator.get_api(double.url, TOKEN)
+    loc_type = api.get_localization_type(2)
+    assert loc_type.dtype == "poly" and loc_type.project == 1
+    assert {a["name"] for a in loc_type.attribute_types} >= {"Algorithm", "Algorithm version"}
+    media_id = upload(api, image).id
+    spec = {"media_id": media_id, "type": 2, "frame": 0, "points": [[0.1, 0.1], [0.2, 0.1], [0.15, 0.2]]}
+    ids = api.create_localization_list(1, body=[spec, spec, spec]).id
+    with pytest.raises(ApiException) as e:  # the safety count does not match: nothing deleted
+        api.delete_localization_list(1, media_id=[media_id], count=2, localization_bulk_delete={"ids": ids})
+    assert e.value.status == 400 and len(api.get_localization_list(1, media_id=[media_id])) == 3
+    api.delete_localization_list(1, media_id=[media_id], localization_bulk_delete={"ids": ids[:1]})
+    assert len(api.get_localization_list(1, media_id=[media_id])) == 2  # marked deleted, hidden
+    assert len(api.get_localization_list(1, media_id=[media_id], show_deleted=1)) == 3
+    api.delete_localization_list(1, media_id=[media_id], localization_bulk_delete={"ids": ids, "prune": 1})
+    # the query hides what was marked deleted, so the purge leaves it (as the server's queryset does)
+    assert [r.id for r in api.get_localization_list(1, media_id=[media_id], show_deleted=1)] == ids[:1]
+    with pytest.raises(ApiException) as e:  # elemental ids are UUIDs on the server
+        api.get_media_list(1, elemental_id="not-a-uuid")
+    assert e.value.status == 400

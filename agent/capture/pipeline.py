@@ -180,13 +180,13 @@ class Capturer:
         retention = self.config.retention
         if free_mb(self.data_dir) >= retention.min_free_disk_mb:
             return
-        enforce(retention, self.queue, self.data_dir)
+        enforce(retention, self.queue, self.data_dir, self.config.sinks)
         free = free_mb(self.data_dir)
         if free < retention.min_free_disk_mb:
             raise DiskFullError(
                 f"disk full: {free:.0f} MB free, below retention.min_free_disk_mb "
-                f"({retention.min_free_disk_mb:g} MB), and nothing the server holds is left to "
-                "delete. No image was written; captures resume by themselves when space returns "
+                f"({retention.min_free_disk_mb:g} MB), and nothing every required sink holds is "
+                "left to delete. No image was written; captures resume by themselves when space returns "
                 "(get the trap online so its backlog can sync, or free space)"
             )
 

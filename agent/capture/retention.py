@@ -1,10 +1,11 @@
-"""Retention: delete originals the server verifiably holds, by policy, to keep the SD card usable.
+"""Retention: delete originals the sinks verifiably hold, by policy, to keep the SD card usable.
 
-Only images in state ``verified`` (the server holds the same md5, confirmed by a
-metadata query) are candidates, oldest first; their thumbnails and rows stay and the
-row becomes ``evicted``. An original the server does not hold is deleted only when the
-operator set ``retention.delete_unsynced`` and the disk is below ``min_free_disk_mb``
-(it becomes ``discarded``, and that is logged as an error).
+Only images that every ``required`` sink verified (it holds the same md5, confirmed by a
+lookup), and at least one sink, are candidates, oldest first; their thumbnails and rows stay
+and the row becomes ``evicted``. With no sink configured nothing is evicted. An original not
+everywhere it must be is deleted only when the operator set ``retention.delete_unsynced`` and
+the disk is below ``min_free_disk_mb`` (it becomes ``discarded``, and that is logged as an
+error).
 
 Policy (``[retention]``): ``keep_days`` (older verified originals go), ``max_data_gb``
 (originals on disk above that go), ``min_free_disk_mb`` (verified originals go while the
@@ -16,15 +17,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.capture.imagewriter import fsync_dir
 from agent.config import RetentionConfig
 from agent.queue import Image, ImageState, Queue
-from agent.queue.syncrows import bytes_on_disk, evictable
+from agent.queue.deliveries import evictable
+from agent.queue.syncrows import bytes_on_disk, discardable
+from agent.sinks.base import SinkSettings
 
 log = logging.getLogger(__name__)
+#: Every sink's worker runs retention after its pass: one at a time.
+_lock = threading.Lock()
 
 
 def free_mb(path: Path) -> float:
@@ -57,9 +64,27 @@ def _delete(queue: Queue, data_dir: Path, image: Image, state: ImageState, repor
 
 
 def enforce(
-    config: RetentionConfig, queue: Queue, data_dir: Path, now: dt.datetime | None = None
+    config: RetentionConfig,
+    queue: Queue,
+    data_dir: Path,
+    sinks: Sequence[SinkSettings] = (),
+    now: dt.datetime | None = None,
 ) -> RetentionReport:
-    """Given the policy, delete what it allows and return what went."""
+    """Given the policy and the sinks, delete what the policy allows (only originals every
+    required sink verified) and return what went."""
+    required = [s.name for s in sinks if s.required]
+    with _lock:
+        return _enforce(config, queue, data_dir, required, [s.name for s in sinks], now)
+
+
+def _enforce(
+    config: RetentionConfig,
+    queue: Queue,
+    data_dir: Path,
+    required: Sequence[str],
+    names: Sequence[str],
+    now: dt.datetime | None,
+) -> RetentionReport:
     now = now or dt.datetime.now(dt.UTC)
     report = RetentionReport()
     if (
@@ -69,7 +94,7 @@ def enforce(
     ):
         return report  # nothing could be due: no query (this runs after every sync pass)
     data_bytes = bytes_on_disk(queue)
-    for image in evictable(queue, (ImageState.VERIFIED.value,), limit=500):
+    for image in evictable(queue, required, names, limit=500):
         too_old = config.keep_days is not None and now - image.datetime > dt.timedelta(days=config.keep_days)
         too_much = config.max_data_gb is not None and data_bytes > config.max_data_gb * 1e9
         too_full = free_mb(data_dir) < config.min_free_disk_mb
@@ -78,10 +103,10 @@ def enforce(
         _delete(queue, data_dir, image, ImageState.EVICTED, report)
         data_bytes -= image.size
     if config.delete_unsynced and free_mb(data_dir) < config.min_free_disk_mb:
-        for image in evictable(queue, (ImageState.CAPTURED.value,), limit=1000):
+        for image in discardable(queue, limit=1000):
             if free_mb(data_dir) >= config.min_free_disk_mb:
                 break
-            log.error("disk full: deleting %s, which the server does NOT hold (delete_unsynced)", image.path)
+            log.error("disk full: deleting %s, not verified by every sink (delete_unsynced)", image.path)
             _delete(queue, data_dir, image, ImageState.DISCARDED, report)
     if report.evicted:
         log.info(

@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from agent.cli import EXIT_INTERRUPTED, Context, _signal_agent, cli, pass_ctx, stop_on_sigint
+from agent.config import Config
 from agent.errors import StickyAgentError
+from agent.sinks.base import SinkSettings
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -34,69 +36,75 @@ def check_port_free(host: str, port: int) -> None:
     "--port",
     type=click.IntRange(1, 65535),
     default=None,
-    help="Serve the demo API on this port of 127.0.0.1 and sync to it (default: the [sync] url's).",
+    help="Serve the demo Sticky Pi API on this port of 127.0.0.1 and sync to it (default: its sink's url).",
 )
 @pass_ctx
 def demo(ctx: Context, port: int | None) -> None:
-    """Run the agent AND a local development API server, to watch images arrive (demo only).
+    """Run the agent AND a local double of each sink's platform, to watch images arrive (demo only).
 
-    Needs a [sync] url on 127.0.0.1; writes the credentials file it names (demo:demo-password)
-    and serves the API from <data_dir>/../demo-server.
+    Every sink must be on 127.0.0.1 and name a credentials file: the demo writes the demo
+    secret there, and serves the doubles (Sticky Pi devserver, Tator, Data Lake) from
+    <data_dir>/../demo-server.
     """
-    from urllib.parse import urlsplit
-
-    from agent.devserver import parse_user
-    from agent.devserver.app import DevServer
+    from agent.devserver.demo import serve_doubles
     from agent.service import Agent
 
     config = ctx.config()
-    url = urlsplit(config.sync.url) if config.sync else None
-    if config.sync is None or url is None or url.hostname not in ("127.0.0.1", "localhost"):
-        raise StickyAgentError('demo needs [sync] url = "http://127.0.0.1:<port>" in the configuration')
-    if port is not None and port != url.port:
-        sync_config = config.sync.model_copy(update={"url": f"{url.scheme}://127.0.0.1:{port}"})
-        config = config.model_copy(update={"sync": sync_config})
-        url = urlsplit(sync_config.url)
-    assert config.sync is not None
-    port = url.port or 80
-    check_port_free("127.0.0.1", port)
-    creds = config.sync.credentials
-    if creds is None:
-        raise StickyAgentError('demo needs [sync] credentials = "<file>" in the configuration')
-    creds.parent.mkdir(parents=True, exist_ok=True)
-    creds.write_text("demo:demo-password\n")
-    creds.chmod(0o600)
-    server_dir = config.storage.data_dir.parent / "demo-server"
-    server = DevServer(server_dir, [parse_user("demo:demo-password")], host="127.0.0.1", port=port)
-    try:
-        server.start()
-    except SystemExit:  # the HTTP server's own "port in use" exit, if another program won the race
+    if not config.sinks:
         raise StickyAgentError(
-            f"cannot listen on 127.0.0.1:{port}: choose another port with --port"
-        ) from None
-    click.echo(f"demo API server at {server.url} (data in {server_dir}); the agent starts now", err=True)
-    agent = Agent(config)
-    agent.install_signal_handlers()
-    interrupted = stop_on_sigint(agent)
-    try:
+            'demo needs a [[sink]] (e.g. type = "stickypi", url = "http://127.0.0.1:<port>")'
+        )
+    if port is not None:
+        stickypi = [s for s in config.sinks if s.type == "stickypi"]
+        if len(stickypi) != 1:
+            raise StickyAgentError("--port needs exactly one Sticky Pi sink in the configuration")
+        sinks = [
+            s.model_copy(update={"url": f"http://127.0.0.1:{port}"}) if s is stickypi[0] else s
+            for s in config.sinks
+        ]
+        config = config.model_copy(update={"sink": sinks})
+    with serve_doubles(config) as served:
+        for sink, url in served:
+            click.echo(f"demo {sink.type} double for sink {sink.name} at {url}", err=True)
+        click.echo("the agent starts now", err=True)
+        agent = Agent(config)
+        agent.install_signal_handlers()
+        interrupted = stop_on_sigint(agent)
         agent.start()
         if agent.web is not None:
             click.echo(f"the trap's web page: {agent.web.url}", err=True)
         agent.run_forever()
-    finally:
-        server.stop()
     if interrupted:
         raise click.exceptions.Exit(EXIT_INTERRUPTED)
 
 
-@cli.command()
-@pass_ctx
-def sync(ctx: Context) -> None:
-    """Sync now: ask the running agent to probe the API and upload, or do one full sync here.
+SINK_OPTION = click.option(
+    "--sink",
+    "sink_name",
+    metavar="NAME",
+    default=None,
+    help="Only this sink (a [[sink]] name; the legacy [sync] table is 'stickypi').",
+)
 
-    Without an agent: progress on a terminal (n of N images, MB, ETA), then one line with the
-    counts, or the real cause of a failure (credentials, 401/403, what the server answered).
-    Ctrl-C stops it within a second or two; the queue keeps what was not confirmed.
+
+def _chosen_sinks(config: Config, name: str | None) -> list[SinkSettings]:
+    """Given the config and ``--sink``, return the sinks meant. Raise StickyAgentError if there
+    are none or the name is unknown."""
+    if not config.sinks:
+        raise StickyAgentError("no [[sink]] in the configuration: this trap only captures")
+    return [config.sink_named(name)] if name is not None else config.sinks
+
+
+@cli.command()
+@SINK_OPTION
+@pass_ctx
+def sync(ctx: Context, sink_name: str | None) -> None:
+    """Sync now: ask the running agent to probe its sinks and upload, or do one full sync here.
+
+    Without an agent, each sink in turn (or only --sink NAME): progress on a terminal (n of N
+    images, MB, ETA), then one line per sink with the counts, or the real cause of a failure
+    (credentials, 401/403, what the platform answered). Ctrl-C stops it within a second or two;
+    the queue keeps what was not confirmed.
     """
     import os
     import sys
@@ -105,8 +113,7 @@ def sync(ctx: Context) -> None:
     from agent.sinks import oneshot
 
     config = ctx.config()
-    if config.sync is None:
-        raise StickyAgentError("no [sync] table in the configuration: this trap only captures")
+    sinks = _chosen_sinks(config, sink_name)
     pid = running_agent_pid(config.storage.data_dir)
     if pid and pid > 0:
         _signal_agent(pid, signal.SIGUSR2)
@@ -114,38 +121,55 @@ def sync(ctx: Context) -> None:
         return
     if not config.storage.queue_path.exists():
         raise StickyAgentError(f"no queue at {config.storage.queue_path}: nothing captured yet")
-    outcome = oneshot.run(config, out=sys.stderr, tty=sys.stderr.isatty(), quiet_logs=not ctx.debug)
-    if outcome.interrupted:
-        p = outcome.progress
-        click.echo(
-            f"stickyctl: interrupted after {p.images} of {p.total_images} images; the rest stays queued",
-            err=True,
-        )
-        if not outcome.finished:  # a request is still in flight: do not wait for its timeout
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(130)
-        raise click.exceptions.Exit(130)
-    click.echo(oneshot.verdict(outcome, config.sync.url))
+    failures: list[str] = []
+    for sink in sinks:
+        outcome = oneshot.run(config, sink, out=sys.stderr, tty=sys.stderr.isatty(), quiet_logs=not ctx.debug)
+        if outcome.interrupted:
+            p = outcome.progress
+            click.echo(
+                f"stickyctl: interrupted after {p.images} of {p.total_images} images; the rest stays queued",
+                err=True,
+            )
+            if not outcome.finished:  # a request is still in flight: do not wait for its timeout
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(130)
+            raise click.exceptions.Exit(130)
+        try:
+            line = oneshot.verdict(outcome, sink)
+        except StickyAgentError as e:
+            if len(sinks) == 1:
+                raise
+            failures.append(f"{sink.name}: {e}")
+            click.echo(f"stickyctl: {sink.name}: {e}", err=True)
+            continue
+        click.echo(line if len(sinks) == 1 or sink._legacy else f"{sink.name}: {line}")
+    if failures:
+        raise StickyAgentError(f"{len(failures)} of {len(sinks)} sinks did not sync (see above)")
 
 
 @cli.command()
+@SINK_OPTION
 @pass_ctx
-def retry(ctx: Context) -> None:
-    """Put images (and annotations) that the server kept refusing back in the queue."""
+def retry(ctx: Context, sink_name: str | None) -> None:
+    """Put images (and annotations) that a sink kept refusing back in its queue (every sink, or
+    only --sink NAME)."""
     from agent.locks import running_agent_pid
     from agent.queue import Queue
-    from agent.queue.syncrows import retry_failed
+    from agent.queue.deliveries import retry_failed
 
     config = ctx.config()
+    if sink_name is not None:
+        config.sink_named(sink_name)  # an unknown name is an error, not "0 re-queued"
     queue = Queue(config.storage.queue_path, create=False)
     try:
-        n = retry_failed(queue)
+        n = retry_failed(queue, sink_name)
     finally:
         queue.close()
-    click.echo(f"{n} failed image(s) re-queued")
+    where = f" for {sink_name}" if sink_name else ""
+    click.echo(f"{n} failed image(s) re-queued{where}")
     pid = running_agent_pid(config.storage.data_dir)
-    if n and pid and pid > 0 and config.sync is not None:
+    if n and pid and pid > 0 and config.sinks:
         _signal_agent(pid, signal.SIGUSR2)
 
 

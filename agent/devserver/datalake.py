@@ -18,6 +18,8 @@ Everything lives under ``/datalake`` and needs ``Authorization: Basic base64(api
 - Annotations: ``metadata/getCollectionIdByName``, ``system/label/references`` (labels created on
   demand), ``metadata/getCollectionDetails`` (``storagePath``) and the operation-data update
   (:mod:`agent.devserver.datalake_annotations`).
+- Reading back: ``metadata/getItemDetails``, ``getAnnotations/{collectionId}/collection`` and the
+  presigned GET of an object (:mod:`agent.devserver.datalake_read`).
 
 ``state`` records what was stored (``collections``, ``objects``, ``operations``), counts requests
 per endpoint (``requests``) and keeps every refusal (``refusals``), since the client ignores many.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import re
@@ -39,6 +42,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from agent.devserver.datalake_annotations import update_operation
+from agent.devserver.datalake_read import export_annotations, item_details, read_object
 from agent.devserver.datalake_state import JOB_COMPLETED, DatalakeError, DatalakeState
 from agent.devserver.serving import BackgroundServer
 
@@ -47,7 +51,7 @@ if TYPE_CHECKING:
 
 CLIENT = "/datalake/api/client"
 #: Endpoints answered without the Basic check: the presigned S3 side.
-UNAUTHENTICATED = ("object",)
+UNAUTHENTICATED = ("object", "object_get")
 
 
 class DatalakeApp:
@@ -59,6 +63,7 @@ class DatalakeApp:
         self.url_map = Map(
             [
                 Rule("/_s3/<path:key>", endpoint="object", methods=["PUT"]),
+                Rule("/_s3/<path:key>", endpoint="object_get", methods=["GET"]),
                 Rule(f"{CLIENT}/sdk/compatibility/<version>", endpoint="compatibility", methods=["GET"]),
                 Rule(f"{CLIENT}/uploadMetadataInCollection", endpoint="begin_upload", methods=["POST"]),
                 Rule(
@@ -77,6 +82,13 @@ class DatalakeApp:
                     f"{CLIENT}/metadata/getCollectionDetails", endpoint="collection_details", methods=["POST"]
                 ),
                 Rule(f"{CLIENT}/system/label/references", endpoint="label_references", methods=["POST"]),
+                Rule(f"{CLIENT}/metadata/getItemDetails", endpoint="item_details", methods=["POST"]),
+                Rule(
+                    f"{CLIENT}/getAnnotations/<collection_id>/collection",
+                    endpoint="export_annotations",
+                    methods=["GET"],
+                ),
+                Rule("/datalake/api/job/updateJob/basicAuthRequest", endpoint="client_job", methods=["POST"]),
                 Rule(
                     "/datalake/api/metadata/operationdata/<op_id>/update",
                     endpoint="operation_update",
@@ -105,7 +117,7 @@ class DatalakeApp:
     def _refuse(self, endpoint: str, status: int, message: str) -> Response:
         with self.state.lock:
             self.state.refusals.append((endpoint, status, message))
-        if endpoint == "object":  # S3 answers XML
+        if endpoint in UNAUTHENTICATED:  # S3 answers XML
             body = f"<Error><Code>{message}</Code></Error>"
             return Response(body, status, mimetype="application/xml")
         name = HTTPStatus(status).phrase.replace(" ", "") + "Error"
@@ -141,6 +153,12 @@ class DatalakeApp:
         args = {k: request.args.get(k, "") for k in ("uploadId", "partNumber", "X-Amz-Signature")}
         etag = self._call("put_part", key, args, request.get_data())
         return Response(b"", 200, headers={"ETag": etag})
+
+    def _object_get(self, request: Request, key: str) -> Response:
+        with self.state.lock:
+            data = read_object(self.state, key, request.args.get("X-Amz-Signature", ""))
+        etag = f'"{hashlib.md5(data).hexdigest()}"'
+        return Response(data, 200, mimetype="image/jpeg", headers={"ETag": etag})
 
     def _compatibility(self, request: Request, version: str) -> Response:
         if not re.fullmatch(r"\d+(\.\d+)*", version):
@@ -186,6 +204,20 @@ class DatalakeApp:
         with self.state.lock:
             answer = update_operation(self.state, op_id, request.args.get("isNormalized", ""), body)
         return _json(answer)
+
+    def _item_details(self, request: Request) -> Response:
+        with self.state.lock:
+            return _json(item_details(self.state, self._body(request), self.base_url))
+
+    def _export_annotations(self, request: Request, collection_id: str) -> Response:
+        with self.state.lock:
+            return _json(export_annotations(self.state, collection_id, dict(request.args), self.base_url))
+
+    def _client_job(self, request: Request) -> Response:
+        body = self._body(request)
+        with self.state.lock:
+            self.state.client_jobs.append(body)
+        return _json({"isSuccess": True})
 
 
 def _json(body: Any, status: int = 200) -> Response:

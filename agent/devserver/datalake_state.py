@@ -9,6 +9,7 @@ side is :mod:`agent.devserver.datalake`; every method here runs under ``Datalake
 from __future__ import annotations
 
 import collections
+import datetime
 import hashlib
 import hmac
 import io
@@ -51,6 +52,7 @@ class LakeFile:
     s3_upload_id: str = ""
     parts: dict[int, bytes] = field(default_factory=dict)
     part_count: int = 0
+    created_at: str = ""
 
 
 @dataclass
@@ -138,6 +140,8 @@ class DatalakeState:
         self.refusals: list[tuple[str, int, str]] = []  # (endpoint, status, message)
         #: The next ``fail_puts`` presigned PUTs answer S3's 500 InternalError (a flaky store).
         self.fail_puts = 0
+        #: The progress reports of SDK downloads (``job/updateJob/basicAuthRequest`` bodies).
+        self.client_jobs: list[dict[str, Any]] = []
 
     def sign(self, text: str) -> str:
         return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()[:32]
@@ -280,6 +284,7 @@ class DatalakeState:
         lake_file.data = b"".join(lake_file.parts[n] for n in sorted(lake_file.parts))
         lake_file.parts, lake_file.metadata = {}, dict(upload.metadata)
         lake_file.width, lake_file.height = _image_size(lake_file.data)
+        lake_file.created_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
         self.objects[lake_file.key] = lake_file.data
         upload.finalized[lake_file.name] = lake_file
 

@@ -14,8 +14,9 @@ Behaviour (``../shared/specs/tator.md``; the real server is cvisionai/tator, ``a
   ``DownloadInfo`` signs ``GET`` URLs for stored keys.
 - ``CreateMediaList`` takes one ``MediaSpec`` or a list of up to 500 (images only in a list),
   creates the media at once and imports the image from ``url`` afterwards: ``media_files`` stays
-  ``{}`` until the import, which the double runs when the media is next read (a slow server can be
-  had with ``import_after_reads``). A ``url`` the double cannot resolve leaves the media without
+  ``{}`` until the import, which the double runs when the media is next read or listed (a slow
+  server can be had with ``import_after_reads``: every read and every media list counts as time
+  passing). A ``url`` the double cannot resolve leaves the media without
   files, as a failed import job does. No de-duplication: the same spec twice makes two media.
 - Attributes are checked against the type's attribute types: unknown names are dropped, a
   required one without a default missing is a 400 ``Missing attribute value``, a wrong type a 400.
@@ -32,7 +33,7 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -42,6 +43,8 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from agent.devserver.serving import BackgroundServer
+from agent.devserver.tator_localizations import LocalizationRoutes
+from agent.devserver.tator_localizations import json_response as _json
 from agent.devserver.tator_schema import list_or_one, openapi_document, validation_schema
 from agent.devserver.tator_state import (
     MAX_LIST,
@@ -50,6 +53,7 @@ from agent.devserver.tator_state import (
     TatorError,
     TatorState,
     check_attributes,
+    check_uuid,
     default_types,
     tator_md5,
 )
@@ -63,7 +67,7 @@ if TYPE_CHECKING:
 
 
 #: Requests a user may make in one second before the server throttles.
-class TatorApp:
+class TatorApp(LocalizationRoutes):
     """The WSGI application of the double. ``base_url`` is set by the server once it listens."""
 
     def __init__(self, state: TatorState, clock: Clock = time.monotonic) -> None:
@@ -76,12 +80,17 @@ class TatorApp:
                 Rule("/schema", endpoint="schema", methods=["GET"]),
                 Rule("/_s3/<path:key>", endpoint="object", methods=["GET", "PUT"]),
                 Rule("/rest/MediaType/<int:id>", endpoint="media_type", methods=["GET"]),
+                Rule("/rest/LocalizationType/<int:id>", endpoint="localization_type", methods=["GET"]),
                 Rule("/rest/UploadInfo/<int:project>", endpoint="upload_info", methods=["GET"]),
                 Rule("/rest/UploadCompletion/<int:project>", endpoint="upload_completion", methods=["POST"]),
                 Rule("/rest/DownloadInfo/<int:project>", endpoint="download_info", methods=["POST"]),
                 Rule("/rest/Medias/<int:project>", endpoint="medias", methods=["GET", "POST"]),
                 Rule("/rest/Media/<int:id>", endpoint="media", methods=["GET"]),
-                Rule("/rest/Localizations/<int:project>", endpoint="localizations", methods=["GET", "POST"]),
+                Rule(
+                    "/rest/Localizations/<int:project>",
+                    endpoint="localizations",
+                    methods=["GET", "POST", "DELETE"],
+                ),
             ]
         )
 
@@ -95,6 +104,8 @@ class TatorApp:
             if endpoint not in ("schema", "object"):
                 self._authenticate(request)
             response = getattr(self, f"_{endpoint}")(request, **args)
+            if self.state.take_lost_answer(f"{request.method} {endpoint}"):
+                return _cut(response, environ, start_response)
         except TatorError as e:
             response = _json({"message": e.message, "details": e.details}, e.status)
         except HTTPException as e:
@@ -255,7 +266,7 @@ class TatorApp:
             "md5": spec["md5"],
             "gid": spec.get("gid"),
             "uid": spec.get("uid"),
-            "elemental_id": spec.get("elemental_id") or str(uuid.uuid4()),
+            "elemental_id": check_uuid(spec.get("elemental_id")),
             "attributes": attributes,
             "media_files": {},
             "width": None,
@@ -331,13 +342,16 @@ class TatorApp:
     def _media_list(self, project: int, request: Request) -> list[dict[str, Any]]:
         args = request.args
         with self.state.lock:
+            for media_id in [m["id"] for m in self.state.media.values() if m["project"] == project]:
+                self._import(media_id)  # time passes for every media listed
             rows = [m for m in self.state.media.values() if m["project"] == project]
         if "md5" in args:
             rows = [m for m in rows if m["md5"] == args["md5"]]
         if "name" in args:
             rows = [m for m in rows if m["name"].lower() == args["name"].lower()]
         if "elemental_id" in args:
-            rows = [m for m in rows if m["elemental_id"] == args["elemental_id"]]
+            eid = check_uuid(args["elemental_id"])
+            rows = [m for m in rows if m["elemental_id"] == eid]
         if "type" in args:
             rows = [m for m in rows if str(m["type"]) == args["type"]]
         return [dict(m) for m in rows]
@@ -349,63 +363,14 @@ class TatorApp:
             self._import(id)
             return _json(dict(self.state.media[id]))
 
-    def _localizations(self, request: Request, project: int) -> Response:
-        self._project(project)
-        if request.method == "GET":
-            return _json(self._localization_list(project, request))
-        body = self._body(request, "LocalizationSpec", listed=True)
-        specs = body if isinstance(body, list) else [body]
-        with self.state.lock:
-            rows = [self._localization(project, spec) for spec in specs]  # all checked before any is kept
-            for row in rows:
-                self.state.localizations[row["id"]] = row
-        return _json(
-            {"message": f"Successfully created {len(rows)} localizations!", "id": [r["id"] for r in rows]},
-            201,
-        )
 
-    def _localization(self, project: int, spec: dict[str, Any]) -> dict[str, Any]:
-        loc_type = self.state.types.get(spec["type"])
-        if loc_type is None or loc_type.dtype not in ("box", "poly", "dot", "line"):
-            raise TatorError(404, f"LocalizationType {spec['type']} not found!")
-        media = self.state.media.get(spec["media_id"])
-        if media is None or media["project"] != project or loc_type.project != project:
-            raise TatorError(400, f"Media {spec['media_id']} is not part of project {project}")
-        needed = {
-            "box": ("x", "y", "width", "height"),
-            "poly": ("points",),
-            "dot": ("x", "y"),
-            "line": ("x", "y", "u", "v"),
-        }
-        missing = [k for k in needed[loc_type.dtype] if spec.get(k) is None]
-        if missing:
-            raise TatorError(400, f"Missing required fields for {loc_type.dtype}: {', '.join(missing)}")
-        row = {
-            "id": next(self.state.ids),
-            "project": project,
-            "media": media["id"],
-            "type": loc_type.id,
-            "frame": spec["frame"],
-            "version": spec.get("version", 1),
-            "elemental_id": spec.get("elemental_id") or str(uuid.uuid4()),
-            "attributes": check_attributes(loc_type.attribute_types, spec.get("attributes")),
-        }
-        for k in needed[loc_type.dtype]:
-            row[k] = spec[k]
-        return row
-
-    def _localization_list(self, project: int, request: Request) -> list[dict[str, Any]]:
-        args = request.args
-        with self.state.lock:
-            rows = [r for r in self.state.localizations.values() if r["project"] == project]
-        if "media_id" in args:
-            wanted = {int(x) for x in args["media_id"].split(",") if x.strip().isdigit()}
-            rows = [r for r in rows if r["media"] in wanted]
-        if "type" in args:
-            rows = [r for r in rows if str(r["type"]) == args["type"]]
-        if "elemental_id" in args:
-            rows = [r for r in rows if r["elemental_id"] == args["elemental_id"]]
-        return [dict(r) for r in rows]
+def _cut(response: Response, environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
+    """Send ``response``'s status, headers and half its body, then drop the connection: the request
+    was carried out, its answer lost on the way."""
+    body = response.get_data()
+    start_response(response.status, list(response.headers.items()))
+    yield body[: len(body) // 2]
+    raise ConnectionResetError("the double drops this answer")
 
 
 @functools.cache
@@ -413,10 +378,6 @@ def _validator(component: str, listed: bool) -> jsonschema.protocols.Validator:
     """Return a (cached) validator for one ``component``, or for one or a list of up to 500."""
     schema = list_or_one(component, MAX_LIST) if listed else validation_schema(component)
     return jsonschema.Draft202012Validator(schema)
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status, mimetype="application/json")
 
 
 class TatorDouble(BackgroundServer):

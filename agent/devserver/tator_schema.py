@@ -69,6 +69,8 @@ MEDIA_SPEC: dict[str, Any] = {
         "attributes": {"type": "object", "nullable": True, "additionalProperties": _ref("AttributeValue")},
         "elemental_id": {"type": "string"},
         "reference_only": {"type": "integer", "default": 0, "maximum": 1},
+        "size": {"type": "integer", "minimum": 0},
+        "media_id": {"type": "integer", "nullable": True},
     },
 }
 
@@ -176,6 +178,27 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "LocalizationSpec": LOCALIZATION_SPEC,
+    "LocalizationType": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "project": {"type": "integer"},
+            "name": {"type": "string"},
+            "dtype": {"type": "string", "enum": ["box", "line", "dot", "poly"]},
+            "media": {"type": "array", "items": {"type": "integer"}},
+            "attribute_types": {"type": "array", "items": {"type": "object"}},
+            "visible": {"type": "boolean"},
+            "drawable": {"type": "boolean"},
+        },
+    },
+    "LocalizationBulkDelete": {
+        "type": "object",
+        "properties": {
+            "prune": {"type": "integer", "minimum": 0, "maximum": 1, "default": 0},
+            "media_ids": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+            "ids": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+        },
+    },
     "Localization": {
         "type": "object",
         "properties": {
@@ -184,8 +207,14 @@ SCHEMAS: dict[str, Any] = {
             "type": {"type": "integer"},
             "frame": {"type": "integer"},
             "elemental_id": {"type": "string", "nullable": True},
+            "version": {"type": "integer"},
             "attributes": {"type": "object"},
             "points": {"type": "array", "nullable": True, "items": {"type": "array"}},
+            "x": {"type": "number", "nullable": True},
+            "y": {"type": "number", "nullable": True},
+            "width": {"type": "number", "nullable": True},
+            "height": {"type": "number", "nullable": True},
+            "variant_deleted": {"type": "boolean"},
         },
     },
 }
@@ -198,6 +227,15 @@ MEDIA_LIST_QUERY = [
     _query("section", {"type": "integer"}),
     _query("start", {"type": "integer", "minimum": 0}),
     _query("stop", {"type": "integer", "minimum": 1}),
+]
+
+
+LOCALIZATION_QUERY = [
+    {**_query("media_id", {"type": "array", "items": {"type": "integer"}}), "explode": False},
+    _query("type", {"type": "integer"}),
+    {**_query("version", {"type": "array", "items": {"type": "integer"}}), "explode": False},
+    _query("elemental_id", {"type": "string"}),
+    _query("show_deleted", {"type": "integer", "minimum": 0, "maximum": 1, "default": 0}),
 ]
 
 
@@ -221,6 +259,13 @@ def openapi_document() -> dict[str, Any]:
                 "operationId": "GetMediaType",
                 "parameters": [_path_param("id")],
                 "responses": {**_errors(), "200": _json(_ref("MediaType"))},
+            }
+        },
+        "/rest/LocalizationType/{id}": {
+            "get": {
+                "operationId": "GetLocalizationType",
+                "parameters": [_path_param("id")],
+                "responses": {**_errors(), "200": _json(_ref("LocalizationType"))},
             }
         },
         "/rest/UploadInfo/{project}": {
@@ -279,13 +324,21 @@ def openapi_document() -> dict[str, Any]:
             "post": _create_list("CreateLocalizationList", "LocalizationSpec"),
             "get": {
                 "operationId": "GetLocalizationList",
+                "parameters": [_path_param("project"), *LOCALIZATION_QUERY],
+                "responses": {**_errors(), "200": _json({"type": "array", "items": _ref("Localization")})},
+            },
+            "delete": {
+                "operationId": "DeleteLocalizationList",
                 "parameters": [
                     _path_param("project"),
-                    _query("media_id", {"type": "array", "items": {"type": "integer"}}),
-                    _query("type", {"type": "integer"}),
-                    _query("elemental_id", {"type": "string"}),
+                    *LOCALIZATION_QUERY,
+                    _query("count", {"type": "integer", "minimum": 0}),
                 ],
-                "responses": {**_errors(), "200": _json({"type": "array", "items": _ref("Localization")})},
+                "requestBody": {
+                    "required": False,
+                    "content": {JSON: {"schema": _ref("LocalizationBulkDelete")}},
+                },
+                "responses": {**_errors(), "200": _json(_ref("MessageResponse"))},
             },
         },
     }

@@ -16,6 +16,7 @@ from typing import Any
 
 THROTTLE_PER_S = 100
 MAX_LIST = 500
+LOCALIZATION_DTYPES = ("box", "poly", "dot", "line")
 
 
 class TatorError(Exception):
@@ -65,7 +66,11 @@ def default_types() -> list[EntityType]:
         AttributeType("location", "geopos"),
         AttributeType("manual", "bool"),
     ]
-    detector = [AttributeType("Label", "string", default="insect"), AttributeType("Algorithm", "string")]
+    detector = [
+        AttributeType("Label", "string", default="insect"),
+        AttributeType("Algorithm", "string"),
+        AttributeType("Algorithm version", "string"),
+    ]
     return [
         EntityType(1, 1, "Sticky card", "image", record),
         EntityType(2, 1, "Insect outline", "poly", detector),
@@ -78,6 +83,17 @@ def tator_md5(data: bytes) -> str:
     of the first 100 MB followed by the size in decimal."""
     inner = hashlib.md5(data[: 100 * 1024 * 1024]).hexdigest()
     return hashlib.md5(inner.encode() + str(len(data)).encode()).hexdigest()
+
+
+def check_uuid(value: str | None) -> str:
+    """Given an ``elemental_id`` (a UUID field on the server), return it in canonical form, or a
+    new one if None. Raise TatorError (400) if it is not a UUID, as the server's validation does."""
+    if value is None:
+        return str(uuid.uuid4())
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        raise TatorError(400, f"\u201c{value}\u201d is not a valid UUID.", "elemental_id") from None
 
 
 def _check_value(attr: AttributeType, value: Any) -> bool:
@@ -135,7 +151,18 @@ class TatorState:
         self.sections: dict[str, int] = {}
         self.ids = itertools.count(1)
         self.requests: collections.Counter[str] = collections.Counter()
+        #: ``"<METHOD> <endpoint>"`` -> how many of the next such requests are carried out but
+        #: their answer cut half-way (a lost answer), e.g. ``{"POST medias": 1}``.
+        self.lose_answers: collections.Counter[str] = collections.Counter()
         self.recent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+
+    def take_lost_answer(self, request: str) -> bool:
+        """Return True (once per count) if the answer to ``request`` is to be lost."""
+        with self.lock:
+            if self.lose_answers[request] > 0:
+                self.lose_answers[request] -= 1
+                return True
+            return False
 
     def sign(self, text: str) -> str:
         return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()[:32]

@@ -25,9 +25,23 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from agent.queue.states import TRANSITIONS, WAITING_STATES, AnnotationState, ImageState
+from agent.queue.states import (
+    DELIVERY_TRANSITIONS,
+    TRANSITIONS,
+    WAITING_STATES,
+    AnnotationState,
+    DeliveryState,
+    ImageState,
+)
 
-__all__ = ["TRANSITIONS", "WAITING_STATES", "AnnotationState", "ImageState"]
+__all__ = [
+    "DELIVERY_TRANSITIONS",
+    "TRANSITIONS",
+    "WAITING_STATES",
+    "AnnotationState",
+    "DeliveryState",
+    "ImageState",
+]
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -109,7 +123,49 @@ class Annotation(Base):
     n_new: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
     #: 1 if the card was replaced since the previous capture (all its insects are new).
     new_card: Mapped[int] = mapped_column(Integer, default=0)
+    #: Unused since schema 5 (where it stands with each sink is in ``annotation_deliveries``).
     state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Delivery(Base):
+    """Where one image stands with one sink (:class:`DeliveryState`)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("image_id", "sink", name="uq_deliveries_image_sink"),
+        Index("ix_deliveries_sink_state", "sink", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="RESTRICT"))
+    sink: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.WAITING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The sink's own id of the image (Sticky Pi image id, Tator media id, lake file id).
+    remote_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AnnotationDelivery(Base):
+    """Where one annotation row stands with one sink (:class:`AnnotationState`)."""
+
+    __tablename__ = "annotation_deliveries"
+    __table_args__ = (
+        UniqueConstraint("annotation_id", "sink", name="uq_annotation_deliveries"),
+        Index("ix_annotation_deliveries_sink_state", "sink", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id", ondelete="RESTRICT"))
+    sink: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default=AnnotationState.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -207,5 +263,59 @@ MIGRATIONS: list[list[str]] = [
     # 4: newest-first listings (queue ls, the web page, export) read the index instead of
     # sorting the whole table in memory (a LIMIT sort holds every row it returns)
     ["CREATE INDEX ix_images_datetime ON images (datetime)"],
+    # 5: several sinks. An image's file lifecycle stays in images.state; where it stands with
+    # each sink moves to deliveries (and annotations' to annotation_deliveries). Today's rows
+    # become deliveries to the sink named "stickypi" (the legacy [sync] table's name).
+    [
+        """CREATE TABLE deliveries (
+            id INTEGER NOT NULL PRIMARY KEY,
+            image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE RESTRICT,
+            sink VARCHAR(32) NOT NULL,
+            state VARCHAR(16) NOT NULL DEFAULT 'waiting',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            remote_id TEXT,
+            created_at DATETIME NOT NULL,
+            updated_at DATETIME NOT NULL,
+            verified_at DATETIME,
+            CONSTRAINT uq_deliveries_image_sink UNIQUE (image_id, sink)
+        )""",
+        "CREATE INDEX ix_deliveries_sink_state ON deliveries (sink, state)",
+        """CREATE TABLE annotation_deliveries (
+            id INTEGER NOT NULL PRIMARY KEY,
+            annotation_id INTEGER NOT NULL REFERENCES annotations (id) ON DELETE RESTRICT,
+            sink VARCHAR(32) NOT NULL,
+            state VARCHAR(16) NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            created_at DATETIME NOT NULL,
+            updated_at DATETIME NOT NULL,
+            CONSTRAINT uq_annotation_deliveries UNIQUE (annotation_id, sink)
+        )""",
+        "CREATE INDEX ix_annotation_deliveries_sink_state ON annotation_deliveries (sink, state)",
+        # Images that reached the server, or are on their way: their delivery carries the state.
+        # (Captured-only, quarantined, missing and discarded images get theirs when a sink first
+        # looks at them: a capture-only trap may never have had this sink.)
+        """INSERT INTO deliveries (image_id, sink, state, attempts, last_error, created_at,
+                                   updated_at, verified_at)
+           SELECT id, 'stickypi',
+                  CASE state WHEN 'evicted' THEN 'verified' ELSE state END,
+                  attempts,
+                  CASE WHEN state IN ('failed', 'conflict', 'uploaded') THEN last_error END,
+                  created_at, updated_at,
+                  CASE WHEN state IN ('verified', 'evicted') THEN updated_at END
+           FROM images WHERE state IN ('uploaded', 'verified', 'evicted', 'failed', 'conflict')""",
+        """INSERT INTO deliveries (image_id, sink, state, attempts, last_error, created_at, updated_at)
+           SELECT id, 'stickypi', 'waiting', attempts, NULL, created_at, updated_at
+           FROM images WHERE state = 'captured' AND attempts > 0""",
+        """UPDATE images SET state = 'captured', attempts = 0
+           WHERE state IN ('uploaded', 'verified', 'failed', 'conflict')""",
+        """UPDATE images SET last_error = NULL
+           WHERE state = 'captured' AND id IN (SELECT image_id FROM deliveries)""",
+        """INSERT INTO annotation_deliveries (annotation_id, sink, state, attempts, last_error,
+                                              created_at, updated_at)
+           SELECT id, 'stickypi', state, attempts, last_error, created_at, updated_at
+           FROM annotations WHERE state IN ('uploaded', 'failed') OR attempts > 0""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -153,6 +154,8 @@ def _is_loopback(host: str) -> bool:
 class SinkSettings(_Section):
     """The settings every ``[[sink]]`` has; each backend's settings class adds its own."""
 
+    #: The backend (each settings class narrows it to its ``Literal`` name).
+    type: str
     #: The sink's name: in status, logs, ``--sink NAME``, and the queue's delivery rows.
     name: str
     #: An original is deleted (retention) only once every required sink verifiably holds it.
@@ -202,3 +205,13 @@ class SinkSettings(_Section):
             if isinstance(value, str):
                 return value
         return self.name
+
+
+def open_sink(settings: SinkSettings, environ: Mapping[str, str] | None = None) -> Sink:
+    """Given a sink's settings, return a new sink of its ``type`` (made by the backend's
+    registered factory). Raise CredentialsError if its credentials are missing or malformed,
+    ConfigError if its settings cannot be used."""
+    from agent import registry
+
+    sink: Sink = registry.create("sink", settings, environ)
+    return sink

@@ -14,9 +14,12 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from agent.errors import CredentialsError
 from agent.sinks.base import SinkSettings
+
+S = TypeVar("S", bound=SinkSettings)
 
 #: A ``username:password`` line is short; anything longer is not a credentials file.
 MAX_CREDENTIALS_BYTES = 4096
@@ -121,3 +124,23 @@ class Secret:
 
     def __str__(self) -> str:
         return "<hidden>"
+
+
+#: Where the systemd unit's ``LoadCredential=`` lines read each sink's secret from.
+UNIT_CREDENTIALS_DIR = Path("/etc/sticky-agent")
+
+
+def unit_credentials(credential_name: str) -> Path:
+    """Given a credential's name, return the file the systemd unit loads it from
+    (``sticky-api`` keeps its historical ``api-credentials``)."""
+    return UNIT_CREDENTIALS_DIR / ("api-credentials" if credential_name == "sticky-api" else credential_name)
+
+
+def with_unit_credentials(settings: S, environ: Mapping[str, str] | None = None) -> S:
+    """Given a sink's settings, return them with the credentials file the systemd unit loads
+    when neither a ``credentials`` key nor ``$CREDENTIALS_DIRECTORY`` names one (a command run
+    outside the service, e.g. by a technician with sudo)."""
+    env = os.environ if environ is None else environ
+    if settings.credentials is None and not env.get("CREDENTIALS_DIRECTORY"):
+        return settings.model_copy(update={"credentials": unit_credentials(settings.credential_name)})
+    return settings

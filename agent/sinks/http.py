@@ -95,6 +95,8 @@ def error_message(body: bytes) -> str:
         answer = json.loads(text)
     except ValueError:
         answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        answer = answer["error"]  # LoopBack's {"error": {"statusCode", "name", "message"}}
     if isinstance(answer, dict):
         parts = [answer.get(k) for k in ("message", "error", "details", "detail")]
         text = ": ".join(str(p) for p in parts if isinstance(p, str | int | float) and str(p))

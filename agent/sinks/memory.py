@@ -46,7 +46,9 @@ class MemoryPlatform:
     bad_credentials: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def _request(self) -> None:
+    def _request(self, closed: bool = False) -> None:
+        if closed:
+            raise SinkUnreachable("memory: not sent, the sink is closed")
         self.requests += 1
         if self.unreachable:
             raise SinkUnreachable("memory: the platform is unreachable")
@@ -84,11 +86,11 @@ class MemorySink:
 
     def probe(self) -> None:
         with self.platform.lock:
-            self.platform._request()
+            self.platform._request(self.closed)
 
     def lookup_images(self, images: list[ImageRecord]) -> dict[ImageKey, RemoteImage]:
         with self.platform.lock:
-            self.platform._request()
+            self.platform._request(self.closed)
             out = {}
             for image in images:
                 held = self.platform.images.get(image.key)
@@ -99,7 +101,7 @@ class MemorySink:
     def upload_image(self, image: ImageRecord, data: bytes, throttle: Bandwidth | None = None) -> None:
         with self.platform.lock:
             p = self.platform
-            p._request()
+            p._request(self.closed)
             if p.refuse_uploads > 0:
                 p.refuse_uploads -= 1
                 raise SinkRejected(f"memory: upload of {image.name} refused (500)")
@@ -115,13 +117,13 @@ class MemorySink:
     def lookup_annotations(self, images: list[ImageRecord]) -> set[tuple[ImageKey, str, str]]:
         keys = {i.key for i in images}
         with self.platform.lock:
-            self.platform._request()
+            self.platform._request(self.closed)
             return {k for k in self.platform.annotations if k[0] in keys}
 
     def upload_annotations(self, image: ImageRecord, batch: AnnotationBatch) -> None:
         with self.platform.lock:
             p = self.platform
-            p._request()
+            p._request(self.closed)
             held = p.images.get(batch.key)
             if held is None or held[0] != batch.md5:
                 raise SinkRejected(f"memory: no image {image.name} with md5 {batch.md5} for annotations")

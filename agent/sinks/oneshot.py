@@ -28,6 +28,8 @@ from agent.errors import (
     StickyAgentError,
     describe_unexpected,
 )
+from agent.sinks.base import SinkSettings
+from agent.sinks.worker import SyncWorker
 
 #: How often the progress line is redrawn, and how long a Ctrl-C waits for the sync thread.
 REDRAW_S = 0.5
@@ -84,31 +86,32 @@ class Outcome:
 
 def run(
     config: Config,
+    sink: SinkSettings,
     *,
     environ: Mapping[str, str] | None = None,
     out: TextIO | None = None,
     tty: bool = False,
     quiet_logs: bool = True,
 ) -> Outcome:
-    """Given a config with ``[sync]`` and no agent running, sync until done or stuck.
+    """Given a config, one of its sinks and no agent running, sync to it until done or stuck.
 
     Progress goes to ``out`` when ``tty``. On Ctrl-C, return within :data:`STOP_GRACE_S` with
     ``interrupted`` set (``finished`` False if the sync thread is still in a request: the
     caller must then exit without waiting for it). Raise StickyAgentError if the queue cannot
     be opened.
     """
-    from agent.doctor.checks import with_unit_credentials
     from agent.queue import Queue
-    from agent.queue.syncrows import waiting_totals
-    from agent.sinks.stickypi import make_sink
-    from agent.sinks.worker import SyncWorker
+    from agent.queue import deliveries as dq
+    from agent.sinks.base import open_sink
+    from agent.sinks.credentials import with_unit_credentials
 
-    assert config.sync is not None
-    sync = with_unit_credentials(config.sync, environ)
+    settings = with_unit_credentials(sink, environ)
     queue = Queue(config.storage.queue_path, create=False)
-    n, size = waiting_totals(queue)
+    dq.enqueue(queue, settings.name)
+    before = dq.totals(queue, settings.name)
+    n, size = before.waiting, before.waiting_bytes
     progress = Progress(n, size)
-    worker = SyncWorker(config, queue, lambda: make_sink(sync, environ))
+    worker = SyncWorker(config, queue, lambda: open_sink(settings, environ), settings=settings)
     worker.on_progress = progress.add
     annotations = [0]
     done = threading.Event()
@@ -157,7 +160,8 @@ def run(
     waiting, waiting_bytes = (n - progress.images, size - progress.sent)
     if finished:
         worker.stop(0)
-        waiting, waiting_bytes = waiting_totals(queue)
+        after = dq.totals(queue, settings.name)
+        waiting, waiting_bytes = after.waiting, after.waiting_bytes
         queue.close()
     return Outcome(
         progress,
@@ -171,9 +175,12 @@ def run(
     )
 
 
-def verdict(outcome: Outcome, url: str) -> str:
-    """Given an outcome, return the final line. Raise StickyAgentError naming the real cause if
-    the sync stopped on an error."""
+def verdict(outcome: Outcome, sink: SinkSettings) -> str:
+    """Given an outcome and its sink, return the final line. Raise StickyAgentError naming the
+    real cause if the sync stopped on an error."""
+    url = sink.address
+    who = "the API" if sink.type == "stickypi" else f"{sink.name} ({sink.type})"
+    named = f"{sink.name}: " if not sink._legacy else ""
     p = outcome.progress
     counts = (
         f"{p.images} of {p.total_images} images synced ({p.sent / 1e6:.1f} MB sent), "
@@ -184,23 +191,24 @@ def verdict(outcome: Outcome, url: str) -> str:
     kept = f"{counts}; the queue is kept"
     if e is None and outcome.refusing:
         raise StickyAgentError(
-            f"the API at {url} refuses every upload (500): a server outage? {kept}; "
-            "the agent retries by itself"
+            f"{who} at {url} refuses every upload: a server outage? {kept}; the agent retries by itself"
         )
     if e is None:
         return f"synced with {url}: {counts}"
     if isinstance(e, UnexpectedSyncError):
         raise e
     if isinstance(e, SinkProtocolError):
-        raise StickyAgentError(f"the API at {url} answered, but not as the Sticky Pi API does: {e}; {kept}")
+        raise StickyAgentError(
+            f"{who} at {url} answered, but not as the {sink.type} platform does: {e}; {kept}"
+        )
     if isinstance(e, SinkUnreachable):
-        raise StickyAgentError(f"the API at {url} is unreachable: {e}; {kept}")
+        raise StickyAgentError(f"{who} at {url} is unreachable: {e}; {kept}")
     if isinstance(e, SinkAuthError):
-        raise StickyAgentError(f"{e}: fix the credentials (stickyctl doctor shows which file); {kept}")
+        raise StickyAgentError(f"{named}{e}: fix the credentials (stickyctl doctor shows which file); {kept}")
     if isinstance(e, SinkForbidden):
-        raise StickyAgentError(f"{e}; {kept}")
+        raise StickyAgentError(f"{named}{e}; {kept}")
     if isinstance(e, SinkRejected):
-        raise StickyAgentError(f"the API at {url} answered with an error: {e}; {kept}")
+        raise StickyAgentError(f"{who} at {url} answered with an error: {e}; {kept}")
     if isinstance(e, ConfigError):  # credentials missing, malformed, readable by others
-        raise StickyAgentError(f"{e}; {kept}")
-    raise StickyAgentError(f"sync stopped: {e}; {kept}")
+        raise StickyAgentError(f"{named}{e}; {kept}")
+    raise StickyAgentError(f"{named}sync stopped: {e}; {kept}")

@@ -44,13 +44,14 @@ def _size(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def log_pass(stats: PassStats) -> None:
-    """Log one line for a pass: images and annotations sent, bytes, rate, what remains."""
+def log_pass(stats: PassStats, sink: str = "") -> None:
+    """Log one line for a pass to ``sink``: images and annotations sent, bytes, rate, what remains."""
     rate = stats.bytes_sent / stats.seconds if stats.seconds else 0.0
     log.log(
         logging.WARNING if stats.error or stats.refused else logging.INFO,
-        "sync pass: %d image(s) sent (%s, %s/s), %d verified, %d annotation(s) sent, %d refused%s; "
+        "sync pass%s: %d image(s) sent (%s, %s/s), %d verified, %d annotation(s) sent, %d refused%s; "
         "%d image(s) (%s) waiting",
+        f" to {sink}" if sink else "",
         stats.images_sent,
         _size(stats.bytes_sent),
         _size(rate),

@@ -1,10 +1,15 @@
-"""The sync worker: a thread that empties the queue into a sink whenever the network is there.
+"""The sync worker: a thread per sink that empties the queue into it whenever the network is there.
 
-Each cycle: if the last cycle failed, probe the API with ``/get_token`` (backing off
+Each sink has its own worker, so a slow or broken sink never delays another; they share one
+:class:`Link` (the bandwidth cap and the daily budget: one network link). Each works on the
+sink's ``deliveries`` rows (:mod:`agent.queue.deliveries`), never on another sink's.
+
+Each cycle: if the last cycle failed, probe the sink (the Sticky Pi API: ``/get_token``; backing off
 exponentially with jitter, up to ``backoff_max``, and never sooner than a ``Retry-After``);
 give ``failed`` images one more try every ``retry_failed_interval``; then a *pass*:
 
-1. take a batch of ``captured``/``uploaded`` images (oldest first, or newest);
+1. take a batch of ``waiting``/``uploaded`` deliveries whose original is on disk (oldest first,
+   or newest);
 2. one metadata query: what does the server hold? same md5 -> ``verified``; another md5
    -> ``conflict`` (never overwritten); absent -> upload;
 3. uploads, ``parallelism`` at a time: re-hash the file first (a mismatch means the SD
@@ -16,7 +21,8 @@ give ``failed`` images one more try every ``retry_failed_interval``; then a *pas
    (storage down...), nothing is counted, and later passes start with one *canary*, the newest
    waiting image, until the server takes it;
 5. annotations of verified images; a refusal is checked the same way;
-6. retention; one log line for the pass (sent, bytes, rate, what remains).
+6. retention (an original goes only once every required sink verified it); one log line for
+   the pass (sent, bytes, rate, what remains).
 
 A 500 is an answer, not "unreachable": the API is then reachable but refusing, and status
 says what it answered.
@@ -36,7 +42,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from hashlib import md5 as md5_of
 from pathlib import Path
 
@@ -52,16 +58,9 @@ from agent.errors import (
     SyncError,
 )
 from agent.queue import Image, ImageState, Queue
-from agent.queue.schema import AnnotationState
-from agent.queue.syncrows import (
-    pending_annotations,
-    record_sync_failure,
-    retry_failed_once,
-    set_annotation_state,
-    sync_batch,
-    waiting_totals,
-)
-from agent.sinks.base import AnnotationBatch, ImageKey, RemoteImage, Sink
+from agent.queue import deliveries as dq
+from agent.queue.schema import AnnotationState, Delivery, DeliveryState
+from agent.sinks.base import AnnotationBatch, ImageKey, ImageRecord, RemoteImage, Sink, SinkSettings
 from agent.sinks.passes import PassStats, Progress, backoff_delay, log_pass
 from agent.sinks.throttle import Bandwidth, DailyBudget
 
@@ -72,8 +71,47 @@ class BudgetExhausted(SyncError):
     """Today's data budget is spent; uploads resume tomorrow (UTC)."""
 
 
+@dataclass
+class Link:
+    """What every sink's worker shares: one network link's bandwidth cap and daily budget."""
+
+    bandwidth: Bandwidth | None
+    budget: DailyBudget
+    budget_mb: float | None
+
+    @classmethod
+    def from_config(cls, config: Config, queue: Queue) -> Link:
+        """Given the config's ``[sync]`` table, return the link every sink shares."""
+        kbps, mb = config.sync.bandwidth_kbps, config.sync.daily_budget_mb
+        return cls(Bandwidth(kbps) if kbps else None, DailyBudget(queue, mb), mb)
+
+
+def fact(sink: str, key: str) -> str:
+    """Given a sink's name and a fact (``reachable``, ``error``...), return the key it is
+    published under for ``stickyctl status``."""
+    return f"sink.{sink}.{key}"
+
+
+def image_record(img: Image, data_dir: Path) -> ImageRecord:
+    """Given a queue row, return the image as sinks see it."""
+    try:
+        metadata = json.loads(img.image_metadata)
+    except ValueError:
+        metadata = {}
+    return ImageRecord(
+        key=(img.device, img.datetime),
+        path=data_dir / img.path,
+        md5=img.md5,
+        size=img.size,
+        width=img.width,
+        height=img.height,
+        metadata=metadata if isinstance(metadata, dict) else {},
+        manual=bool(img.manual),
+    )
+
+
 class SyncWorker(BackgroundWorker):
-    """Moves queued images and annotations to a sink, in a thread of its own."""
+    """Moves queued images and annotations to one sink, in a thread of its own."""
 
     thread_name = "sync"
 
@@ -82,18 +120,25 @@ class SyncWorker(BackgroundWorker):
         config: Config,
         queue: Queue,
         sink_factory: Callable[[], Sink],
+        settings: SinkSettings | None = None,
+        link: Link | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        assert config.sync is not None
+        if settings is None:
+            assert config.sinks, "no sink configured"
+            settings = config.sinks[0]
         self.config = config
-        self.sync = config.sync
+        self.sync = settings
+        self.name = settings.name
+        self.thread_name = f"sync-{settings.name}"
         self.queue = queue
         self.sink_factory = sink_factory
         self.sink: Sink | None = None
         self.rng = rng or random.Random()
-        self.bandwidth = Bandwidth(self.sync.bandwidth_kbps) if self.sync.bandwidth_kbps else None
-        self.budget = DailyBudget(queue, self.sync.daily_budget_mb)
+        self.link = link or Link.from_config(config, queue)
+        self.bandwidth = self.link.bandwidth
+        self.budget = self.link.budget
         self.clock = clock
         self.reachable: bool | None = None
         #: False until a cycle succeeds, and after any failure: the next cycle probes first.
@@ -127,17 +172,24 @@ class SyncWorker(BackgroundWorker):
 
     # -- one cycle ------------------------------------------------------------------------
 
+    def publish(self, **facts: str | None) -> None:
+        """Publish facts about this sink for ``stickyctl status`` (:func:`fact` keys)."""
+        self.queue.publish(**{fact(self.name, k): v for k, v in facts.items()})
+
+    def published(self, key: str) -> str | None:
+        return self.queue.published().get(fact(self.name, key))
+
     def _set_reachable(self, reachable: bool, error: str | None = None) -> None:
-        """Publish whether the API answers at all (a 500 is an answer) and the current problem."""
+        """Publish whether the sink answers at all (a 500 is an answer) and the current problem."""
         now = dt.datetime.now(dt.UTC).isoformat()
         if reachable != self.reachable:
             if reachable:
-                log.info("the API at %s is reachable", self.sync.url)
+                log.info("sink %s at %s is reachable", self.name, self.sync.address)
             else:
-                log.warning("the API at %s is unreachable: %s", self.sync.url, error)
-            self.queue.publish(sync_reachable="yes" if reachable else "no", sync_reachable_since=now)
+                log.warning("sink %s at %s is unreachable: %s", self.name, self.sync.address, error)
+            self.publish(reachable="yes" if reachable else "no", reachable_since=now)
         self.reachable = reachable
-        self.queue.publish(sync_error=error, sync_checked=now)
+        self.publish(error=error, checked=now)
 
     def _fail(self, error: StickyAgentError, delay: float) -> float:
         self.healthy = False
@@ -159,29 +211,29 @@ class SyncWorker(BackgroundWorker):
             self.failures += 1
             return self._fail(e, backoff_delay(self.failures, self.sync.backoff_max, self.rng, e.retry_after))
         except BudgetExhausted as e:  # the server is fine: no probe (no traffic) until tomorrow
-            self.queue.publish(sync_error=str(e))
+            self.publish(error=str(e))
             self.last_error = e
             return self.sync.probe_interval
         except (SinkAuthError, SinkForbidden) as e:
-            log.error("sync stopped: %s", e)
+            log.error("sync to %s stopped: %s", self.name, e)
             self._set_reachable(True, str(e))
             if self.sink is not None:  # read the credentials again next time: an operator may fix them
                 self.sink.close()
                 self.sink = None
             return self._fail(e, self.sync.backoff_max)
         except SinkRejected as e:  # the server answered, with an error: up, but not well
-            log.warning("the API at %s answers with an error: %s", self.sync.url, e)
+            log.warning("sink %s at %s answers with an error: %s", self.name, self.sync.address, e)
             self._set_reachable(True, str(e))
             self.failures += 1
             return self._fail(e, backoff_delay(self.failures, self.sync.backoff_max, self.rng))
         except StickyAgentError as e:
-            log.error("sync pass failed: %s", e)
-            self.queue.publish(sync_error=str(e), sync_checked=dt.datetime.now(dt.UTC).isoformat())
+            log.error("sync pass to %s failed: %s", self.name, e)
+            self.publish(error=str(e), checked=dt.datetime.now(dt.UTC).isoformat())
             return self._fail(e, self.sync.probe_interval)
         self.healthy, self.last_error = True, None
         if self.refusing:
-            why = "the API refuses every upload (500): an outage? nothing is counted against the images"
-            self.queue.publish(sync_error=why)
+            why = f"{self.name} refuses every upload: an outage? nothing is counted against the images"
+            self.publish(error=why)
             self.failures += 1
             return backoff_delay(self.failures, self.sync.backoff_max, self.rng)
         self.failures = 0
@@ -191,22 +243,28 @@ class SyncWorker(BackgroundWorker):
         """Every ``retry_failed_interval``, give ``failed`` images and annotations one more try."""
         now = self.clock()
         if self._next_failed_retry is None:
-            last = self.queue.published().get("sync_failed_retry")
+            last = self.published("failed_retry")
             self._next_failed_retry = float(last) + self.sync.retry_failed_interval if last else now
         if now < self._next_failed_retry:
             return
         self._next_failed_retry = now + self.sync.retry_failed_interval
-        self.queue.publish(sync_failed_retry=f"{now:.0f}")
-        n = retry_failed_once(self.queue, self.sync.max_attempts)
+        self.publish(failed_retry=f"{now:.0f}")
+        n = dq.retry_failed(self.queue, self.name, attempts=max(0, self.sync.max_attempts - 1))
         if n:
-            log.info("giving %d failed image(s) one more try (every %gs)", n, self.sync.retry_failed_interval)
+            log.info(
+                "giving %d failed image(s) one more try with %s (every %gs)",
+                n,
+                self.name,
+                self.sync.retry_failed_interval,
+            )
 
     def run_pass(self) -> bool:
         """Sync one batch, then annotations and retention; return True if more images wait."""
         assert self.sink is not None
         stats = PassStats(started=dt.datetime.now(dt.UTC).isoformat())
         t0 = time.monotonic()
-        batch = sync_batch(self.queue, self.sync.batch_size, newest_first=self.sync.order == "newest")
+        dq.enqueue(self.queue, self.name)
+        batch = self._batch(self.sync.batch_size, newest_first=self.sync.order == "newest")
         try:
             if batch:
                 self._sync_images(batch, stats)
@@ -218,115 +276,125 @@ class SyncWorker(BackgroundWorker):
             stats.seconds = round(time.monotonic() - t0, 3)
             self.last_stats = stats
             if batch or stats.annotations_sent or stats.error:
-                stats.waiting, stats.waiting_bytes = waiting_totals(self.queue)
-                self.queue.publish(sync_last=json.dumps(asdict(stats)))
-                log_pass(stats)
-        enforce(self.config.retention, self.queue, self.config.storage.data_dir)
-        # More waits if the batch was full; but if the server refused every image in it, go on
-        # only after the probe interval, so a server that refuses everything does not burn
+                totals = dq.totals(self.queue, self.name)
+                stats.waiting, stats.waiting_bytes = totals.waiting, totals.waiting_bytes
+                self.publish(last=json.dumps(asdict(stats)))
+                log_pass(stats, self.name)
+        enforce(self.config.retention, self.queue, self.config.storage.data_dir, self.config.sinks)
+        # More waits if the batch was full; but if the sink refused every image in it, go on
+        # only after the probe interval, so a sink that refuses everything does not burn
         # every image's tries within seconds.
         return len(batch) == self.sync.batch_size and stats.refused < len(batch)
+
+    def _batch(self, limit: int, newest_first: bool) -> list[Pending]:
+        data_dir = self.config.storage.data_dir
+        return [
+            Pending(d, i, image_record(i, data_dir))
+            for d, i in dq.batch(self.queue, self.name, limit, newest_first)
+        ]
 
     def _progress(self, images: int, sent: int) -> None:
         if self.on_progress is not None and (images or sent):
             self.on_progress(images, sent)
 
-    def _decide(self, images: list[Image], remote: Mapping[ImageKey, RemoteImage]) -> list[Image]:
-        """Move images by what the server holds; return those it does not hold."""
+    def _decide(self, items: list[Pending], remote: Mapping[ImageKey, RemoteImage]) -> list[Pending]:
+        """Move deliveries by what the sink holds; return those it does not hold."""
         absent = []
-        for img in images:
-            held = remote.get((img.device, img.datetime))
+        for item in items:
+            held = remote.get(item.record.key)
             if held is None:
-                absent.append(img)
-            elif held.md5 == img.md5:
-                self.queue.set_state(img.id, ImageState.VERIFIED)
+                absent.append(item)
+            elif held.md5 == item.image.md5:
+                rid = None if held.remote_id is None else str(held.remote_id)
+                dq.set_delivery(self.queue, item.delivery.id, DeliveryState.VERIFIED, remote_id=rid)
             else:
-                why = f"the server holds {img.path} with md5 {held.md5}, ours is {img.md5}"
+                why = f"{self.name} holds {item.image.path} with md5 {held.md5}, ours is {item.image.md5}"
                 log.error("conflict: %s; not overwriting it", why)
-                self.queue.set_state(img.id, ImageState.CONFLICT, error=why)
+                dq.set_delivery(self.queue, item.delivery.id, DeliveryState.CONFLICT, error=why)
         return absent
 
-    def _sync_images(self, batch: list[Image], stats: PassStats) -> None:
+    def _sync_images(self, batch: list[Pending], stats: PassStats) -> None:
         assert self.sink is not None
-        keys = [(i.device, i.datetime) for i in batch]
-        absent = self._decide(batch, self.sink.lookup_images(keys))
+        absent = self._decide(batch, self.sink.lookup_images([i.record for i in batch]))
         stats.verified += len(batch) - len(absent)
         self._progress(len(batch) - len(absent), 0)
         if not absent:
             return
         if self.refusing:
             # One canary first: the newest waiting image (a fresh capture, most likely good).
-            canary = sync_batch(self.queue, 1, newest_first=True)
-            if canary:  # never re-upload what the server holds (it would overwrite it)
-                canary = self._decide(
-                    canary, self.sink.lookup_images([(canary[0].device, canary[0].datetime)])
-                )
+            canary = self._batch(1, newest_first=True)
+            if canary:  # never re-upload what the sink holds (it could overwrite it)
+                canary = self._decide(canary, self.sink.lookup_images([canary[0].record]))
             if not canary or self._upload_and_check(canary, stats, count=False):
-                log.warning("the API still refuses uploads: waiting (nothing counted against the images)")
+                log.warning(
+                    "%s still refuses uploads: waiting (nothing counted against the images)", self.name
+                )
                 return
-            log.info("the API takes uploads again")
+            log.info("%s takes uploads again", self.name)
             self.refusing = False
-            absent = [i for i in absent if i.id != canary[0].id]
+            absent = [i for i in absent if i.delivery.id != canary[0].delivery.id]
         refused = self._upload_and_check(absent, stats, count=None)
         if refused and not stats.accepted:
-            log.warning("the API refused every upload of this pass: an outage? nothing counted")
+            log.warning("%s refused every upload of this pass: an outage? nothing counted", self.name)
             self.refusing = True
 
-    def _upload_and_check(self, absent: list[Image], stats: PassStats, count: bool | None) -> list[Image]:
-        """Upload ``absent`` and ask the server what it now holds; return the images it refused.
+    def _upload_and_check(self, absent: list[Pending], stats: PassStats, count: bool | None) -> list[Pending]:
+        """Upload ``absent`` and ask the sink what it now holds; return the images it refused.
 
         A refusal is counted against its image if ``count`` is True, or if ``count`` is None and
-        the server took another upload of this pass (else it is an outage, counted against nobody).
+        the sink took another upload of this pass (else it is an outage, counted against nobody).
         """
         assert self.sink is not None
-        tried: list[Image] = []
+        tried: list[Pending] = []
         errors: dict[int, str] = {}
         unreachable: list[SyncError] = []
 
-        def upload(img: Image) -> None:
+        def upload(item: Pending) -> None:
             if unreachable or self.interrupted:
                 return
             try:
-                sent = self._upload_one(img)
+                sent = self._upload_one(item)
             except SinkRejected as e:
-                errors[img.id] = str(e)
-                tried.append(img)
+                errors[item.delivery.id] = str(e)
+                tried.append(item)
             except SyncError as e:
                 unreachable.append(e)
             else:
                 if sent:
-                    tried.append(img)
+                    tried.append(item)
                     stats.images_sent += 1
-                    stats.bytes_sent += img.size
-                    self._progress(1, img.size)
+                    stats.bytes_sent += item.image.size
+                    self._progress(1, item.image.size)
 
-        with ThreadPoolExecutor(self.sync.parallelism, thread_name_prefix="upload") as pool:
+        with ThreadPoolExecutor(self.sync.parallelism, thread_name_prefix=f"upload-{self.name}") as pool:
             list(pool.map(upload, absent))
-        still_absent: list[Image] = []
+        still_absent: list[Pending] = []
         if tried:
             # The answer of an upload proves nothing (it may have been lost, or a 500 may
-            # hide a success): ask the server what it now holds.
-            remote = self.sink.lookup_images([(i.device, i.datetime) for i in tried])
+            # hide a success): ask the sink what it now holds.
+            remote = self.sink.lookup_images([i.record for i in tried])
             still_absent = self._decide(tried, remote)
             stats.verified += len(tried) - len(still_absent)
             stats.accepted += len(tried) - len(still_absent)
             stats.refused += len(still_absent)
             if count is None:
                 count = stats.accepted > 0
-            for img in still_absent if count else []:
-                error = errors.get(img.id, "the server answered the upload but does not hold the image")
-                if record_sync_failure(self.queue, img.id, error, self.sync.max_attempts):
-                    log.error("giving up on %s: %s", img.path, error)
+            for item in still_absent if count else []:
+                error = errors.get(
+                    item.delivery.id, f"{self.name} answered the upload but does not hold the image"
+                )
+                if dq.record_failure(self.queue, item.delivery.id, error, self.sync.max_attempts):
+                    log.error("giving up on %s with %s: %s", item.image.path, self.name, error)
         if unreachable:
             raise unreachable[0]
         return still_absent
 
-    def _upload_one(self, img: Image) -> bool:
+    def _upload_one(self, item: Pending) -> bool:
         """Send one image after checking its bytes; return False if it must not be sent."""
         assert self.sink is not None
-        path: Path = self.config.storage.data_dir / img.path
+        img = item.image
         try:
-            data = path.read_bytes()
+            data = item.record.path.read_bytes()
         except FileNotFoundError:
             self.queue.set_state(img.id, ImageState.MISSING, error="file gone before upload")
             log.error("cannot upload %s: the file is gone", img.path)
@@ -338,42 +406,57 @@ class SyncWorker(BackgroundWorker):
             return False
         if not self.budget.reserve(len(data)):
             raise BudgetExhausted(
-                f"today's upload budget ({self.sync.daily_budget_mb} MB) is spent; "
+                f"today's upload budget ({self.link.budget_mb} MB, all sinks) is spent; "
                 "uploads resume at 00:00 UTC"
             )
-        self.sink.upload_image(path, data, img.md5, throttle=self.bandwidth)
-        self.queue.set_state(img.id, ImageState.UPLOADED)
+        self.sink.upload_image(item.record, data, throttle=self.bandwidth)
+        if item.delivery.state == DeliveryState.WAITING.value:
+            dq.set_delivery(self.queue, item.delivery.id, DeliveryState.UPLOADED)
         return True
 
     def _sync_annotations(self, stats: PassStats) -> None:
         assert self.sink is not None
-        pending = pending_annotations(self.queue, self.sync.batch_size)
+        pending = dq.pending_annotations(self.queue, self.name, self.sync.batch_size)
         if not pending:
             return
-        keys = sorted({(img.device, img.datetime) for _, img in pending})
-        held = self.sink.lookup_annotations(keys)
+        data_dir = self.config.storage.data_dir
+        records = {img.id: image_record(img, data_dir) for _, img, _ in pending}
+        held = self.sink.lookup_annotations(list(records.values()))
         refused = []
-        for ann, img in pending:
-            key = (img.device, img.datetime)
-            if (key, ann.algo_name, ann.algo_version) in held:
-                set_annotation_state(self.queue, ann.id, AnnotationState.UPLOADED)
+        for ann, img, attempts in pending:
+            record = records[img.id]
+            if (record.key, ann.algo_name, ann.algo_version) in held:
+                dq.set_annotation_delivery(self.queue, ann.id, self.name, AnnotationState.UPLOADED)
                 continue
-            batch = AnnotationBatch(key, img.md5, ann.algo_name, ann.algo_version, json.loads(ann.json))
+            batch = AnnotationBatch(
+                record.key, img.md5, ann.algo_name, ann.algo_version, json.loads(ann.json)
+            )
             try:
-                self.sink.upload_annotations(batch)
-                set_annotation_state(self.queue, ann.id, AnnotationState.UPLOADED)
+                self.sink.upload_annotations(record, batch)
+                dq.set_annotation_delivery(self.queue, ann.id, self.name, AnnotationState.UPLOADED)
                 stats.annotations_sent += 1
                 stats.accepted += 1
             except SinkRejected as e:
-                refused.append((ann, key, str(e)))
+                refused.append((ann, record, attempts, str(e)))
         if refused:
-            held = self.sink.lookup_annotations(sorted({k for _, k, _ in refused}))
-            for ann, key, error in refused:
-                if (key, ann.algo_name, ann.algo_version) in held:  # e.g. a duplicate triple
-                    set_annotation_state(self.queue, ann.id, AnnotationState.UPLOADED)
-                elif not stats.accepted:  # the server took nothing this pass: an outage, not counted
+            held = self.sink.lookup_annotations([r for _, r, _, _ in refused])
+            for ann, record, attempts, error in refused:
+                if (record.key, ann.algo_name, ann.algo_version) in held:  # e.g. a duplicate triple
+                    dq.set_annotation_delivery(self.queue, ann.id, self.name, AnnotationState.UPLOADED)
+                elif not stats.accepted:  # the sink took nothing this pass: an outage, not counted
                     continue
                 else:
-                    give_up = ann.attempts + 1 >= self.sync.max_attempts
+                    give_up = attempts + 1 >= self.sync.max_attempts
                     state = AnnotationState.FAILED if give_up else AnnotationState.PENDING
-                    set_annotation_state(self.queue, ann.id, state, error=error, attempt=True)
+                    dq.set_annotation_delivery(
+                        self.queue, ann.id, self.name, state, error=error, attempt=True
+                    )
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One image waiting for this worker's sink: its delivery row, queue row and record."""
+
+    delivery: Delivery
+    image: Image
+    record: ImageRecord

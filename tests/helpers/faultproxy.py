@@ -150,6 +150,8 @@ class FaultProxy:
         if ipaddress.ip_address(upstream[0]) not in ipaddress.ip_network("127.0.0.0/8"):
             raise ValueError(f"upstream {upstream[0]!r}: loopback (127.x.x.x) only")
         self.upstream, self.schedule, self.fault_rate = upstream, schedule, fault_rate
+        #: One-shot faults for the next request whose method and path match (see :meth:`once`).
+        self._once: list[tuple[str, str, Fault]] = []
         self.stall_seconds, self.kinds = stall_seconds, tuple(kinds)
         self.connections = 0
         self._rng = random.Random(seed)
@@ -268,11 +270,21 @@ class FaultProxy:
                 self.connections += 1
             self._spawn(self._serve, "faultproxy-conn", self._track(client))
 
+    def once(self, method: str, path_part: str, fault: Fault) -> None:
+        """Give ``fault`` to the next request whose method is ``method`` and whose path holds
+        ``path_part`` (then forget it)."""
+        with self._lock:
+            self._once.append((method.upper(), path_part, fault))
+
     def _decide(self, method: str, target: str, chunked: bool) -> Fault:
         """Number the request, choose its fault and log it."""
         with self._lock:
             n, fault = len(self._log) + 1, Fault.NONE
-            if not chunked and self.schedule is not None:
+            match = next((o for o in self._once if o[0] == method and o[1] in target), None)
+            if match is not None and not chunked:
+                self._once.remove(match)
+                fault = match[2]
+            elif not chunked and self.schedule is not None:
                 fault = self.schedule(n)
             elif not chunked and self._rng.random() < self.fault_rate:
                 fault = self._rng.choice(self.kinds)
