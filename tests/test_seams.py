@@ -9,13 +9,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from stickypi_spec import REAL_IMAGES
 
 from agent import registry
-from agent.config import ConfigError, MemoryCameraConfig, config_from_mapping
+from agent.config import ConfigError, MemoryCameraConfig, config_from_mapping, load_config
 from agent.hardware.camera import CameraSettings
 from agent.hardware.flash import FlashSettings
 from agent.hardware.sensors import SensorsSettings
@@ -106,3 +107,34 @@ def test_the_environment_chooses_any_registered_backend() -> None:
         "none",
         "none",
     )
+
+
+def test_a_capture_through_the_pipeline_with_the_in_memory_backends(
+    write_config: Callable[..., Path],
+) -> None:
+    """The in-memory backends make a whole trap: the camera's film, the flash's record and the
+    sensors' readings meet in one capture, and closing the pipeline closes each."""
+    from agent.hardware.camera import memory as memory_camera
+    from agent.hardware.flash import RecordingFlash
+    from agent.hardware.sensors import FakeSensors
+    from agent.service import Pipeline
+
+    config = load_config(
+        write_config(
+            camera={"type": "memory", "film": "pipeline", "width": 320, "height": 240},
+            flash={"type": "memory"},
+            sensors={"type": "fake", "temperature": 19.5, "battery": 64},
+        ),
+        environ={},
+    )
+    pipeline = Pipeline.build(config)
+    result = pipeline.capturer.capture(manual=True)
+    assert result.ok
+    flash, sensors = pipeline.capturer.flash, pipeline.capturer.sensors
+    assert isinstance(flash, RecordingFlash) and isinstance(sensors, FakeSensors)
+    flash.assert_states([False, True, False])  # lit once, around the exposure
+    assert sensors.reads == 1
+    pipeline.close()
+    assert flash.closed and sensors.closed
+    assert memory_camera.film("pipeline").events == ["open", "capture 90", "close"]
+    memory_camera.forget("pipeline")
