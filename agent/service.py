@@ -259,7 +259,8 @@ class Agent:
             self.pipeline = self._build_pipeline()
             if self.config.sinks:
                 from agent.sinks.base import open_sink
-                from agent.sinks.worker import Link, SyncWorker
+                from agent.sinks.throttle import Link
+                from agent.sinks.worker import SyncWorker
 
                 link = Link.from_config(self.config, self.pipeline.queue)  # one link, shared
                 for settings in self.config.sinks:

@@ -21,7 +21,8 @@ from agent.queue.syncrows import add_annotation
 from agent.service import Pipeline
 from agent.sinks import memory
 from agent.sinks.base import open_sink
-from agent.sinks.worker import Link, SyncWorker
+from agent.sinks.throttle import Link
+from agent.sinks.worker import SyncWorker
 
 RELEASE_QUEUE = Path(__file__).parent / "data" / "queues" / "schema4-release-6050302.sqlite"
 OUTLINE = [{"contour": [[[1, 2]], [[30, 4]], [[5, 60]]], "name": "insect", "value": 0}]
@@ -60,7 +61,9 @@ def test_the_release_queue_is_carried_over_without_losing_a_row(tmp_path: Path) 
     assert rows[4].verified_at is not None and rows[3].verified_at is None
     assert images[8].last_error == "the file no longer matches its md5"  # file problems stay
     assert {a.state for a in ann_rows.values()} == {"uploaded", "failed"} and len(ann_rows) == 2
-    assert q.published()["next_capture"] == "2026-06-01T04:00:00+00:00"
+    published = q.published()
+    assert published["next_capture"] == "2026-06-01T04:00:00+00:00"
+    assert published["sink.stickypi.reachable"] == "yes" and "sync_reachable" not in published
     # what the Sticky Pi sink's worker sees next: the never-tried image too, nothing evicted
     assert dq.enqueue(q, "stickypi") == 1
     waiting = dq.batch(q, "stickypi", 50)

@@ -39,7 +39,8 @@ from agent.queue.syncrows import add_annotation
 from agent.service import Pipeline
 from agent.sinks.base import AnnotationBatch, ImageRecord, open_sink
 from agent.sinks.datalake import DataLakeSettings, make_sink
-from agent.sinks.worker import Link, SyncWorker
+from agent.sinks.throttle import Link
+from agent.sinks.worker import SyncWorker
 
 pytest.importorskip("layernext", reason="the official client (pip install layernext==2.3.4) is absent")
 

@@ -339,7 +339,8 @@ def test_a_sync_worker_delivers_captures_and_outlines_to_tator(double: Any, api:
     from agent.queue.syncrows import add_annotation
     from agent.service import Pipeline
     from agent.sinks.base import open_sink
-    from agent.sinks.worker import Link, SyncWorker
+    from agent.sinks.throttle import Link
+    from agent.sinks.worker import SyncWorker
 
     table = {"type": "tator", "name": "lab-tator", "host": double.url, "project": 1, "media_type": 1}
     table.update(localization_type=2, credentials=str(token_file(tmp_path)), probe_interval="1s")

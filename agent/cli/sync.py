@@ -64,8 +64,8 @@ def demo(ctx: Context, port: int | None) -> None:
         ]
         config = config.model_copy(update={"sink": sinks})
     with serve_doubles(config) as served:
-        for sink, url in served:
-            click.echo(f"demo {sink.type} double for sink {sink.name} at {url}", err=True)
+        for sink, double in served:
+            click.echo(f"demo {sink.type} double for sink {sink.name} at {double.url}", err=True)
         click.echo("the agent starts now", err=True)
         agent = Agent(config)
         agent.install_signal_handlers()

@@ -69,15 +69,16 @@ def _double(sink: SinkSettings, server_dir: Path) -> Any:
 
 
 @contextlib.contextmanager
-def serve_doubles(config: Config) -> Iterator[list[tuple[SinkSettings, str]]]:
+def serve_doubles(config: Config) -> Iterator[list[tuple[SinkSettings, Any]]]:
     """Given a config, serve a double for each of its sinks (writing the demo secrets) until the
-    block ends; yield ``(sink, url)`` pairs. Raise StickyAgentError if a sink is not on this
-    machine, names no credentials file, or its port is taken."""
+    block ends; yield ``(sink, double)`` pairs (each double has a ``url`` and ``stop()``).
+    Raise StickyAgentError if a sink is not on this machine, names no credentials file, or its
+    port is taken."""
     from agent.cli.sync import check_port_free
 
     server_dir = config.storage.data_dir.parent / "demo-server"
     started: list[Any] = []
-    served: list[tuple[SinkSettings, str]] = []
+    served: list[tuple[SinkSettings, Any]] = []
     try:
         for sink in config.sinks:
             if sink.type not in DEMO_SECRETS:
@@ -89,7 +90,7 @@ def serve_doubles(config: Config) -> Iterator[list[tuple[SinkSettings, str]]]:
             except SystemExit:  # the HTTP server's own "port in use" exit, if another program won
                 raise StickyAgentError(f"cannot listen on {sink.address}: choose another port") from None
             started.append(double)
-            served.append((sink, double.url))
+            served.append((sink, double))
         yield served
     finally:
         for double in reversed(started):

@@ -316,6 +316,10 @@ MIGRATIONS: list[list[str]] = [
                                               created_at, updated_at)
            SELECT id, 'stickypi', state, attempts, last_error, created_at, updated_at
            FROM annotations WHERE state IN ('uploaded', 'failed') OR attempts > 0""",
+        # what the one sync worker published is now the stickypi sink's (sync_x -> sink.stickypi.x)
+        """UPDATE agent_state SET key = 'sink.stickypi.' || substr(key, 6)
+           WHERE key IN ('sync_reachable', 'sync_reachable_since', 'sync_error', 'sync_checked',
+                         'sync_last', 'sync_failed_retry')""",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

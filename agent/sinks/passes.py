@@ -1,11 +1,20 @@
-"""What one sync pass did (its counts and its log line), and the backoff between tries."""
+"""What one sync pass works on (images as sinks see them) and did (its counts, its log line,
+the facts it publishes), and the backoff between tries."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.sinks.base import ImageRecord
+
+if TYPE_CHECKING:
+    from agent.queue.schema import Delivery, Image
 
 log = logging.getLogger("agent.sinks.worker")  # the worker's own lines, one logger to tune
 
@@ -62,3 +71,36 @@ def log_pass(stats: PassStats, sink: str = "") -> None:
         stats.waiting,
         _size(stats.waiting_bytes),
     )
+
+
+def fact(sink: str, key: str) -> str:
+    """Given a sink's name and a fact (``reachable``, ``error``...), return the key it is
+    published under for ``stickyctl status``."""
+    return f"sink.{sink}.{key}"
+
+
+def image_record(img: Image, data_dir: Path) -> ImageRecord:
+    """Given a queue row, return the image as sinks see it."""
+    try:
+        metadata = json.loads(img.image_metadata)
+    except ValueError:
+        metadata = {}
+    return ImageRecord(
+        key=(img.device, img.datetime),
+        path=data_dir / img.path,
+        md5=img.md5,
+        size=img.size,
+        width=img.width,
+        height=img.height,
+        metadata=metadata if isinstance(metadata, dict) else {},
+        manual=bool(img.manual),
+    )
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One image waiting for this worker's sink: its delivery row, queue row and record."""
+
+    delivery: Delivery
+    image: Image
+    record: ImageRecord

@@ -11,9 +11,13 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agent.errors import SyncError
+
 if TYPE_CHECKING:
+    from agent.config import Config
     from agent.queue import Queue
 
 
@@ -89,3 +93,22 @@ class DailyBudget:
                 return False
             self.queue.publish(budget_day=self._today(), budget_used=str(used + n))
             return True
+
+
+class BudgetExhausted(SyncError):
+    """Today's data budget is spent; uploads resume tomorrow (UTC)."""
+
+
+@dataclass
+class Link:
+    """What every sink's worker shares: one network link's bandwidth cap and daily budget."""
+
+    bandwidth: Bandwidth | None
+    budget: DailyBudget
+    budget_mb: float | None
+
+    @classmethod
+    def from_config(cls, config: Config, queue: Queue) -> Link:
+        """Given the config's ``[sync]`` table, return the link every sink shares."""
+        kbps, mb = config.sync.bandwidth_kbps, config.sync.daily_budget_mb
+        return cls(Bandwidth(kbps) if kbps else None, DailyBudget(queue, mb), mb)

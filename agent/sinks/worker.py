@@ -42,9 +42,8 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from hashlib import md5 as md5_of
-from pathlib import Path
 
 from agent.background import BackgroundWorker
 from agent.capture.retention import enforce
@@ -57,57 +56,15 @@ from agent.errors import (
     StickyAgentError,
     SyncError,
 )
-from agent.queue import Image, ImageState, Queue
+from agent.queue import ImageState, Queue
 from agent.queue import deliveries as dq
-from agent.queue.schema import AnnotationState, Delivery, DeliveryState
-from agent.sinks.base import AnnotationBatch, ImageKey, ImageRecord, RemoteImage, Sink, SinkSettings
-from agent.sinks.passes import PassStats, Progress, backoff_delay, log_pass
-from agent.sinks.throttle import Bandwidth, DailyBudget
+from agent.queue.schema import DeliveryState
+from agent.sinks.annotations import send_annotations
+from agent.sinks.base import ImageKey, RemoteImage, Sink, SinkSettings
+from agent.sinks.passes import PassStats, Pending, Progress, backoff_delay, fact, image_record, log_pass
+from agent.sinks.throttle import BudgetExhausted, Link
 
 log = logging.getLogger(__name__)
-
-
-class BudgetExhausted(SyncError):
-    """Today's data budget is spent; uploads resume tomorrow (UTC)."""
-
-
-@dataclass
-class Link:
-    """What every sink's worker shares: one network link's bandwidth cap and daily budget."""
-
-    bandwidth: Bandwidth | None
-    budget: DailyBudget
-    budget_mb: float | None
-
-    @classmethod
-    def from_config(cls, config: Config, queue: Queue) -> Link:
-        """Given the config's ``[sync]`` table, return the link every sink shares."""
-        kbps, mb = config.sync.bandwidth_kbps, config.sync.daily_budget_mb
-        return cls(Bandwidth(kbps) if kbps else None, DailyBudget(queue, mb), mb)
-
-
-def fact(sink: str, key: str) -> str:
-    """Given a sink's name and a fact (``reachable``, ``error``...), return the key it is
-    published under for ``stickyctl status``."""
-    return f"sink.{sink}.{key}"
-
-
-def image_record(img: Image, data_dir: Path) -> ImageRecord:
-    """Given a queue row, return the image as sinks see it."""
-    try:
-        metadata = json.loads(img.image_metadata)
-    except ValueError:
-        metadata = {}
-    return ImageRecord(
-        key=(img.device, img.datetime),
-        path=data_dir / img.path,
-        md5=img.md5,
-        size=img.size,
-        width=img.width,
-        height=img.height,
-        metadata=metadata if isinstance(metadata, dict) else {},
-        manual=bool(img.manual),
-    )
 
 
 class SyncWorker(BackgroundWorker):
@@ -416,47 +373,4 @@ class SyncWorker(BackgroundWorker):
 
     def _sync_annotations(self, stats: PassStats) -> None:
         assert self.sink is not None
-        pending = dq.pending_annotations(self.queue, self.name, self.sync.batch_size)
-        if not pending:
-            return
-        data_dir = self.config.storage.data_dir
-        records = {img.id: image_record(img, data_dir) for _, img, _ in pending}
-        held = self.sink.lookup_annotations(list(records.values()))
-        refused = []
-        for ann, img, attempts in pending:
-            record = records[img.id]
-            if (record.key, ann.algo_name, ann.algo_version) in held:
-                dq.set_annotation_delivery(self.queue, ann.id, self.name, AnnotationState.UPLOADED)
-                continue
-            batch = AnnotationBatch(
-                record.key, img.md5, ann.algo_name, ann.algo_version, json.loads(ann.json)
-            )
-            try:
-                self.sink.upload_annotations(record, batch)
-                dq.set_annotation_delivery(self.queue, ann.id, self.name, AnnotationState.UPLOADED)
-                stats.annotations_sent += 1
-                stats.accepted += 1
-            except SinkRejected as e:
-                refused.append((ann, record, attempts, str(e)))
-        if refused:
-            held = self.sink.lookup_annotations([r for _, r, _, _ in refused])
-            for ann, record, attempts, error in refused:
-                if (record.key, ann.algo_name, ann.algo_version) in held:  # e.g. a duplicate triple
-                    dq.set_annotation_delivery(self.queue, ann.id, self.name, AnnotationState.UPLOADED)
-                elif not stats.accepted:  # the sink took nothing this pass: an outage, not counted
-                    continue
-                else:
-                    give_up = attempts + 1 >= self.sync.max_attempts
-                    state = AnnotationState.FAILED if give_up else AnnotationState.PENDING
-                    dq.set_annotation_delivery(
-                        self.queue, ann.id, self.name, state, error=error, attempt=True
-                    )
-
-
-@dataclass(frozen=True)
-class Pending:
-    """One image waiting for this worker's sink: its delivery row, queue row and record."""
-
-    delivery: Delivery
-    image: Image
-    record: ImageRecord
+        send_annotations(self.sink, self.queue, self.config.storage.data_dir, self.sync, stats)

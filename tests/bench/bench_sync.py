@@ -58,6 +58,7 @@ from agent.config import config_from_mapping
 from agent.devserver import parse_user
 from agent.devserver.app import DevServer
 from agent.queue import Queue
+from agent.queue import deliveries as dq
 from agent.service import Pipeline
 from agent.sinks.stickypi import make_sink
 from agent.sinks.worker import SyncWorker
@@ -168,8 +169,7 @@ def agent_uploader(src: Path, work: Path, url: str, seed: int) -> Callable[[], i
     (work / "credentials").chmod(0o600)
     table = {"sync": {"url": url, "credentials": str(work / "credentials")}}
     config = config_from_mapping(tables(work / "data", (64, 48), seed) | table, environ={})
-    queue, sync = Queue(config.storage.queue_path), config.sync
-    assert sync is not None
+    queue, sync = Queue(config.storage.queue_path), config.sinks[0]
     worker = SyncWorker(config, queue, lambda: make_sink(sync), rng=random.Random(seed))
 
     def upload() -> int:
@@ -177,7 +177,8 @@ def agent_uploader(src: Path, work: Path, url: str, seed: int) -> Callable[[], i
             if worker.cycle() > 0:  # a pause: nothing left, or an error (checked below)
                 break
         worker.stop()
-        if set(totals := queue.totals_by_state()) != {"verified"}:
+        totals = dq.totals(queue, sync.name)
+        if totals.waiting or totals.failed or totals.conflict:
             raise SystemExit(f"agent: the queue is not all verified: {totals}")
         queue.close()
         return getattr(worker.sink, "requests_sent", 0)  # one sink: it is remade only after a 401/403

@@ -46,10 +46,10 @@ def record_sdk_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return fake.sleeps
 
 
-def official_client(url: str, secret: str = SECRET) -> Any:
+def official_client(url: str, secret: str = SECRET, key: str = KEY) -> Any:
     """Return the official ``layernext`` client of the double at ``url`` (skip without it)."""
     layernext = pytest.importorskip("layernext", reason="the official client (layernext==2.3.4) is absent")
-    return layernext.LayerNextClient(KEY, secret, url)
+    return layernext.LayerNextClient(key, secret, url)
 
 
 def annotations_file(folder: Path, images: dict[str, list[dict[str, Any]]], name: str = "a.json") -> str:
