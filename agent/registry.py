@@ -17,9 +17,26 @@ plugins). Backends are the modules listed in :data:`BUILTIN` plus every module n
 ``sticky_agent.<seam>`` entry point of an installed distribution (gpiozero's pin factories):
 adding one is one module, one line here (or one entry point) and one contract-test class.
 
+Each seam's factory signature and base settings class:
+
+=========  ==========================================  ====================================
+seam       factory(settings, ...)                      settings base, protocol
+=========  ==========================================  ====================================
+camera     ``(settings, state_dir=None)``              ``agent.hardware.camera``
+flash      ``(settings, pin_factory=None)``            ``agent.hardware.flash``
+sensors    ``(settings, pin_factory=None)``            ``agent.hardware.sensors``
+detector   ``(settings)`` (``none`` gives None)        ``agent.detect``
+sink       ``(settings, environ=None)``                ``agent.sinks.base``
+=========  ==========================================  ====================================
+
+Every seam has an in-memory backend (``memory``; the sensors' is ``fake``) and a contract suite
+(``tests/helpers/<seam>_contract.py``) that each backend's test class inherits.
+
 Loading the config imports every backend module, so a backend imports its heavy libraries
-(numpy, OpenCV, picamera2) inside the functions that need them, never at module level.
-Every backend's object has a ``close()``.
+(numpy, OpenCV, picamera2) inside the functions that need them, or through
+:func:`agent.lazy.lazy_import`, never at module level (``tests/test_seams.py`` checks).
+Every backend's object has a ``close()``. A settings class with a ``gpio_pins()`` method has
+its pins checked against every other section's (a pin used twice is a config error).
 """
 
 from __future__ import annotations
@@ -39,10 +56,20 @@ SEAMS = ("camera", "flash", "sensors", "detector", "sink")
 
 #: The backend modules shipped with the agent, by seam.
 BUILTIN: dict[str, tuple[str, ...]] = {
-    "camera": (),
-    "flash": (),
-    "sensors": (),
-    "detector": (),
+    "camera": (
+        "agent.hardware.camera.synthetic",
+        "agent.hardware.camera.replay",
+        "agent.hardware.camera.picamera2",
+        "agent.hardware.camera.memory",
+    ),
+    "flash": ("agent.hardware.flash",),
+    "sensors": ("agent.hardware.sensors",),
+    "detector": (
+        "agent.detect",
+        "agent.detect.builtin",
+        "agent.detect.learned",
+        "agent.detect.memory",
+    ),
     "sink": (
         "agent.sinks.stickypi",
         "agent.sinks.memory",

@@ -89,9 +89,7 @@ class Pipeline:
     def close(self) -> None:
         self.capturer.close()
         self.capturer.flash.close()
-        close_sensors = getattr(self.capturer.sensors, "close", None)
-        if close_sensors is not None:
-            close_sensors()  # releases the hat's ADC
+        self.capturer.sensors.close()  # releases the hat's ADC
         self.queue.close()
 
 
@@ -456,6 +454,7 @@ class Agent:
         self.syncs = []
         if self.detection is not None:
             self.detection.stop()
+            self.detection.detector.close()
             self.detection = None
         if self.led is not None:
             self.led.close()

@@ -1,128 +1,34 @@
 """One contract, every camera backend (huey's StorageTests idea): each backend's test class
-only says how to make one; the tests are shared. The picamera2 backend joins with its fake."""
+only says how to make one; the tests are shared (``tests/helpers/camera_contract.py``). The
+picamera2 backend joins with its fake (``tests/test_picamera2.py``)."""
 
 from __future__ import annotations
 
-import io
-import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers.lighting import RecordingLight
-from PIL import Image
+from helpers.camera_contract import CameraContract
+from helpers.contracts import untested_backends
+from helpers.lighting import RecordingLight, tiny_jpeg
 from stickypi_spec import REAL_IMAGES
 
-from agent.config import ReplayCameraConfig, SyntheticCameraConfig
-from agent.errors import CameraError, FlashError
+from agent.config import MemoryCameraConfig, ReplayCameraConfig, SyntheticCameraConfig
+from agent.errors import CameraError
 from agent.hardware.camera import Camera, make_camera
+from agent.hardware.camera import memory as memory_camera
 from agent.hardware.camera.replay import ReplayCamera
 
 
-class CameraContract:
-    """Behaviour every camera backend must have."""
-
-    #: Whether the backend encodes the JPEG itself (replay passes the file's bytes on).
-    encodes = True
-
-    def make(self, tmp_path: Path) -> Camera:
-        raise NotImplementedError
-
-    def make_kept(self, state_dir: Path | None) -> Camera | None:
-        """A camera that keeps its place in its sequence in ``state_dir`` (None: a backend
-        without a sequence, e.g. a real camera)."""
-        return None
-
-    def test_a_new_run_goes_on_where_the_last_one_stopped(self, tmp_path: Path) -> None:
-        """Each ``stickyctl capture`` and each agent start is a new camera object: the sequence
-        (the synthetic card's insects, the replay folder) goes on instead of starting again."""
-        reference = self.make_kept(None)
-        if reference is None:
-            pytest.skip("a real camera has no sequence to keep")
-        reference.open()
-        expected = [reference.capture(85).jpeg for _ in range(3)]
-        reference.close()
-        assert len(set(expected)) == 3
-        state = tmp_path / "data"
-        got = []
-        for run in (2, 1):  # two processes: the first takes two pictures, the second one
-            camera = self.make_kept(state)
-            assert camera is not None
-            camera.open()
-            got += [camera.capture(85).jpeg for _ in range(run)]
-            camera.close()
-        assert got == expected
-
-    @pytest.fixture
-    def camera(self, tmp_path: Path) -> Camera:
-        cam = self.make(tmp_path)
-        yield cam
-        cam.close()
-
-    def test_capture_before_open_is_a_camera_error(self, camera: Camera) -> None:
-        with pytest.raises(CameraError):
-            camera.capture(90)
-
-    def test_frames_are_jpegs_of_the_stated_size(self, camera: Camera) -> None:
-        camera.open()
-        for _ in range(3):
-            frame = camera.capture(85)
-            assert frame.jpeg[:2] == b"\xff\xd8"
-            with Image.open(io.BytesIO(frame.jpeg)) as im:
-                im.load()
-                assert im.format == "JPEG"
-                assert im.size == (frame.width, frame.height)
-
-    def test_sensor_name_makes_a_valid_model(self, camera: Camera) -> None:
-        camera.open()
-        frame = camera.capture(85)
-        assert frame.sensor == camera.sensor
-        assert re.fullmatch(r"[A-Za-z0-9_]{1,40}", f"RP_{frame.sensor}")
-
-    def test_exposure_facts_are_positive_or_unknown(self, camera: Camera) -> None:
-        camera.open()
-        frame = camera.capture(85)
-        assert frame.exposure_us is None or frame.exposure_us > 0
-        assert frame.analogue_gain is None or frame.analogue_gain > 0
-
-    def test_close_is_idempotent_and_reopen_works(self, camera: Camera) -> None:
-        camera.open()
-        camera.capture(85)
-        camera.close()
-        camera.close()
-        camera.open()
-        assert camera.capture(85).jpeg
-
-    def test_the_flash_is_lit_once_for_the_exposure_and_off_before_the_encode(
-        self, camera: Camera, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        light = RecordingLight()
-        save = Image.Image.save
-
-        def recording_save(im: Image.Image, *args: object, **kwargs: object) -> None:
-            light.events.append("encode (lit)" if light.lit_now else "encode")
-            save(im, *args, **kwargs)  # type: ignore[arg-type]
-
-        camera.open()
-        assert light.events == []  # opening the camera does not light the flash
-        monkeypatch.setattr(Image.Image, "save", recording_save)
-        frame = camera.capture(85, light)
-        assert frame.jpeg[:2] == b"\xff\xd8"
-        assert light.events[:2] == ["on", "off"]
-        assert light.events[2:] == (["encode"] if self.encodes else [])
-        camera.close()
-        assert light.events[-1] != "on"
-
-    def test_a_flash_that_fails_fails_the_capture_and_the_camera_goes_on(self, camera: Camera) -> None:
-        camera.open()
-        with pytest.raises(FlashError, match="would not switch on"):
-            camera.capture(85, RecordingLight(fail=FlashError("flash on GPIO 23 would not switch on")))
-        light = RecordingLight()
-        assert camera.capture(85, light).jpeg
-        assert light.events == ["on", "off"]
+def test_every_camera_backend_has_a_contract_class() -> None:
+    """A new backend is one module, one line in registry.BUILTIN and one class here."""
+    assert untested_backends("camera", CameraContract) - {"picamera2"} == set()  # picamera2: test_picamera2
 
 
 class TestSyntheticCamera(CameraContract):
+    backend = "synthetic"
+
     def make(self, tmp_path: Path) -> Camera:
         return make_camera(SyntheticCameraConfig(type="synthetic", width=320, height=240, seed=5))
 
@@ -145,6 +51,7 @@ class TestSyntheticCamera(CameraContract):
 
 
 class TestReplayCamera(CameraContract):
+    backend = "replay"
     encodes = False
 
     def make(self, tmp_path: Path) -> Camera:
@@ -174,6 +81,34 @@ class TestReplayCamera(CameraContract):
         frames = [camera.capture(90) for _ in range(len(files) + 1)]
         assert [f.jpeg for f in frames[:-1]] == [p.read_bytes() for p in files]  # nothing re-encoded
         assert frames[-1].jpeg == frames[0].jpeg  # round and round
+
+
+class TestMemoryCamera(CameraContract):
+    backend = "memory"
+
+    def make(self, tmp_path: Path) -> Camera:
+        self.film = f"contract-{uuid.uuid4().hex}"
+        return make_camera(MemoryCameraConfig(type="memory", film=self.film))
+
+    def test_it_delivers_the_frames_handed_to_it_then_plain_ones(self, camera: Camera) -> None:
+        film = memory_camera.film(self.film)
+        given = [tiny_jpeg((40, 30)), tiny_jpeg((20, 16))]
+        film.frames.extend(given)
+        camera.open()
+        light = RecordingLight()
+        frames = [camera.capture(80, light) for _ in range(3)]
+        assert [f.jpeg for f in frames[:2]] == given  # passed on as they are
+        assert [(f.width, f.height) for f in frames] == [(40, 30), (20, 16), (64, 48)]
+        assert light.events == ["on", "off"] * 3
+        assert film.events == ["open", "capture 80", "capture 80", "capture 80"]
+        memory_camera.forget(self.film)
+
+    def test_a_failure_handed_to_it_fails_one_capture(self, camera: Camera) -> None:
+        memory_camera.film(self.film).failures.append(CameraError("memory camera: gone"))
+        camera.open()
+        with pytest.raises(CameraError, match="gone"):
+            camera.capture(85)
+        assert camera.capture(85).jpeg[:2] == b"\xff\xd8"
 
 
 def test_the_picamera2_backend_off_a_pi_says_how_to_install_picamera2() -> None:

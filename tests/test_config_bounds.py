@@ -142,5 +142,5 @@ def test_any_accepted_config_runs(tmp_path: Path, changes: list[tuple[tuple[str,
     now = dt.datetime(2026, 6, 1, 12, 34, 56, tzinfo=dt.UTC)
     nxt = trigger.get_next_fire_time(None, now)
     assert nxt is not None and nxt - now <= dt.timedelta(days=1)
-    for seconds in (config.capture.lock_timeout, config.sync.read_timeout, config.sync.backoff_max):  # type: ignore[union-attr]
+    for seconds in (config.capture.lock_timeout, config.sinks[0].read_timeout, config.sinks[0].backoff_max):
         dt.timedelta(seconds=seconds)  # usable as a time (no OverflowError)

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory
+from helpers.camera_contract import CameraContract
 from PIL import Image
-from test_camera_contract import CameraContract
 
 from agent.capture.exif import read_exif
 from agent.capture.pipeline import Capturer
@@ -78,6 +78,8 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
 class TestPicamera2Camera(CameraContract):
     """The shared camera contract, against the fake (camera opened for each capture)."""
 
+    backend = "picamera2"
+
     @pytest.fixture(autouse=True)
     def _fake(self, rig: Any) -> None:
         self.rig = rig
@@ -88,6 +90,8 @@ class TestPicamera2Camera(CameraContract):
 
 class TestPicamera2CameraKeptOpen(CameraContract):
     """The shared camera contract, with the camera kept open between captures."""
+
+    backend = "picamera2"
 
     @pytest.fixture(autouse=True)
     def _fake(self, rig: Any) -> None:

@@ -47,7 +47,7 @@ def test_a_real_server_answer_is_read(server: HostileServer, gzipped: bool, devi
     server.serve("/get_images/metadata", flask_answer([{**ROW, "device": device}], gzipped))
     sink = StickyPiSink(server.url, Credentials("demo", "pw"), connect_timeout=2, read_timeout=5)
     try:
-        found = sink.lookup_images([KEY])
+        found = sink.lookup_keys([KEY])
     finally:
         sink.close()
     assert list(found) == [KEY]

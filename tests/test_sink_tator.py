@@ -396,3 +396,24 @@ def test_a_refused_presigned_put_is_a_rejection_not_a_stop(double: Any, tmp_path
     with pytest.raises(SinkRejected, match="presigned URL was refused"):
         sink.upload_image(image, data)
     assert double.state.media == {}
+
+
+def test_the_sink_paces_its_requests_under_tators_throttle() -> None:
+    """Tator throttles a user over 100 requests in a second: the sink's requests are paced at 50/s
+    with one second of burst, so no second ever sees more than 100 of them."""
+    from agent.sinks.tator import REQUESTS_PER_S
+    from agent.sinks.throttle import TokenBucket
+
+    now = [0.0]
+    sent: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    bucket = TokenBucket(REQUESTS_PER_S, clock=lambda: now[0], sleep=sleep)
+    for _ in range(400):
+        bucket.take(1)
+        sent.append(now[0])
+    worst = max(sum(1 for t in sent if start <= t < start + 1.0) for start in sent)
+    assert worst <= 100
+    assert sent[-1] == pytest.approx((400 - REQUESTS_PER_S) / REQUESTS_PER_S, rel=0.05)

@@ -20,42 +20,45 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, ValidationError, model_validator
 
 from agent import registry
-from agent.config.base import BACKEND_ENV, CONFIG_ENV, DEFAULT_CONFIG_PATH, _Section, parse_duration
-from agent.config.hardware import (
-    ButtonConfig,
-    CameraConfig,
-    FlashConfig,
-    GpioFlashConfig,
-    HatSensorsConfig,
-    LedConfig,
-    NoFlashConfig,
-    NoSensorsConfig,
-    Picamera2CameraConfig,
-    ReplayCameraConfig,
-    SensorsConfig,
-    SyntheticCameraConfig,
-    gpio_problems,
-)
+from agent.config.hardware import ButtonConfig, LedConfig, gpio_problems
 from agent.config.sections import (
-    BuiltinDetectorConfig,
     CaptureConfig,
-    DetectorConfig,
     DeviceConfig,
-    LearnedDetectorConfig,
     LocationConfig,
     LogConfig,
-    NoDetectorConfig,
     RetentionConfig,
     StorageConfig,
     SyncConfig,
     WindowConfig,
 )
+from agent.detect import NoDetectorConfig
+from agent.detect.builtin import BuiltinDetectorConfig
+from agent.detect.learned import LearnedDetectorConfig
+from agent.detect.memory import MemoryDetectorConfig
 from agent.errors import ConfigError
+from agent.hardware.camera.memory import MemoryCameraConfig
+from agent.hardware.camera.picamera2_settings import Picamera2CameraConfig
+from agent.hardware.camera.replay import ReplayCameraConfig
+from agent.hardware.camera.synthetic import SyntheticCameraConfig
+from agent.hardware.flash import GpioFlashConfig, MemoryFlashConfig, NoFlashConfig
+from agent.hardware.sensors import FakeSensorsConfig, HatSensorsConfig, NoSensorsConfig
+from agent.settings import BACKEND_ENV, CONFIG_ENV, DEFAULT_CONFIG_PATH, _Section, parse_duration
 from agent.web.settings import WebConfig
 
+# Each seam's section is the union of its backends' settings classes, chosen by ``type``
+# (:mod:`agent.registry`); mypy sees the built-in backends' union.
 if TYPE_CHECKING:
     from agent.sinks.base import SinkSettings as SinkConfig
+
+    CameraConfig = SyntheticCameraConfig | ReplayCameraConfig | Picamera2CameraConfig | MemoryCameraConfig
+    FlashConfig = NoFlashConfig | GpioFlashConfig | MemoryFlashConfig
+    SensorsConfig = NoSensorsConfig | FakeSensorsConfig | HatSensorsConfig
+    DetectorConfig = NoDetectorConfig | BuiltinDetectorConfig | LearnedDetectorConfig | MemoryDetectorConfig
 else:
+    CameraConfig = registry.settings_union("camera")
+    FlashConfig = registry.settings_union("flash")
+    SensorsConfig = registry.settings_union("sensors")
+    DetectorConfig = registry.settings_union("detector")
     #: One ``[[sink]]`` table: the settings class of the sink its ``type`` names.
     SinkConfig = registry.settings_union("sink")
 
@@ -67,12 +70,18 @@ __all__ = [
     "Config",
     "ConfigError",
     "DetectorConfig",
+    "FakeSensorsConfig",
     "FlashConfig",
     "GpioFlashConfig",
     "HatSensorsConfig",
     "LearnedDetectorConfig",
     "LedConfig",
+    "MemoryCameraConfig",
+    "MemoryDetectorConfig",
+    "MemoryFlashConfig",
     "NoDetectorConfig",
+    "NoFlashConfig",
+    "NoSensorsConfig",
     "Picamera2CameraConfig",
     "ReplayCameraConfig",
     "RetentionConfig",
@@ -227,7 +236,9 @@ def config_from_mapping(
         where = f" in {source}" if source else ""
         problems = [_format_error(err, data, legacy) for err in e.errors()]
         raise ConfigError(f"invalid configuration{where}:", problems) from None
-    pins = gpio_problems(config.flash, config.sensors, config.button, config.led)
+    pins = gpio_problems(
+        config.flash, config.sensors, config.button, config.led, config.camera, config.detector
+    )
     if pins:
         raise ConfigError(f"invalid configuration{' in ' + str(source) if source else ''}:", pins)
     if legacy:

@@ -1,10 +1,11 @@
-"""Configuration of the other sections: device, storage, capture, location, sync, retention, log, detector."""
+"""Configuration of the sections that are no seam: device, storage, capture, location, sync,
+retention, log."""
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import (
     Field,
@@ -13,7 +14,7 @@ from pydantic import (
 )
 
 from agent.capture.naming import DEVICE_ID_RE
-from agent.config.base import MAX_INTERVAL_S, MIN_INTERVAL_S, Duration, _parse_clock_time, _Section
+from agent.settings import MAX_INTERVAL_S, MIN_INTERVAL_S, Duration, _parse_clock_time, _Section
 
 
 class DeviceConfig(_Section):
@@ -147,48 +148,3 @@ class RetentionConfig(_Section):
 
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-class NoDetectorConfig(_Section):
-    type: Literal["none"]
-
-
-class BuiltinDetectorConfig(_Section):
-    """``[detector] type = "builtin"``: OpenCV segmentation (:mod:`agent.detect.builtin`)."""
-
-    type: Literal["builtin"]
-    #: A parameters JSON to use instead of the one shipped in the package.
-    params: Path | None = None
-    #: Long side, in pixels, the image is reduced to before detection (time and memory).
-    max_side: int = Field(default=1296, ge=320, le=8192)
-
-    @field_validator("params")
-    @classmethod
-    def _params(cls, v: Path | None) -> Path | None:
-        if v is not None and not v.is_file():
-            raise ValueError(f"no such file: {v}")
-        return v
-
-
-class LearnedDetectorConfig(_Section):
-    """``[detector] type = "learned"``: the small neural network (:mod:`agent.detect.learned`)."""
-
-    type: Literal["learned"]
-    #: An ``.onnx`` model (its ``.json`` settings beside it) instead of the one shipped in the package.
-    model: Path | None = None
-    #: ``auto``: onnxruntime when installed, else OpenCV's DNN module.
-    runtime: Literal["auto", "opencv", "onnxruntime"] = "auto"
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v: Path | None) -> Path | None:
-        if v is not None and not v.is_file():
-            raise ValueError(f"no such file: {v}")
-        if v is not None and not v.with_suffix(".json").is_file():
-            raise ValueError(f"no settings file {v.with_suffix('.json')} beside the model")
-        return v
-
-
-DetectorConfig = Annotated[
-    NoDetectorConfig | BuiltinDetectorConfig | LearnedDetectorConfig, Field(discriminator="type")
-]

@@ -6,38 +6,48 @@ image's pixels); :func:`to_annotations` turns those into the ``annotations`` lis
 ``name`` (the API's ``algo_name``, at most 64 characters) and ``version`` (``algo_version``,
 at most 46: ``<unix timestamp>-<md5 of the parameters>``).
 
-Detectors are chosen by ``[detector] type`` in the config:
+Detectors are chosen by ``[detector] type`` in the config; each is a settings class (a
+:class:`DetectorSettings`) registered with its factory ``(settings)`` (:mod:`agent.registry`):
 
-- ``none``: no detection (the default).
+- ``none``: no detection (the default; its factory gives None).
 - ``learned`` (:mod:`agent.detect.learned`): a small convolutional network (``insects.onnx``,
   trained by :mod:`agent.detect.train`) run by OpenCV's DNN module or onnxruntime.
 - ``builtin`` (:mod:`agent.detect.builtin`): classical segmentation with OpenCV and
   NumPy, its few parameters in ``params.json`` (tuned by :mod:`agent.detect.tune_builtin`);
   the fallback where the network cannot run.
+- ``memory`` (:mod:`agent.detect.memory`): the outlines it is given, for tests and demos.
 
-This module imports neither NumPy, OpenCV nor the detector (the trap's core installs without
-them): ``make_detector`` loads it lazily.
+Neither this module nor a detector's module imports NumPy or OpenCV when it loads (the trap's
+core installs without them, and loading the config imports every detector module): they are
+imported when a detector is made (:mod:`agent.lazy`). Every detector passes the same contract
+tests (``tests/helpers/detector_contract.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Protocol, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
+from agent import registry
 from agent.errors import StickyAgentError
+from agent.registry import register
+from agent.settings import _Section
 
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-    from agent.config import BuiltinDetectorConfig, DetectorConfig, LearnedDetectorConfig, NoDetectorConfig
+    from agent.config import BuiltinDetectorConfig, DetectorConfig, LearnedDetectorConfig
+    from agent.detect.memory import MemoryDetectorConfig
 
 __all__ = [
     "ALGO_NAME_MAX",
     "ALGO_VERSION_MAX",
     "Detector",
     "DetectorError",
+    "DetectorSettings",
+    "NoDetectorConfig",
     "Outline",
     "make_detector",
     "to_annotations",
@@ -82,11 +92,34 @@ class Detector(Protocol):
         """Given a JPEG's bytes, return the insects' outlines. Raise DetectorError if it cannot be decoded."""
         ...
 
+    def close(self) -> None:
+        """Release what the detector holds; safe to call twice."""
+
+
+class DetectorSettings(_Section):
+    """The base of every ``[detector]`` backend's settings; ``type: Literal[...]`` names the backend."""
+
+    type: str
+
+
+class NoDetectorConfig(DetectorSettings):
+    """``[detector] type = "none"`` (the default): no detection."""
+
+    type: Literal["none"]
+
+
+@register("detector", NoDetectorConfig)
+def make_no_detector(config: NoDetectorConfig) -> None:
+    """Given ``[detector] type = "none"``, return None: no detector."""
+    return None
+
 
 @overload
 def make_detector(config: NoDetectorConfig) -> None: ...
 @overload
-def make_detector(config: BuiltinDetectorConfig | LearnedDetectorConfig) -> Detector: ...
+def make_detector(
+    config: BuiltinDetectorConfig | LearnedDetectorConfig | MemoryDetectorConfig,
+) -> Detector: ...
 @overload
 def make_detector(config: DetectorConfig) -> Detector | None: ...
 def make_detector(config: DetectorConfig) -> Detector | None:
@@ -94,21 +127,15 @@ def make_detector(config: DetectorConfig) -> Detector | None:
 
     Raise DetectorError if the detector cannot be loaded (OpenCV missing, bad parameters).
     """
-    if config.type == "none":
-        return None
     try:
-        if config.type == "learned":
-            from agent.detect.learned import LearnedDetector
-
-            return LearnedDetector(model=config.model, runtime=config.runtime)
-        from agent.detect.builtin import BuiltinDetector
+        detector: Detector | None = registry.create("detector", config)
     except ImportError as e:
         raise DetectorError(
             f"detector type {config.type!r} needs OpenCV and NumPy ({e}); on a Raspberry Pi: "
             "sudo apt install python3-opencv python3-numpy (never pip's wheels there), "
             "elsewhere: pip install 'sticky-agent[detect]'"
         ) from e
-    return BuiltinDetector(params_path=config.params, max_side=config.max_side)
+    return detector
 
 
 def check_keys(cls: Any, data: dict[str, Any], what: str) -> set[str]:

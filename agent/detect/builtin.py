@@ -33,19 +33,34 @@ import io
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import cv2
-import numpy as np
-from numpy.typing import NDArray
+from pydantic import Field, field_validator
 
-from agent.detect import DetectorError, Outline, algo_version, check_keys
+from agent.detect import DetectorError, DetectorSettings, Outline, algo_version, check_keys
+from agent.lazy import lazy_import, require
+from agent.registry import register
+
+if TYPE_CHECKING:
+    import cv2
+    import numpy as np
+    from numpy.typing import NDArray
+
+    FloatImage = NDArray[np.float32]
+else:  # extras: imported when a detector is made, not with the config (agent.lazy)
+    cv2 = lazy_import("cv2", globals(), "cv2")
+    np = lazy_import("numpy", globals(), "np")
 
 ALGO_NAME = "sticky-agent-builtin"
 DEFAULT_PARAMS = Path(__file__).with_name("params.json")
 DEFAULT_MAX_SIDE = 1296
-_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
-_REDUCED[8] = cv2.IMREAD_REDUCED_COLOR_8
+#: Reduced JPEG decodes: scale -> OpenCV's flag name.
+_REDUCED = {
+    1: "IMREAD_COLOR",
+    2: "IMREAD_REDUCED_COLOR_2",
+    4: "IMREAD_REDUCED_COLOR_4",
+    8: "IMREAD_REDUCED_COLOR_8",
+}
 
 #: The second card model leaves out pixels this many noise sigmas darker than the first,
 #: grown by this many pixels (at ``ref_side``). Fixed, so training can reuse prepared images.
@@ -55,8 +70,6 @@ CARD_MASK_GROW = 7.0
 LIGHTER_CUTOFF = 5.0
 #: OpenCV's 8-bit Lab stores L* x 255/100.
 L_UNIT = 100 / 255
-
-FloatImage = NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -141,7 +154,7 @@ def decode(jpeg: bytes, max_side: int) -> tuple[NDArray[np.uint8], tuple[int, in
     except OSError as e:
         raise DetectorError(f"not a readable image: {e}") from None
     factor = max([f for f in _REDUCED if max(full) / f >= max_side] or [1])
-    flags = _REDUCED[factor] | cv2.IMREAD_IGNORE_ORIENTATION
+    flags = getattr(cv2, _REDUCED[factor]) | cv2.IMREAD_IGNORE_ORIENTATION
     bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), flags)
     if bgr is None:
         raise DetectorError("OpenCV could not decode the image")
@@ -309,12 +322,31 @@ def outlines(prep: Prepared, params: Params) -> list[Outline]:
     return to_full(segment(z, params, prep.scale), prep, (w, h), params)
 
 
+class BuiltinDetectorConfig(DetectorSettings):
+    """``[detector] type = "builtin"``: OpenCV segmentation (this module)."""
+
+    type: Literal["builtin"]
+    #: A parameters JSON to use instead of the one shipped in the package.
+    params: Path | None = None
+    #: Long side, in pixels, the image is reduced to before detection (time and memory).
+    max_side: int = Field(default=1296, ge=320, le=8192)
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
+
 class BuiltinDetector:
-    """The built-in detector, with the packaged parameters unless ``params_path`` names others."""
+    """The built-in detector, with the packaged parameters unless ``params_path`` names others.
+    Raise ImportError if OpenCV or NumPy is not installed, DetectorError if the parameters are bad."""
 
     name = ALGO_NAME
 
     def __init__(self, params_path: Path | None = None, max_side: int = DEFAULT_MAX_SIDE) -> None:
+        require(cv2, np)
         if max_side < 64:
             raise DetectorError(f"max_side must be at least 64 pixels, got {max_side}")
         self.params, self.version = load_params(params_path)
@@ -323,3 +355,13 @@ class BuiltinDetector:
     def detect(self, jpeg: bytes) -> list[Outline]:
         """Given a JPEG's bytes, return the insects' Outlines. Raise DetectorError if undecodable."""
         return outlines(prepare(jpeg, self.params, self.max_side), self.params)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@register("detector", BuiltinDetectorConfig)
+def make_builtin_detector(config: BuiltinDetectorConfig) -> BuiltinDetector:
+    """Given ``[detector] type = "builtin"``, return the detector. Raise ImportError without
+    OpenCV or NumPy, DetectorError if its parameters are bad."""
+    return BuiltinDetector(params_path=config.params, max_side=config.max_side)

@@ -22,14 +22,24 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import cv2
-import numpy as np
-from numpy.typing import NDArray
+from pydantic import field_validator
 
-from agent.detect import DetectorError, Outline, algo_version, check_keys
+from agent.detect import DetectorError, DetectorSettings, Outline, algo_version, check_keys
 from agent.detect.builtin import decode
+from agent.lazy import lazy_import, require
+from agent.registry import register
+
+if TYPE_CHECKING:
+    import cv2
+    import numpy as np
+    from numpy.typing import NDArray
+
+    F32 = NDArray[np.float32]
+else:  # extras: imported when a detector is made, not with the config (agent.lazy)
+    cv2 = lazy_import("cv2", globals(), "cv2")
+    np = lazy_import("numpy", globals(), "np")
 
 ALGO_NAME = "sticky-agent-learned"
 DEFAULT_MODEL = Path(__file__).with_name("insects.onnx")
@@ -39,7 +49,6 @@ OUTPUT_STRIDE = 2
 REF_SIDE = 2592
 
 Runtime = Literal["auto", "opencv", "onnxruntime"]
-F32 = NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -259,12 +268,33 @@ def probabilities(logits: F32, size: tuple[int, int], upsample: int) -> tuple[F3
     return maps[0], maps[1]
 
 
+class LearnedDetectorConfig(DetectorSettings):
+    """``[detector] type = "learned"``: the small neural network (this module)."""
+
+    type: Literal["learned"]
+    #: An ``.onnx`` model (its ``.json`` settings beside it) instead of the one shipped in the package.
+    model: Path | None = None
+    #: ``auto``: onnxruntime when installed, else OpenCV's DNN module.
+    runtime: Runtime = "auto"
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"no such file: {v}")
+        if v is not None and not v.with_suffix(".json").is_file():
+            raise ValueError(f"no settings file {v.with_suffix('.json')} beside the model")
+        return v
+
+
 class LearnedDetector:
-    """The learned detector, with the packaged model unless ``model`` names another ``.onnx``."""
+    """The learned detector, with the packaged model unless ``model`` names another ``.onnx``.
+    Raise ImportError if OpenCV or NumPy is not installed, DetectorError if the model is bad."""
 
     name = ALGO_NAME
 
     def __init__(self, model: Path | None = None, runtime: Runtime = "auto") -> None:
+        require(cv2, np)
         onnx, self.settings, self.version = load_model(model)
         self._net = make_runtime(onnx, runtime)
 
@@ -310,3 +340,13 @@ class LearnedDetector:
         """Given probability maps, full pixels per working pixel, the full (w, h), settings: the Outlines."""
         labels = regions(mask, centre, settings)
         return outlines_of(labels, k * OUTPUT_STRIDE / settings.upsample, full_size, settings)
+
+    def close(self) -> None:
+        """Nothing to release (the runtime's memory goes with the detector)."""
+
+
+@register("detector", LearnedDetectorConfig)
+def make_learned_detector(config: LearnedDetectorConfig) -> LearnedDetector:
+    """Given ``[detector] type = "learned"``, return the detector. Raise ImportError without
+    OpenCV or NumPy, DetectorError if its model is bad or its runtime missing."""
+    return LearnedDetector(model=config.model, runtime=config.runtime)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent import humanize
-from agent.config import Config, Picamera2CameraConfig
+from agent.config import Config, GpioFlashConfig, Picamera2CameraConfig
 from agent.doctor.checks import CAMERA_HINT, Check, _one_line, fail, ok, warn
 from agent.doctor.local import _last_capture
 from agent.errors import (
@@ -146,6 +146,8 @@ def check_flash(config: Config, agent_pid: int | None) -> Check:
     flash = config.flash
     if flash.type == "none":
         return ok("flash", "none configured")
+    if not isinstance(flash, GpioFlashConfig):
+        return ok("flash", f"{flash.type}: no GPIO pin to check")
     if agent_pid is not None:
         return ok("flash", f"GPIO {flash.pin} held by the running agent (pid {agent_pid})")
     try:

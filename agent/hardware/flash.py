@@ -1,6 +1,8 @@
 """The flash seam: light the card for the exposure, and always switch it off again.
 
-Backends, chosen by ``[flash] type`` or ``$STICKY_AGENT_FLASH``:
+Backends, chosen by ``[flash] type`` or ``$STICKY_AGENT_FLASH``, each a settings class (a
+:class:`FlashSettings`) registered with its factory ``(settings, pin_factory=None)``
+(:mod:`agent.registry`):
 
 - ``none``: no flash (daylight, or a flash wired to the camera).
 - ``gpio``: a gpiozero ``DigitalOutputDevice`` on a BCM pin (GPIO 23 on the Sticky
@@ -8,6 +10,10 @@ Backends, chosen by ``[flash] type`` or ``$STICKY_AGENT_FLASH``:
   choice (``$GPIOZERO_PIN_FACTORY``, lgpio on a Pi 5) unless ``pin_factory`` is set;
   ``mock`` runs anywhere and records every pin state with its time
   (``MockPin.assert_states_and_times``).
+- ``memory``: no hardware; records every switch with its time, like gpiozero's ``MockPin``
+  (:class:`RecordingFlash`).
+
+Every backend passes the same contract tests (``tests/helpers/flash_contract.py``).
 
 Use :meth:`Flash.lit` around the exposure: the flash is off when it returns,
 whether the frame came or the camera raised. A capture hands the camera an
@@ -22,24 +28,71 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from agent.config import FlashConfig, GpioFlashConfig
+from pydantic import Field
+
+from agent import registry
 from agent.errors import FlashError
 from agent.hardware.gpio import shared_pin_factory
+from agent.registry import register
+from agent.settings import Duration, PinFactoryName, _Section
+
+if TYPE_CHECKING:
+    from agent.config import FlashConfig
 
 log = logging.getLogger(__name__)
 
 
 class Flash(Protocol):
+    """A flash backend: off when made, ``lit()`` around each exposure, ``close()`` at the end."""
+
     def on(self) -> None: ...
 
     def off(self) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Switch off and release the pin; safe to call twice."""
 
     def lit(self) -> contextlib.AbstractContextManager[None]: ...
+
+
+class FlashSettings(_Section):
+    """The base of every ``[flash]`` backend's settings; ``type: Literal[...]`` names the backend."""
+
+    type: str
+
+
+class NoFlashConfig(FlashSettings):
+    """``[flash] type = "none"`` (the default): no flash."""
+
+    type: Literal["none"]
+
+
+class GpioFlashConfig(FlashSettings):
+    """``[flash] type = "gpio"``: a flash switched by a GPIO pin (through a MOSFET or LED driver)."""
+
+    type: Literal["gpio"]
+    #: BCM pin number of the flash MOSFET/LED driver.
+    pin: int = Field(default=23, ge=0, le=27)
+    active_high: bool = True
+    #: gpiozero pin factory (``mock`` on a laptop); default: gpiozero's choice
+    #: (``$GPIOZERO_PIN_FACTORY`` or the Pi's own).
+    pin_factory: PinFactoryName | None = None
+    #: Time the flash is on before the exposure starts.
+    warmup: Duration = 0.0
+
+    def gpio_pins(self) -> list[tuple[str, int, str | None]]:
+        """Return the pins it drives as ``(key, BCM pin, pin factory)``."""
+        return [("flash.pin", self.pin, self.pin_factory)]
+
+
+class MemoryFlashConfig(FlashSettings):
+    """``[flash] type = "memory"``: no hardware; records its switches (tests, demos)."""
+
+    type: Literal["memory"]
+    warmup: Duration = 0.0
 
 
 class _LitMixin:
@@ -82,6 +135,67 @@ class NoFlash(_LitMixin):
         pass
 
 
+@register("flash", NoFlashConfig)
+def make_no_flash(config: NoFlashConfig, pin_factory: Any = None) -> NoFlash:
+    """Given ``[flash] type = "none"``, return a flash that does nothing."""
+    return NoFlash()
+
+
+@register("flash", MemoryFlashConfig)
+class RecordingFlash(_LitMixin):
+    """A flash without hardware that records each switch as ``(time, on)`` in ``states``,
+    starting off, like gpiozero's ``MockPin``; switching it after ``close`` is a FlashError."""
+
+    lights = True
+
+    def __init__(
+        self, config: MemoryFlashConfig, pin_factory: Any = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.warmup = config.warmup
+        self.clock = clock
+        self.states: list[tuple[float, bool]] = [(clock(), False)]
+        self.closed = False
+
+    @property
+    def is_on(self) -> bool:
+        return self.states[-1][1]
+
+    def _switch(self, on: bool) -> None:
+        if self.closed:
+            raise FlashError(f"memory flash: switched {'on' if on else 'off'} after close()")
+        if on != self.is_on:
+            self.states.append((self.clock(), on))
+
+    def on(self) -> None:
+        self._switch(True)
+
+    def off(self) -> None:
+        self._switch(False)
+
+    def close(self) -> None:
+        if not self.closed and self.is_on:
+            self.off()
+        self.closed = True
+
+    def assert_states(self, expected: Sequence[bool]) -> None:
+        """Raise AssertionError unless the recorded states are ``expected`` (off first)."""
+        got = [on for _, on in self.states]
+        assert got == list(expected), f"flash states {got}, expected {list(expected)}"
+
+    def assert_states_and_times(
+        self, expected: Sequence[tuple[float, bool]], tolerance: float = 0.01
+    ) -> None:
+        """Given ``(seconds since the previous switch, on)`` pairs (gpiozero's form), raise
+        AssertionError unless the record matches within ``tolerance`` seconds."""
+        self.assert_states([on for _, on in expected])
+        times = [0.0] + [b[0] - a[0] for a, b in zip(self.states, self.states[1:], strict=False)]
+        for (want, on), got in zip(expected, times, strict=True):
+            assert abs(got - want) <= tolerance, (
+                f"flash {'on' if on else 'off'} after {got:g}s, expected {want:g}s"
+            )
+
+
+@register("flash", GpioFlashConfig)
 class GpioFlash(_LitMixin):
     """A flash switched by a gpiozero output device on one BCM pin."""
 
@@ -181,8 +295,7 @@ class Exposure:
             self._off()
 
 
-def make_flash(config: FlashConfig, pin_factory: Any = None) -> NoFlash | GpioFlash:
+def make_flash(config: FlashConfig, pin_factory: Any = None) -> Flash:
     """Given the ``[flash]`` config, return a flash that is off. Raise FlashError if the pin is unusable."""
-    if config.type == "gpio":
-        return GpioFlash(config, pin_factory=pin_factory)
-    return NoFlash()
+    flash: Flash = registry.create("flash", config, pin_factory=pin_factory)
+    return flash

@@ -46,6 +46,7 @@ from agent.errors import (
 )
 from agent.sinks import deadline
 from agent.sinks.deadline import Deadlines
+from agent.sinks.throttle import TokenBucket
 
 #: The longest ``Retry-After`` obeyed: a server (or a proxy) cannot stop the sync for days.
 MAX_RETRY_AFTER_S = 3600.0
@@ -119,10 +120,12 @@ class HttpTransport:
         ca_bundle: Path | None = None,
         pool_size: int = 4,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        requests_per_second: float | None = None,
     ) -> None:
         """``platform`` names the remote in messages ("the API", "Tator"); ``section`` is the
-        config key path of this sink's settings. Raise ConfigError if a timeout is not a
-        positive number or the CA bundle is not a readable PEM file."""
+        config key path of this sink's settings; ``requests_per_second`` paces every request
+        (a platform that throttles its users). Raise ConfigError if a timeout is not a positive
+        number or the CA bundle is not a readable PEM file."""
         check_timeouts(section, connect_timeout, read_timeout)
         if ca_bundle is not None:
             try:
@@ -147,6 +150,7 @@ class HttpTransport:
         #: Requests sent (for status and benchmarks).
         self.requests_sent = 0
         self._count_lock = threading.Lock()
+        self._pace = TokenBucket(requests_per_second) if requests_per_second else None
 
     @property
     def closing(self) -> bool:
@@ -165,6 +169,8 @@ class HttpTransport:
     def send(self, method: str, url: str, route: str, **kw: Any) -> requests.Response:
         """Send one request without following redirects; return the response, body unread.
         Raise SinkUnreachable if it cannot be sent or answered, or the sink is closing."""
+        if self._pace is not None:
+            self._pace.take(1)
         if self._closing.is_set():
             raise SinkUnreachable(f"{route}: not sent, the sync is stopping")
         with self._count_lock:

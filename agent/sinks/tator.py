@@ -52,6 +52,10 @@ from agent.sinks.tator_records import (
 )
 from agent.sinks.throttle import Bandwidth
 
+#: Tator throttles each user at 100 requests/s: the sink paces itself at half of that (a burst
+#: of one second's worth, so never over 100 in any second), leaving room for the lab's scripts.
+REQUESTS_PER_S = 50.0
+
 __all__ = ["TatorSettings", "TatorSink", "make_sink"]
 
 log = logging.getLogger(__name__)
@@ -124,6 +128,7 @@ class TatorSink:
             ca_bundle=ca_bundle,
             pool_size=pool_size,
             max_answer_bytes=max_answer_bytes,
+            requests_per_second=REQUESTS_PER_S,
         )
         self.api = TatorApi(
             self.http,

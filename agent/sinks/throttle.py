@@ -21,16 +21,16 @@ if TYPE_CHECKING:
     from agent.queue import Queue
 
 
-class Bandwidth:
-    """A token bucket of ``kbps`` kilobits per second, with one second of burst."""
+class TokenBucket:
+    """``rate`` tokens per second, with one second of burst; :meth:`take` blocks until granted."""
 
     def __init__(
         self,
-        kbps: float,
+        rate: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.rate = kbps * 1000 / 8  # bytes per second
+        self.rate = rate
         self.capacity = self.rate
         self._tokens = self.capacity
         self._last = clock()
@@ -39,7 +39,7 @@ class Bandwidth:
         self._lock = threading.Lock()
 
     def take(self, n: int) -> None:
-        """Block until ``n`` bytes may be sent."""
+        """Block until ``n`` tokens (bytes, requests) may be spent."""
         while n > 0:
             with self._lock:
                 now = self._clock()
@@ -51,6 +51,18 @@ class Bandwidth:
             n -= grant
             if n > 0:
                 self._sleep(max(wait, min(0.05, n / self.rate)))
+
+
+class Bandwidth(TokenBucket):
+    """A token bucket of ``kbps`` kilobits per second (tokens are bytes), one second of burst."""
+
+    def __init__(
+        self,
+        kbps: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(kbps * 1000 / 8, clock, sleep)
 
 
 class DailyBudget:

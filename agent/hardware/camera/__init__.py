@@ -1,15 +1,20 @@
 """The camera seam: what a capture asks of a camera, and how a backend is chosen.
 
 A backend is chosen by ``[camera] type`` in the config, or for one run by
-``$STICKY_AGENT_CAMERA`` (gpiozero's ``GPIOZERO_PIN_FACTORY`` idea). Backends:
+``$STICKY_AGENT_CAMERA`` (gpiozero's ``GPIOZERO_PIN_FACTORY`` idea). Each backend is a module
+holding its settings class (a :class:`CameraSettings`) and its camera, registered together with
+``@register("camera", Settings)`` (:mod:`agent.registry`); its factory takes the settings and
+``state_dir``. Backends:
 
 - ``synthetic`` (:mod:`agent.hardware.camera.synthetic`): renders a realistic sticky card,
   deterministic for a seed; any laptop.
 - ``replay`` (:mod:`agent.hardware.camera.replay`): cycles through the JPEGs of a folder.
 - ``picamera2`` (:mod:`agent.hardware.camera.picamera2`): the Raspberry Pi camera. Its
-  module is the only place that imports ``picamera2``/``libcamera``.
+  module is the only place that imports ``picamera2``/``libcamera``, when the camera opens.
+- ``memory`` (:mod:`agent.hardware.camera.memory`): delivers the JPEGs a test gives it.
 
-Every backend passes the same contract tests (``tests/test_camera_contract.py``).
+Every backend passes the same contract tests (``tests/helpers/camera_contract.py``, one test
+class per backend in ``tests/test_camera_contract.py``).
 
 The flash: ``Camera.capture`` takes the flash as a :data:`Lighting` (``Flash.lit``) and
 enters it only around the exposure of the frames that make the picture, after the camera
@@ -20,17 +25,24 @@ flash is therefore on for a fraction of a second, not for the whole capture.
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from agent import registry
 from agent.errors import CameraError
+from agent.settings import _Section
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from agent.config import CameraConfig
+
+
+class CameraSettings(_Section):
+    """The base of every ``[camera]`` backend's settings; ``type: Literal[...]`` names the backend."""
+
+    type: str
 
 
 #: The flash for one exposure: a context manager factory, lit while entered (``Flash.lit``).
@@ -82,14 +94,6 @@ class Camera(Protocol):
         """Release the camera; safe to call twice or after a failed ``open``."""
 
 
-#: ``type`` key -> "module:Class". A new backend is one line here plus its module.
-BACKENDS = {
-    "synthetic": "agent.hardware.camera.synthetic:SyntheticCamera",
-    "replay": "agent.hardware.camera.replay:ReplayCamera",
-    "picamera2": "agent.hardware.camera.picamera2:Picamera2Camera",
-}
-
-
 def make_camera(config: CameraConfig, state_dir: Path | None = None) -> Camera:
     """Given the ``[camera]`` config, return an unopened camera of its ``type``. A simulated
     camera (synthetic, replay) keeps its place in its sequence across runs in ``state_dir``
@@ -97,9 +101,8 @@ def make_camera(config: CameraConfig, state_dir: Path | None = None) -> Camera:
 
     Raise CameraError if the backend cannot be loaded on this machine.
     """
-    module_name, _, class_name = BACKENDS[config.type].partition(":")
     try:
-        module = importlib.import_module(module_name)
+        camera: Camera = registry.create("camera", config, state_dir=state_dir)
     except ImportError as e:
         if e.name == "numpy":  # the synthetic camera renders with numpy: an extra off a Pi
             raise CameraError(
@@ -111,9 +114,4 @@ def make_camera(config: CameraConfig, state_dir: Path | None = None) -> Camera:
             f'or on this machine ({e}); use type = "synthetic" or "replay", or set '
             "STICKY_AGENT_CAMERA=synthetic"
         ) from e
-    backend = getattr(module, class_name)
-    if getattr(backend, "keeps_position", False):
-        camera: Camera = backend(config, state_dir=state_dir)
-    else:
-        camera = backend(config)
     return camera

@@ -33,13 +33,15 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from PIL import Image
 
-from agent.config import Picamera2CameraConfig
 from agent.errors import CameraError, FlashError
 from agent.hardware.camera import Frame, Lighting, no_lighting
+from agent.hardware.camera.picamera2_settings import Picamera2CameraConfig
+from agent.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +112,12 @@ def _run_bounded(fn: Callable[[], T], timeout: float, name: str) -> T:
     return result[0]
 
 
+@register("camera", Picamera2CameraConfig)
 class Picamera2Camera:
-    """Given a picamera2-camera config, deliver one JPEG per capture from a Raspberry Pi camera."""
+    """Given a picamera2-camera config, deliver one JPEG per capture from a Raspberry Pi camera
+    (``state_dir`` is unused: a real camera has no sequence to keep)."""
 
-    def __init__(self, config: Picamera2CameraConfig) -> None:
+    def __init__(self, config: Picamera2CameraConfig, state_dir: Path | None = None) -> None:
         self.config = config
         self.index = config.camera_index
         #: Sensor name for EXIF Model; the camera's model once opened (or the configured one).

@@ -13,21 +13,39 @@ import bisect
 import collections
 import io
 from pathlib import Path
+from typing import Literal
 
 import piexif
 from PIL import Image
+from pydantic import field_validator
 
-from agent.config import ReplayCameraConfig
 from agent.errors import CameraError
-from agent.hardware.camera import Frame, Lighting, no_lighting
+from agent.hardware.camera import CameraSettings, Frame, Lighting, no_lighting
 from agent.hardware.camera.position import Position, position_file
+from agent.registry import register
 
 
+class ReplayCameraConfig(CameraSettings):
+    """``[camera] type = "replay"``: the JPEGs of ``folder``, in name order, round and round."""
+
+    type: Literal["replay"]
+    folder: Path
+    sensor: str = "replay"
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, v: Path) -> Path:
+        if not v.is_dir():
+            raise ValueError(f"no such folder: {v}")
+        if not any(v.glob("*.jpg")):
+            raise ValueError(f"no .jpg files in {v}")
+        return v
+
+
+@register("camera", ReplayCameraConfig)
 class ReplayCamera:
     """Given a folder of JPEGs, deliver them one per capture, round and round (across runs,
     when given the data folder: the next file's name is kept there)."""
-
-    keeps_position = True
 
     def __init__(self, config: ReplayCameraConfig, state_dir: Path | None = None) -> None:
         self.folder = config.folder

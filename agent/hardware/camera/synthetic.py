@@ -19,14 +19,21 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from pydantic import Field
 
-from agent.config import SyntheticCameraConfig
 from agent.errors import CameraError
-from agent.hardware.camera import Frame, Lighting, no_lighting
+from agent.hardware.camera import CameraSettings, Frame, Lighting, no_lighting
 from agent.hardware.camera.position import Position, position_file
+from agent.lazy import lazy_import, require
+from agent.registry import register
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # numpy is an extra: imported when a synthetic camera is made, not with the config
+    np = lazy_import("numpy", globals(), "np")
 
 _REF_WIDTH = 4056  # insect lengths (6-80 px) are given at this frame width
 _FIELD_SCALE = 16  # smooth fields are computed at 1/16 of the frame size
@@ -85,13 +92,28 @@ def _smooth(rng: np.random.Generator, grid: tuple[int, int], size: tuple[int, in
     return np.asarray(coarse.resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
 
 
-class SyntheticCamera:
-    """Given a synthetic-camera config, render one sticky-card picture per capture."""
+class SyntheticCameraConfig(CameraSettings):
+    """``[camera] type = "synthetic"``: a rendered sticky card (needs numpy: the ``dev`` extra)."""
 
-    #: ``make_camera`` passes the data folder: the capture index is kept across runs.
-    keeps_position = True
+    type: Literal["synthetic"]
+    width: int = Field(default=4056, ge=64, le=10000)
+    height: int = Field(default=3040, ge=48, le=10000)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    #: Mean number of insects that land on the card between two captures.
+    insects_per_capture: float = Field(default=0.5, ge=0, le=1000)
+    sensor: str = "synthetic"
+    #: Defocus: Gaussian blur radius in pixels at 4056 wide (0: sharp). The simulated lens
+    #: (set from the web page's focus control) adds to it away from its in-focus position.
+    blur: float = Field(default=0.0, ge=0, le=200)
+
+
+@register("camera", SyntheticCameraConfig)
+class SyntheticCamera:
+    """Given a synthetic-camera config, render one sticky-card picture per capture.
+    Raise ImportError (name ``numpy``) if numpy is not installed."""
 
     def __init__(self, config: SyntheticCameraConfig, state_dir: Path | None = None) -> None:
+        require(np)
         self.width = config.width
         self.height = config.height
         self.sensor = config.sensor
