@@ -104,7 +104,7 @@ def test_a_100_percent_full_disk_never_stops_the_agent(
             assert "heartbeat" in pipeline.queue.published()  # kept in memory
             result = agent.capture_job()
             assert result.outcome == "disk_full", result
-            worker = SyncWorker(config, pipeline.queue, lambda: make_sink(config.sync))
+            worker = SyncWorker(config, pipeline.queue, lambda: make_sink(config.sinks[0]))
             assert worker.cycle() > 0  # unreachable API + full disk: backs off, does not raise
 
             report = pipeline.reconcile()  # start-up reconciliation on a full disk

@@ -17,6 +17,7 @@ from agent.capture.reconcile import reconcile
 from agent.config import load_config
 from agent.errors import QueueError
 from agent.queue import ImageState, Queue
+from agent.queue import deliveries as dq
 from agent.queue.readonly import QueueReader
 from agent.queue.schema import MIGRATIONS, SCHEMA_VERSION, TRANSITIONS, Base
 from agent.service import Pipeline
@@ -92,25 +93,38 @@ def test_device_and_second_are_unique(tmp_path: Path) -> None:
 def test_state_machine_allows_only_documented_moves(tmp_path: Path) -> None:
     q = Queue(tmp_path / "q.sqlite")
     image = add(q)
-    q.set_state(image, ImageState.UPLOADED)
-    q.set_state(image, ImageState.VERIFIED)
     q.set_state(image, ImageState.EVICTED)
     with pytest.raises(QueueError, match="evicted -> captured is not an allowed transition"):
         q.set_state(image, ImageState.CAPTURED)
     assert TRANSITIONS[ImageState.QUARANTINED] == frozenset()  # quarantine is final
+    # where the image stands with a sink is apart, with its own rules
+    dq.enqueue(q, "lab")
+    (row, _), *_ = dq.batch(q, "lab", 1) or [(None, None)]
+    assert row is None  # evicted: never sent anywhere any more
+    other = add(q, 1)
+    dq.enqueue(q, "lab")
+    ((row, img),) = dq.batch(q, "lab", 5)
+    assert img.id == other
+    dq.set_delivery(q, row.id, dq.DeliveryState.UPLOADED)
+    dq.set_delivery(q, row.id, dq.DeliveryState.VERIFIED)
+    with pytest.raises(QueueError, match="verified -> waiting is not an allowed transition"):
+        dq.set_delivery(q, row.id, dq.DeliveryState.WAITING)
 
 
 def test_totals_and_oldest_waiting(tmp_path: Path) -> None:
     q = Queue(tmp_path / "q.sqlite")
     ids = [add(q, n) for n in range(4)]
-    q.set_state(ids[0], ImageState.VERIFIED)
+    q.set_state(ids[3], ImageState.QUARANTINED)
+    dq.enqueue(q, "lab")
+    first = next(d for d, i in dq.batch(q, "lab", 5) if i.id == ids[0])
+    dq.set_delivery(q, first.id, dq.DeliveryState.VERIFIED)
     totals = q.totals_by_state()
-    assert totals["captured"].count == 3 and totals["captured"].bytes == 1001 + 1002 + 1003
-    assert totals["verified"].count == 1
+    assert totals["captured"].count == 3 and totals["captured"].bytes == 1000 + 1001 + 1002
+    assert totals["quarantined"].count == 1
     reader = QueueReader(tmp_path / "q.sqlite")  # what stickyctl status reads
-    assert reader.totals_by_state() == {"captured": (3, 1001 + 1002 + 1003), "verified": (1, 1000)}
-    oldest = reader.oldest_waiting()
-    assert oldest is not None and oldest["name"] == "img1.jpg"  # ids[1]: ids[0] is verified
+    assert reader.totals_by_state() == {"captured": (3, 1000 + 1001 + 1002), "quarantined": (1, 1003)}
+    oldest = reader.oldest_waiting("lab")
+    assert oldest is not None and oldest["name"] == "img1.jpg"  # ids[1]: ids[0] is verified there
     reader.close()
 
 

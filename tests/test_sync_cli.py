@@ -110,16 +110,15 @@ def test_systemd_credentials_are_found_like_the_doctor_does(
     server: DevServer, trap: Callable[..., Config], tmp_path: Path
 ) -> None:
     config = trap(server.url, line=None)
-    assert config.sync is not None
     # outside systemd: the file the unit loads, as the doctor reads it
-    assert with_unit_credentials(config.sync, {}).credentials == UNIT_CREDENTIALS
+    assert with_unit_credentials(config.sinks[0], {}).credentials == UNIT_CREDENTIALS
     # under systemd (or given the folder): $CREDENTIALS_DIRECTORY/sticky-api
     folder = tmp_path / "creds"
     folder.mkdir()
     (folder / "sticky-api").write_text(f"alice:{PASSWORD}\n")
     (folder / "sticky-api").chmod(0o600)
     env = {"CREDENTIALS_DIRECTORY": str(folder)}
-    assert with_unit_credentials(config.sync, env).credentials is None
+    assert with_unit_credentials(config.sinks[0], env).credentials is None
     done = stickyctl_sync(config, env=env)
     assert done.returncode == 0, done.stderr
     assert states(config) == {"verified": 3}
