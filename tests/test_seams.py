@@ -138,3 +138,14 @@ def test_a_capture_through_the_pipeline_with_the_in_memory_backends(
     assert flash.closed and sensors.closed
     assert memory_camera.film("pipeline").events == ["open", "capture 90", "close"]
     memory_camera.forget("pipeline")
+
+
+def test_loading_the_config_does_not_load_the_http_stack() -> None:
+    """``stickyctl status`` loads the config on a Pi Zero: requests and urllib3 load only when a
+    sink is made."""
+    code = (
+        "import sys, agent.config\n"
+        "assert 'requests' not in sys.modules and 'urllib3' not in sys.modules, 'http stack loaded'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 ImageKey = tuple[str, dt.datetime]  # (device, UTC datetime): an image's identity
 
+#: The largest answer a sink reads: 200 Sticky Pi image rows are about 100 kB.
+MAX_ANSWER_BYTES = 8 * 2**20
+
 SINK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 

@@ -39,12 +39,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
 from agent.errors import SinkAuthError, SinkForbidden, SinkProtocolError, SinkRejected, SinkUnreachable
+from agent.lazy import lazy_import
 from agent.registry import register
 from agent.settings import Duration
 from agent.sinks.base import AnnotationBatch, ImageKey, ImageRecord, RemoteImage, SinkSettings, check_url
@@ -57,8 +58,13 @@ from agent.sinks.datalake_shapes import (
     parse_operation_id,
 )
 from agent.sinks.datalake_wire import ABSENT, IMAGE_COLLECTION, LakeWire, lake_error, strings
-from agent.sinks.http import HttpTransport
 from agent.sinks.throttle import Bandwidth
+
+if TYPE_CHECKING:
+    from agent.sinks import http as transport
+else:  # requests and urllib3 load when a sink is made, not when the config loads
+    transport = lazy_import("agent.sinks.http", globals(), "transport")
+
 
 __all__ = ["DataLakeSettings", "DataLakeSink", "make_sink"]
 
@@ -137,7 +143,7 @@ class DataLakeSink:
         self.collection = collection
         self.part_size, self.job_timeout = part_size, job_timeout
         self.label, self.shapes = label, shapes
-        self.http = HttpTransport(
+        self.http = transport.HttpTransport(
             "the Data Lake",
             section,
             connect_timeout=connect_timeout,

@@ -22,6 +22,7 @@ Every failure is a subclass of :class:`agent.errors.SyncError`:
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -33,6 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.auth import AuthBase
 from urllib3.exceptions import HTTPError
 
 from agent import __version__
@@ -45,13 +47,12 @@ from agent.errors import (
     SinkUnreachable,
 )
 from agent.sinks import deadline
+from agent.sinks.base import MAX_ANSWER_BYTES
 from agent.sinks.deadline import Deadlines
 from agent.sinks.throttle import TokenBucket
 
 #: The longest ``Retry-After`` obeyed: a server (or a proxy) cannot stop the sync for days.
 MAX_RETRY_AFTER_S = 3600.0
-#: The largest answer read: 200 image rows are about 100 kB.
-MAX_ANSWER_BYTES = 8 * 2**20
 #: The most of an error's body read for its message.
 MAX_ERROR_BYTES = 4096
 _READ_PIECE = 65536
@@ -105,6 +106,18 @@ def error_message(body: bytes) -> str:
             text = json.dumps(answer)[:200]
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
     return text[:200]
+
+
+class BasicUtf8(AuthBase):
+    """HTTP Basic auth encoded as UTF-8, as the real server (werkzeug) decodes it (``requests``
+    would encode as Latin-1 and fail on any other character)."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self._value = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._value
+        return request
 
 
 class HttpTransport:

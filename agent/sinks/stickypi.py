@@ -20,7 +20,6 @@ and :meth:`StickyPiSink.close` stops a read in progress, so a stop never waits f
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 import secrets
@@ -28,22 +27,36 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import requests
 from pydantic import field_validator
-from requests.auth import AuthBase
 
 from agent.errors import (
     SinkAuthError,
 )
+from agent.lazy import lazy_import
 from agent.registry import register
 from agent.sinks import answers
 from agent.sinks.answers import parse_api_datetime
-from agent.sinks.base import AnnotationBatch, ImageKey, ImageRecord, RemoteImage, SinkSettings, check_url
+from agent.sinks.base import (
+    MAX_ANSWER_BYTES,
+    AnnotationBatch,
+    ImageKey,
+    ImageRecord,
+    RemoteImage,
+    SinkSettings,
+    check_url,
+)
 from agent.sinks.credentials import Credentials, load_credentials
-from agent.sinks.http import MAX_ANSWER_BYTES, HttpTransport
 from agent.sinks.throttle import Bandwidth, ThrottledBody
+
+if TYPE_CHECKING:
+    import requests
+
+    from agent.sinks import http as transport
+else:  # requests and urllib3 load when a sink is made, not when the config loads
+    transport = lazy_import("agent.sinks.http", globals(), "transport")
+
 
 __all__ = ["StickyPiSettings", "StickyPiSink", "api_datetime", "make_sink", "parse_api_datetime"]
 
@@ -98,18 +111,6 @@ class MultipartBody(ThrottledBody):
         return f"multipart/form-data; boundary={self.boundary}"
 
 
-class _BasicUtf8(AuthBase):
-    """HTTP Basic auth encoded as UTF-8, as the real server (werkzeug) decodes it (``requests``
-    would encode as Latin-1 and fail on any other character)."""
-
-    def __init__(self, username: str, password: str) -> None:
-        self._value = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = self._value
-        return request
-
-
 class StickyPiSink:
     """A client of one Sticky Pi API server, safe to share between upload threads."""
 
@@ -130,7 +131,7 @@ class StickyPiSink:
         """Raise ConfigError if a timeout is not a positive number or the CA bundle is not a
         readable PEM file."""
         self.name = name
-        self.http = HttpTransport(
+        self.http = transport.HttpTransport(
             "the API",
             section,
             connect_timeout=connect_timeout,
@@ -161,7 +162,7 @@ class StickyPiSink:
 
     def _send(self, route: str, auth: tuple[str, str], **kw: Any) -> requests.Response:
         """POST ``route`` without following redirects; return the response, body unread."""
-        return self.http.send("POST", self.url + route, route, auth=_BasicUtf8(*auth), **kw)
+        return self.http.send("POST", self.url + route, route, auth=transport.BasicUtf8(*auth), **kw)
 
     def _check(self, route: str, response: requests.Response) -> requests.Response:
         return self.http.check(

@@ -28,15 +28,23 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
 from agent.errors import SinkForbidden, SinkProtocolError, SinkRejected
+from agent.lazy import lazy_import
 from agent.registry import register
-from agent.sinks.base import AnnotationBatch, ImageKey, ImageRecord, RemoteImage, SinkSettings, check_url
+from agent.sinks.base import (
+    MAX_ANSWER_BYTES,
+    AnnotationBatch,
+    ImageKey,
+    ImageRecord,
+    RemoteImage,
+    SinkSettings,
+    check_url,
+)
 from agent.sinks.credentials import Secret, load_token
-from agent.sinks.http import MAX_ANSWER_BYTES, HttpTransport
 from agent.sinks.tator_api import PART_SIZE, TatorApi, has_file
 from agent.sinks.tator_records import (
     ALGORITHM,
@@ -51,6 +59,12 @@ from agent.sinks.tator_records import (
     tator_md5_of_data,
 )
 from agent.sinks.throttle import Bandwidth
+
+if TYPE_CHECKING:
+    from agent.sinks import http as transport
+else:  # requests and urllib3 load when a sink is made, not when the config loads
+    transport = lazy_import("agent.sinks.http", globals(), "transport")
+
 
 #: Tator throttles each user at 100 requests/s: the sink paces itself at half of that (a burst
 #: of one second's worth, so never over 100 in any second), leaving room for the lab's scripts.
@@ -120,7 +134,7 @@ class TatorSink:
     ) -> None:
         """Raise ConfigError if a timeout is not a positive number or the CA bundle is unusable."""
         self.name = name
-        self.http = HttpTransport(
+        self.http = transport.HttpTransport(
             "Tator",
             config_section,
             connect_timeout=connect_timeout,
