@@ -201,15 +201,15 @@ def test_cli_eval_reports_iou_033_and_run_draws_an_overlay(tmp_path: Path) -> No
     assert (np.abs(drawn.astype(int) - (255, 0, 255)).sum(axis=2) < 90).sum() > 200  # magenta outlines
 
 
-def test_min_peak_drops_the_insects_whose_centre_stays_weak() -> None:
+def test_min_confidence_drops_the_insects_the_network_is_unsure_of() -> None:
     mask = np.zeros((60, 120), np.float32)
     centre = np.zeros_like(mask)
-    for x, peak in ((30, 0.9), (90, 0.35)):  # two blobs: a confident one and a faint one
-        cv2.circle(mask, (x, 30), 12, 1.0, -1)
-        cv2.circle(centre, (x, 30), 5, peak, -1)
+    for x, sure in ((30, 0.95), (90, 0.6)):  # two blobs: a confident one and a doubtful one
+        cv2.circle(mask, (x, 30), 12, sure, -1)
+        cv2.circle(centre, (x, 30), 5, 0.8, -1)
     s = Settings(created=1, mask_threshold=0.5, centre_threshold=0.2)
     assert len(np.unique(regions(mask, centre, s))) == 3  # background and both insects
-    kept = regions(mask, centre, replace(s, min_peak=0.5))
+    kept = regions(mask, centre, replace(s, min_confidence=0.8))
     assert np.unique(kept).tolist() == [0, 1] and kept[30, 30] == 1 and kept[30, 90] == 0
 
 

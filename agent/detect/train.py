@@ -95,7 +95,7 @@ def train_model(cards: Sequence[Card], steps: int, seed: int, log: str = "") -> 
 GRID: dict[str, tuple[float, ...]] = {
     "mask_threshold": (0.4, 0.5, 0.6),
     "centre_threshold": (0.06, 0.1, 0.2),
-    "min_peak": (0.0, 0.3, 0.4, 0.5, 0.6),
+    "min_confidence": (0.0, 0.7, 0.75, 0.8, 0.85),
 }
 
 
@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_model:
         jobs.append(("", args.steps, args.seed, str(args.out), created))
     if not args.no_loto:
-        jobs.extend((t, args.steps, args.seed, "", 0) for t in traps if t in (args.traps or traps))
+        jobs.extend((t, args.steps, args.seed, "", 0) for t in (args.traps or traps) if t in traps)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         _KEEP = str(args.keep)
