@@ -251,7 +251,7 @@ def outlines_of(
 
 
 #: Rows of context above and below each strip (input pixels).
-STRIP_OVERLAP = 96
+STRIP_OVERLAP = 128
 
 
 def probabilities(logits: F32, size: tuple[int, int], upsample: int) -> tuple[F32, F32]:
