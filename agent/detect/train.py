@@ -156,9 +156,6 @@ _KEEP = ""
 def _task(job: Job) -> tuple[str, list[dict[str, Any]]]:
     """Train on every card but trap ``held`` and score the held-out cards; or (``held`` "") write ``out``."""
     held, steps, seed, out, created = job
-    import cv2
-
-    cv2.setNumThreads(1)
     train = [c for c in _CARDS if c.trap != held]
     net = train_model(train, steps, seed, log=f"held out {held}" if held else "shipped model")
     settings = Settings(created=created, normalise=int(NORMALISE))
@@ -213,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep each held-out trap's model here")
     ap.add_argument("--created", type=int, default=None, help="'created' timestamp [now]")
     args = ap.parse_args(argv)
+    import cv2
+
+    cv2.setNumThreads(1)  # before any OpenCV call: a thread pool in this process would not survive the fork
     try:
         _CARDS = [load_card(p) for p in collect_svgs(args.data)]
     except (OSError, ValueError) as e:
