@@ -20,7 +20,7 @@ from conftest import REPO, run_stickyctl
 from agent.config import LearnedDetectorConfig, config_from_mapping
 from agent.detect import DetectorError, make_detector
 from agent.detect.evaluate import read_annotated_svg, score_image
-from agent.detect.learned import DEFAULT_MODEL, LearnedDetector, load_model, settings_path
+from agent.detect.learned import DEFAULT_MODEL, LearnedDetector, Settings, load_model, regions, settings_path
 from agent.errors import ConfigError
 
 CROP = REPO / "tests" / "data" / "detect" / "5595c586.2020-08-31_18-47-19.crop.svg"
@@ -199,6 +199,42 @@ def test_cli_eval_reports_iou_033_and_run_draws_an_overlay(tmp_path: Path) -> No
     drawn = cv2.imread(str(out))
     assert drawn.shape == (1944, 2592, 3)
     assert (np.abs(drawn.astype(int) - (255, 0, 255)).sum(axis=2) < 90).sum() > 200  # magenta outlines
+
+
+def test_min_confidence_drops_the_insects_the_network_is_unsure_of() -> None:
+    mask = np.zeros((60, 120), np.float32)
+    centre = np.zeros_like(mask)
+    for x, sure in ((30, 0.95), (90, 0.6)):  # two blobs: a confident one and a doubtful one
+        cv2.circle(mask, (x, 30), 12, sure, -1)
+        cv2.circle(centre, (x, 30), 5, 0.8, -1)
+    s = Settings(created=1, mask_threshold=0.5, centre_threshold=0.2)
+    assert len(np.unique(regions(mask, centre, s))) == 3  # background and both insects
+    kept = regions(mask, centre, replace(s, min_confidence=0.8))
+    assert np.unique(kept).tolist() == [0, 1] and kept[30, 30] == 1 and kept[30, 90] == 0
+
+
+@pytest.mark.skipif(not has_torch, reason="the [train] extra (torch) is not installed")
+def test_batchnorm_folds_into_the_exported_convolutions(tmp_path: Path) -> None:
+    import onnx
+    import torch
+
+    from agent.detect.net import InsectNet, export_onnx
+
+    torch.manual_seed(0)
+    net = InsectNet(norm=True)
+    net.train()
+    with torch.no_grad():  # running statistics away from their defaults
+        for _ in range(3):
+            net(torch.randn(2, 3, 64, 64) * 0.3 + 0.1)
+    export_onnx(net, tmp_path / "m.onnx")
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    assert "BatchNormalization" not in ops and "Conv" in ops
+    ocv = cv2.dnn.readNetFromONNX(str(tmp_path / "m.onnx"))
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 3, 64, 96)).astype(np.float32)
+    ocv.setInput(x)
+    with torch.no_grad():
+        want = net.eval()(torch.from_numpy(x)).numpy()
+    assert np.abs(ocv.forward() - want).max() < 1e-3
 
 
 @pytest.mark.skipif(not has_torch, reason="the [train] extra (torch) is not installed")

@@ -7,7 +7,8 @@ insect mask and each insect's centre (distance to its outline, normalised). Inse
 the blobs of centre above ``centre_threshold``, grown by watershed over the mask above
 ``mask_threshold``, so touching insects stay apart; each region's outer contour, in
 full-resolution pixels, is one outline. Regions under ``min_area`` or over
-``max_area`` (pixels of a 2592-wide image, scaled with the picture) are dropped.
+``max_area`` (pixels of a 2592-wide image, scaled with the picture) are dropped, and so
+are those whose mean mask probability is under ``min_confidence``.
 
 Runtimes: ``opencv`` (``cv2.dnn``, in Raspberry Pi OS's python3-opencv 4.6 and later)
 or ``onnxruntime`` (optional, faster); ``auto`` takes onnxruntime when it is installed.
@@ -69,6 +70,8 @@ class Settings:
     #: The network runs on horizontal strips of this many rows (plus ``STRIP_OVERLAP`` above and
     #: below, for context), to bound its memory; 0: the whole picture at once.
     strip_rows: int = 256
+    #: An insect's mean mask probability over its region must reach this (its confidence).
+    min_confidence: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
@@ -82,7 +85,7 @@ class Settings:
             raise ValueError(f"strip_rows must be a multiple of {MULTIPLE} (0: no strips)")
         if not (64 <= s.work_side <= 8192 and 1 <= s.upsample <= 4):
             raise ValueError("out of range: need 64 <= work_side <= 8192 and 1 <= upsample <= 4")
-        if not (0 < s.mask_threshold < 1 and 0 < s.centre_threshold < 1):
+        if not (0 < s.mask_threshold < 1 and 0 < s.centre_threshold < 1 and 0 <= s.min_confidence < 1):
             raise ValueError("thresholds must be between 0 and 1")
         return s
 
@@ -209,6 +212,13 @@ def regions(mask: F32, centre: F32, s: Settings) -> NDArray[np.int32]:
     cv2.watershed(cv2.merge([relief, relief, relief]), markers)
     markers -= 1
     markers[markers < 0] = 0  # watershed lines and background
+    if s.min_confidence > 0:  # drop the regions the network is unsure of
+        inside = markers > 0
+        ids = markers[inside]
+        total = np.bincount(ids, mask[inside], minlength=n)
+        weak = total < s.min_confidence * np.maximum(np.bincount(ids, minlength=n), 1)
+        weak[0] = False
+        markers[weak[markers]] = 0
     return markers
 
 
@@ -250,7 +260,7 @@ def outlines_of(
 
 
 #: Rows of context above and below each strip (input pixels).
-STRIP_OVERLAP = 96
+STRIP_OVERLAP = 128
 
 
 def probabilities(logits: F32, size: tuple[int, int], upsample: int) -> tuple[F32, F32]:

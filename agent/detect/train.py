@@ -36,6 +36,8 @@ LR = 2e-3
 SEED = 20261129
 #: Inputs divided by the card's colour (see agent.detect.learned.normalised).
 NORMALISE = True
+#: BatchNorm after each convolution while training (folded into the convolutions on export).
+NORM = True
 
 _CARDS: list[Card] = []  # set before the worker processes fork
 
@@ -50,7 +52,7 @@ def train_model(cards: Sequence[Card], steps: int, seed: int, log: str = "") -> 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = InsectNet()
+    net = InsectNet(norm=NORM)
     opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps, pct_start=0.1)
     half = PATCH // 2
@@ -89,13 +91,19 @@ def train_model(cards: Sequence[Card], steps: int, seed: int, log: str = "") -> 
     return net
 
 
-#: Post-processing thresholds tried on the training cards after each training (see tune_settings).
-GRID = {"mask_threshold": (0.4, 0.5, 0.6, 0.7, 0.8), "centre_threshold": (0.06, 0.1, 0.15, 0.2, 0.3)}
+#: Post-processing settings tried on the training cards after each training (see tune_settings).
+GRID: dict[str, tuple[float, ...]] = {
+    "mask_threshold": (0.4, 0.5, 0.6),
+    "centre_threshold": (0.06, 0.1, 0.2),
+    "min_confidence": (0.0, 0.7, 0.75, 0.8, 0.85),
+}
 
 
 def tune_settings(model: Path, cards: Sequence[Card], settings: Settings) -> Settings:
-    """Given a model file, its training cards and settings, return the settings with the thresholds
+    """Given a model file, its training cards and settings, return the settings with the values
     of GRID that score best on those cards (F1 at IoU 0.5 plus F1 at IoU 0.33, all insects pooled)."""
+    import itertools
+
     det = LearnedDetector(model, runtime="opencv")
     cases = []
     for card in cards:
@@ -103,18 +111,18 @@ def tune_settings(model: Path, cards: Sequence[Card], settings: Settings) -> Set
         full = (round(w * card.full_side / max(w, h)), round(h * card.full_side / max(w, h)))
         cases.append((card, det.maps(card.image), card.full_side / max(w, h), full))
     best, best_value = settings, -1.0
-    for mt in GRID["mask_threshold"]:
-        for ct in GRID["centre_threshold"]:
-            s = replace(settings, mask_threshold=mt, centre_threshold=ct)
-            scores = []
-            for card, (mask, centre), k, full in cases:
-                found = LearnedDetector.outlines_from_maps(mask, centre, k, full, s)
-                pred = [o.contour.reshape(-1, 2).astype(np.float64) for o in found]
-                scores.append(score_image(card.name, pred, card.outlines))
-            total = combine(scores)
-            value = total.f1(0.5) + total.f1(0.33)
-            if value > best_value + 1e-9:
-                best, best_value = s, value
+    for values in itertools.product(*GRID.values()):
+        chosen: dict[str, Any] = dict(zip(GRID, values, strict=True))
+        s = replace(settings, **chosen)
+        scores = []
+        for card, (mask, centre), k, full in cases:
+            found = LearnedDetector.outlines_from_maps(mask, centre, k, full, s)
+            pred = [o.contour.reshape(-1, 2).astype(np.float64) for o in found]
+            scores.append(score_image(card.name, pred, card.outlines))
+        total = combine(scores)
+        value = total.f1(0.5) + total.f1(0.33)
+        if value > best_value + 1e-9:
+            best, best_value = s, value
     return best
 
 
@@ -141,6 +149,9 @@ def score_cards(model: Path, cards: Sequence[Card]) -> list[Score]:
 
 Job = tuple[str, int, int, str, int]
 
+#: Where ``--keep`` stores each held-out trap's model (``<trap>.onnx`` and ``.json``); "" not kept.
+_KEEP = ""
+
 
 def _task(job: Job) -> tuple[str, list[dict[str, Any]]]:
     """Train on every card but trap ``held`` and score the held-out cards; or (``held`` "") write ``out``."""
@@ -156,6 +167,8 @@ def _task(job: Job) -> tuple[str, list[dict[str, Any]]]:
             _write(net, Path(out), settings, {})
             return "", []
         _write(net, model, settings, {})
+        if _KEEP:
+            _write(net, Path(_KEEP) / f"{held}.onnx", settings, {})
         return held, [vars(s) for s in score_cards(model, [c for c in _CARDS if c.trap == held])]
 
 
@@ -184,7 +197,7 @@ def table(by_trap: dict[str, list[Score]]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    global _CARDS
+    global _CARDS, _KEEP
     ap = argparse.ArgumentParser(prog="python -m agent.detect.train", description=__doc__.split("\n")[0])
     ap.add_argument("data", nargs="+", type=Path, help="annotated SVGs or folders of them")
     ap.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="model to write [%(default)s]")
@@ -193,8 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="models trained at once [%(default)s]")
     ap.add_argument("--no-loto", action="store_true", help="skip the leave-one-trap-out scores")
     ap.add_argument("--no-model", action="store_true", help="only the leave-one-trap-out scores")
+    ap.add_argument("--traps", nargs="+", default=None, help="hold out only these traps [all]")
+    ap.add_argument("--keep", type=Path, default=None, help="keep each held-out trap's model here")
     ap.add_argument("--created", type=int, default=None, help="'created' timestamp [now]")
     args = ap.parse_args(argv)
+    import cv2
+
+    cv2.setNumThreads(1)  # before any OpenCV call: a thread pool in this process would not survive the fork
     try:
         _CARDS = [load_card(p) for p in collect_svgs(args.data)]
     except (OSError, ValueError) as e:
@@ -207,7 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_model:
         jobs.append(("", args.steps, args.seed, str(args.out), created))
     if not args.no_loto:
-        jobs.extend((t, args.steps, args.seed, "", 0) for t in traps)
+        jobs.extend((t, args.steps, args.seed, "", 0) for t in (args.traps or traps) if t in traps)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        _KEEP = str(args.keep)
     t0 = time.monotonic()
     with multiprocessing.get_context("fork").Pool(max(1, args.jobs)) as pool:
         results = pool.map(_task, jobs, chunksize=1)
