@@ -193,7 +193,7 @@ def test_power_cuts_during_sync_and_eviction(write_config: Callable[..., Path], 
         try:
             for _ in range(5):
                 assert pipeline.capturer.capture().ok
-            worker = SyncWorker(config, pipeline.queue, lambda: make_sink(config.sync))
+            worker = SyncWorker(config, pipeline.queue, lambda: make_sink(config.sinks[0]))
             journal = Journal(config.storage.data_dir, config.storage.queue_path)
             with journal.active(pipeline.queue.engine):
                 for _ in range(20):
