@@ -5,4 +5,17 @@
 - :mod:`agent.sinks.credentials`: API credentials from a file or systemd credentials
 - :mod:`agent.sinks.throttle`: bandwidth cap and daily data budget
 - :mod:`agent.sinks.worker`: the worker thread: probe, back off, batch, verify
+- :mod:`agent.sinks.http` (``transport``): the HTTP transport every sink shares, loaded at its
+  first use, so loading the config (which imports every sink module) loads no HTTP stack
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from agent.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from agent.sinks import http as transport
+else:  # requests and urllib3 load when a sink is made, not when the config loads
+    transport = lazy_import("agent.sinks.http", globals(), "transport")

@@ -39,15 +39,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
 from agent.errors import SinkAuthError, SinkForbidden, SinkProtocolError, SinkRejected, SinkUnreachable
-from agent.lazy import lazy_import
 from agent.registry import register
 from agent.settings import Duration
+from agent.sinks import transport  # the HTTP transport: loaded when a sink is made
 from agent.sinks.base import AnnotationBatch, ImageKey, ImageRecord, RemoteImage, SinkSettings, check_url
 from agent.sinks.credentials import Credentials, load_credentials
 from agent.sinks.datalake_shapes import (
@@ -59,12 +59,6 @@ from agent.sinks.datalake_shapes import (
 )
 from agent.sinks.datalake_wire import ABSENT, IMAGE_COLLECTION, LakeWire, lake_error, strings
 from agent.sinks.throttle import Bandwidth
-
-if TYPE_CHECKING:
-    from agent.sinks import http as transport
-else:  # requests and urllib3 load when a sink is made, not when the config loads
-    transport = lazy_import("agent.sinks.http", globals(), "transport")
-
 
 __all__ = ["DataLakeSettings", "DataLakeSink", "make_sink"]
 

@@ -18,15 +18,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from agent.errors import SinkForbidden, SinkProtocolError, SinkRejected
-from agent.lazy import lazy_import
 from agent.sinks.credentials import Credentials
 from agent.sinks.throttle import Bandwidth, ThrottledBody
 
 if TYPE_CHECKING:
-    from agent.sinks import http as transport
     from agent.sinks.http import HttpTransport
-else:  # requests and urllib3 load when a sink is made, not when the config loads
-    transport = lazy_import("agent.sinks.http", globals(), "transport")
 
 
 #: ``collectionType``/``objectType`` of an image collection.

@@ -34,9 +34,11 @@ from pydantic import field_validator
 from agent.errors import (
     SinkAuthError,
 )
-from agent.lazy import lazy_import
 from agent.registry import register
-from agent.sinks import answers
+from agent.sinks import (
+    answers,
+    transport,  # the HTTP transport: loaded when a sink is made
+)
 from agent.sinks.answers import parse_api_datetime
 from agent.sinks.base import (
     MAX_ANSWER_BYTES,
@@ -52,10 +54,6 @@ from agent.sinks.throttle import Bandwidth, ThrottledBody
 
 if TYPE_CHECKING:
     import requests
-
-    from agent.sinks import http as transport
-else:  # requests and urllib3 load when a sink is made, not when the config loads
-    transport = lazy_import("agent.sinks.http", globals(), "transport")
 
 
 __all__ = ["StickyPiSettings", "StickyPiSink", "api_datetime", "make_sink", "parse_api_datetime"]

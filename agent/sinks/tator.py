@@ -28,13 +28,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from agent.errors import SinkForbidden, SinkProtocolError, SinkRejected
-from agent.lazy import lazy_import
 from agent.registry import register
+from agent.sinks import transport  # the HTTP transport: loaded when a sink is made
 from agent.sinks.base import (
     MAX_ANSWER_BYTES,
     AnnotationBatch,
@@ -59,12 +59,6 @@ from agent.sinks.tator_records import (
     tator_md5_of_data,
 )
 from agent.sinks.throttle import Bandwidth
-
-if TYPE_CHECKING:
-    from agent.sinks import http as transport
-else:  # requests and urllib3 load when a sink is made, not when the config loads
-    transport = lazy_import("agent.sinks.http", globals(), "transport")
-
 
 #: Tator throttles each user at 100 requests/s: the sink paces itself at half of that (a burst
 #: of one second's worth, so never over 100 in any second), leaving room for the lab's scripts.

@@ -15,15 +15,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import SinkAuthError, SinkForbidden, SinkProtocolError, SinkRejected, SinkUnreachable
-from agent.lazy import lazy_import
 from agent.sinks.credentials import Secret
 from agent.sinks.throttle import Bandwidth, ThrottledBody
 
 if TYPE_CHECKING:
-    from agent.sinks import http as transport
     from agent.sinks.http import HttpTransport
-else:  # requests and urllib3 load when a sink is made, not when the config loads
-    transport = lazy_import("agent.sinks.http", globals(), "transport")
 
 
 #: Tator's default upload part size (``tator.util.upload_media``).
