@@ -200,6 +200,16 @@ class SinkSettings(_Section):
         """The config path of this sink in messages (``sync`` for the legacy ``[sync]`` table)."""
         return "sync" if self._legacy else f"sink.{self.name}"
 
+    def http_options(self) -> dict[str, Any]:
+        """Return the keywords every sink passes to its HTTP transport: timeouts, CA bundle, and
+        a connection pool for the upload threads plus the lookups."""
+        return {
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "ca_bundle": self.ca_bundle,
+            "pool_size": self.parallelism + 2,
+        }
+
     @property
     def address(self) -> str:
         """Where the platform is (for logs and status); each backend names its own key."""

@@ -387,8 +387,5 @@ def make_sink(config: DataLakeSettings, environ: Mapping[str, str] | None = None
         job_timeout=config.job_timeout,
         label=config.label,
         shapes=config.shapes,
-        connect_timeout=config.connect_timeout,
-        read_timeout=config.read_timeout,
-        ca_bundle=config.ca_bundle,
-        pool_size=config.parallelism + 2,
+        **config.http_options(),
     )

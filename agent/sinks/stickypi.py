@@ -292,8 +292,5 @@ def make_sink(config: StickyPiSettings, environ: Mapping[str, str] | None = None
         load_credentials(config, environ),
         name=config.name,
         section=config.section,
-        connect_timeout=config.connect_timeout,
-        read_timeout=config.read_timeout,
-        ca_bundle=config.ca_bundle,
-        pool_size=config.parallelism + 2,
+        **config.http_options(),
     )

@@ -433,8 +433,5 @@ def make_sink(config: TatorSettings, environ: Mapping[str, str] | None = None) -
         attributes=config.attributes,
         name=config.name,
         config_section=config.section,
-        connect_timeout=config.connect_timeout,
-        read_timeout=config.read_timeout,
-        ca_bundle=config.ca_bundle,
-        pool_size=config.parallelism + 2,
+        **config.http_options(),
     )
