@@ -70,6 +70,8 @@ def test_the_release_queue_is_carried_over_without_losing_a_row(tmp_path: Path) 
     assert sorted(i.id for _, i in waiting) == [1, 2, 3]
     t = dq.totals(q, "stickypi")
     assert (t.verified, t.waiting, t.failed, t.conflict) == (2, 3, 1, 1)
+    assert dq.waiting(q, "stickypi") == (t.waiting, t.waiting_bytes) == (3, 1000 + 1001 + 1002)
+    assert dq.waiting(q, "tator") == (6, sum(1000 + i for i in (0, 1, 2, 3, 5, 6)))  # no row yet
     assert (t.annotations_sent, t.annotations_failed, t.annotations_pending) == (1, 1, 1)
     q.close()
 

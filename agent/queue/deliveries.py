@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
 
@@ -148,6 +149,28 @@ class SinkTotals:
     annotations_failed: int = 0
 
 
+def _unseen(sink: str) -> Any:
+    """The count and bytes of images on disk with no delivery row for ``sink`` yet (waiting)."""
+    has_row = exists().where(Delivery.image_id == Image.id, Delivery.sink == sink)
+    unseen = select(func.count(), func.coalesce(func.sum(Image.size), 0))
+    return unseen.where(Image.state == _ON_DISK, ~has_row)
+
+
+def waiting(queue: Queue, sink: str) -> tuple[int, int]:
+    """Given a sink's name, return the count and bytes of the images on disk still waiting for
+    it: what :func:`totals` reports as waiting, without its other counts (a sync pass's log)."""
+    rows = (
+        select(func.count(), func.coalesce(func.sum(Image.size), 0))
+        .select_from(Delivery)
+        .join(Image, Delivery.image_id == Image.id)
+        .where(Delivery.sink == sink, Delivery.state.in_(_TO_SEND), Image.state == _ON_DISK)
+    )
+    with queue.session() as s:
+        n, size = s.execute(rows).one()
+        new_n, new_b = s.execute(_unseen(sink)).one()
+    return int(n) + int(new_n), int(size) + int(new_b)
+
+
 def totals(queue: Queue, sink: str) -> SinkTotals:
     """Given a sink's name, return where its images and annotations stand. Images on disk with
     no delivery row yet count as waiting."""
@@ -158,10 +181,6 @@ def totals(queue: Queue, sink: str) -> SinkTotals:
         .where(or_(Delivery.state.notin_(_TO_SEND), Image.state == _ON_DISK))
         .group_by(Delivery.state)
     )
-    has_row = exists().where(Delivery.image_id == Image.id, Delivery.sink == sink)
-    unseen = select(func.count(), func.coalesce(func.sum(Image.size), 0)).where(
-        Image.state == _ON_DISK, ~has_row
-    )
     ann = (
         select(AnnotationDelivery.state, func.count())
         .where(AnnotationDelivery.sink == sink)
@@ -169,7 +188,7 @@ def totals(queue: Queue, sink: str) -> SinkTotals:
     )
     with queue.session() as s:
         by_state = {st: (int(n), int(b)) for st, n, b in s.execute(q)}
-        new_n, new_b = s.execute(unseen).one()
+        new_n, new_b = s.execute(_unseen(sink)).one()
         anns = {st: int(n) for st, n in s.execute(ann)}
         n_ann = int(s.scalar(select(func.count()).select_from(Annotation)) or 0)
     waiting = by_state.get("waiting", (0, 0))

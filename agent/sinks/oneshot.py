@@ -108,8 +108,7 @@ def run(
     settings = with_unit_credentials(sink, environ)
     queue = Queue(config.storage.queue_path, create=False)
     dq.enqueue(queue, settings.name)
-    before = dq.totals(queue, settings.name)
-    n, size = before.waiting, before.waiting_bytes
+    n, size = dq.waiting(queue, settings.name)
     progress = Progress(n, size)
     worker = SyncWorker(config, queue, lambda: open_sink(settings, environ), settings=settings)
     worker.on_progress = progress.add
@@ -160,8 +159,7 @@ def run(
     waiting, waiting_bytes = (n - progress.images, size - progress.sent)
     if finished:
         worker.stop(0)
-        after = dq.totals(queue, settings.name)
-        waiting, waiting_bytes = after.waiting, after.waiting_bytes
+        waiting, waiting_bytes = dq.waiting(queue, settings.name)
         queue.close()
     return Outcome(
         progress,

@@ -233,8 +233,7 @@ class SyncWorker(BackgroundWorker):
             stats.seconds = round(time.monotonic() - t0, 3)
             self.last_stats = stats
             if batch or stats.annotations_sent or stats.error:
-                totals = dq.totals(self.queue, self.name)
-                stats.waiting, stats.waiting_bytes = totals.waiting, totals.waiting_bytes
+                stats.waiting, stats.waiting_bytes = dq.waiting(self.queue, self.name)
                 self.publish(last=json.dumps(asdict(stats)))
                 log_pass(stats, self.name)
         enforce(self.config.retention, self.queue, self.config.storage.data_dir, self.config.sinks)
