@@ -10,25 +10,9 @@ import click
 
 from agent.cli import EXIT_INTERRUPTED, Context, _signal_agent, cli, pass_ctx, stop_on_sigint
 from agent.config import Config
+from agent.devserver import check_port_free
 from agent.errors import StickyAgentError
 from agent.sinks.base import SinkSettings
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Given an address, return if a server can listen there; raise StickyAgentError naming it if not."""
-    import socket
-
-    if port == 0:
-        return
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server does
-        try:
-            sock.bind((host, port))
-        except OSError as e:
-            raise StickyAgentError(
-                f"cannot listen on {host}:{port}: {e.strerror or e} (another program, or another demo, "
-                "uses it? stop it, or choose another port with --port)"
-            ) from None
 
 
 @cli.command()

@@ -10,13 +10,16 @@ Modules: :mod:`.parser` (reads an image the way the server does), :mod:`.values`
 column types as the real database holds them), :mod:`.signing` (tokens and download URLs),
 :mod:`.store` (SQLite and files under one data folder), :mod:`.wire` (refusals, JSON bodies and
 lookup keys), :mod:`.app` (the WSGI application, :class:`~.app.DevServer` and :func:`~.app.serve`).
-This module holds only the users, so importing it stays cheap.
+This module holds only the users and a port check, so importing it stays cheap.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import socket
 from typing import Literal
+
+from agent.errors import StickyAgentError
 
 Role = Literal["read", "write", "admin"]
 ROLES: tuple[Role, ...] = ("read", "write", "admin")
@@ -68,3 +71,18 @@ def parse_user(spec: str) -> User:
     if not password:
         raise ValueError(f"user {name!r}: empty password; {form}")
     return User(name, password, role)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Given an address, return if a server can listen there; raise StickyAgentError naming it if not."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server does
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise StickyAgentError(
+                f"cannot listen on {host}:{port}: {e.strerror or e} (another program, or another demo, "
+                "uses it? stop it, or choose another port with --port)"
+            ) from None

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agent.config import Config
+from agent.devserver import check_port_free
 from agent.errors import StickyAgentError
 from agent.sinks.base import SinkSettings
 
@@ -74,8 +75,6 @@ def serve_doubles(config: Config) -> Iterator[list[tuple[SinkSettings, Any]]]:
     block ends; yield ``(sink, double)`` pairs (each double has a ``url`` and ``stop()``).
     Raise StickyAgentError if a sink is not on this machine, names no credentials file, or its
     port is taken."""
-    from agent.cli.sync import check_port_free
-
     server_dir = config.storage.data_dir.parent / "demo-server"
     started: list[Any] = []
     served: list[tuple[SinkSettings, Any]] = []
