@@ -3,13 +3,13 @@ deliveries of several sinks (each its own worker; retention waits for every requ
 
 from __future__ import annotations
 
-import functools
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.sinktrap import capture_annotated, close_sinks, sink_workers
 from sqlalchemy import select
 
 from agent.config import Config, config_from_mapping
@@ -20,8 +20,6 @@ from agent.queue.schema import Annotation, AnnotationDelivery, CaptureAttempt, D
 from agent.queue.syncrows import add_annotation
 from agent.service import Pipeline
 from agent.sinks import memory
-from agent.sinks.base import open_sink
-from agent.sinks.throttle import Link
 from agent.sinks.worker import SyncWorker
 
 RELEASE_QUEUE = Path(__file__).parent / "data" / "queues" / "schema4-release-6050302.sqlite"
@@ -122,36 +120,25 @@ def sinks_config(tmp_path: Path, *sinks: dict[str, Any], retention: dict[str, An
 
 @pytest.fixture
 def trap(tmp_path: Path) -> Iterator[Callable[..., tuple[Pipeline, list[SyncWorker]]]]:
-    made: list[tuple[Pipeline, list[SyncWorker]]] = []
+    made: list[tuple[Pipeline, dict[str, SyncWorker]]] = []
 
     def make(*sinks: dict[str, Any], **kw: Any) -> tuple[Pipeline, list[SyncWorker]]:
         for s in sinks:
             memory.forget(s["name"])
         config = sinks_config(tmp_path, *sinks, **kw)
         pipeline = Pipeline.build(config)
-        link = Link.from_config(config, pipeline.queue)
-        workers = [
-            SyncWorker(config, pipeline.queue, functools.partial(open_sink, s), settings=s, link=link)
-            for s in config.sinks
-        ]
+        workers = sink_workers(config, pipeline)
         made.append((pipeline, workers))
-        return pipeline, workers
+        return pipeline, list(workers.values())
 
     yield make
     for pipeline, workers in made:
-        for w in workers:
-            if w.sink is not None:
-                w.sink.close()
+        close_sinks(workers)
         pipeline.close()
 
 
 def capture(pipeline: Pipeline, n: int) -> list[int]:
-    ids = []
-    for _ in range(n):
-        result = pipeline.capturer.capture(manual=False)
-        assert result.ok and result.image is not None
-        ids.append(result.image.id)
-    return ids
+    return capture_annotated(pipeline, n, "", "", None)
 
 
 def test_a_broken_sink_never_holds_back_another(trap: Callable[..., Any]) -> None:

@@ -8,7 +8,6 @@ fault proxy that loses answers on demand.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import threading
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from helpers.datalake import (
 )
 from helpers.faultproxy import Fault
 from helpers.sink_contract import REAL_IMAGES, SinkContract, SinkHarness, make_record, outlines
+from helpers.sinktrap import capture_annotated, close_sinks, sink_workers
 from werkzeug.wrappers import Response
 
 from agent import registry
@@ -37,10 +37,8 @@ from agent.errors import SinkAuthError, SinkForbidden, SinkProtocolError, SinkRe
 from agent.queue import deliveries as dq
 from agent.queue.syncrows import add_annotation
 from agent.service import Pipeline
-from agent.sinks.base import AnnotationBatch, ImageRecord, open_sink
+from agent.sinks.base import AnnotationBatch, ImageRecord
 from agent.sinks.datalake import DataLakeSettings, make_sink
-from agent.sinks.throttle import Link
-from agent.sinks.worker import SyncWorker
 
 pytest.importorskip("layernext", reason="the official client (pip install layernext==2.3.4) is absent")
 
@@ -316,17 +314,10 @@ def test_the_sync_worker_delivers_images_and_annotations_to_the_lake(
         environ={},
     )
     pipeline = Pipeline.build(config)
-    (sink_settings,) = config.sinks
-    worker = SyncWorker(
-        config, pipeline.queue, functools.partial(open_sink, sink_settings), settings=sink_settings,
-        link=Link.from_config(config, pipeline.queue),
-    )  # fmt: skip
+    workers = sink_workers(config, pipeline)
+    worker = workers["lake"]
     try:
-        ids = []
-        for _ in range(2):
-            result = pipeline.capturer.capture(manual=False)
-            assert result.ok and result.image is not None
-            ids.append(result.image.id)
+        ids = capture_annotated(pipeline, 2, ALGO, VERSION, None)
         add_annotation(pipeline.queue, ids[0], ALGO, VERSION, outlines_of(3))
         for _ in range(3):
             worker.cycle()
@@ -339,8 +330,7 @@ def test_the_sync_worker_delivers_images_and_annotations_to_the_lake(
             Path(image.path).name: 3 for image in pipeline.queue.images(10) if image.id == ids[0]
         }
     finally:
-        if worker.sink is not None:
-            worker.sink.close()
+        close_sinks(workers)
         pipeline.close()
 
 

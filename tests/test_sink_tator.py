@@ -335,12 +335,11 @@ def test_when_is_utc_in_the_elemental_id() -> None:
 
 def test_a_sync_worker_delivers_captures_and_outlines_to_tator(double: Any, api: Any, tmp_path: Path) -> None:
     """The whole path: captures of a trap (synthetic camera) reach Tator through the worker."""
+    from helpers.sinktrap import capture_annotated, close_sinks, sink_workers
+
     from agent.config import config_from_mapping
     from agent.queue.syncrows import add_annotation
     from agent.service import Pipeline
-    from agent.sinks.base import open_sink
-    from agent.sinks.throttle import Link
-    from agent.sinks.worker import SyncWorker
 
     table = {"type": "tator", "name": "lab-tator", "host": double.url, "project": 1, "media_type": 1}
     table.update(localization_type=2, credentials=str(token_file(tmp_path)), probe_interval="1s")
@@ -352,20 +351,10 @@ def test_a_sync_worker_delivers_captures_and_outlines_to_tator(double: Any, api:
     }
     config = config_from_mapping(data, environ={})
     pipeline = Pipeline.build(config)
-    settings = config.sinks[0]
-    worker = SyncWorker(
-        config,
-        pipeline.queue,
-        lambda: open_sink(settings),
-        settings=settings,
-        link=Link.from_config(config, pipeline.queue),
-    )
+    workers = sink_workers(config, pipeline)
+    worker = workers["lab-tator"]
     try:
-        ids = []
-        for _ in range(3):
-            result = pipeline.capturer.capture(manual=False)
-            assert result.ok and result.image is not None
-            ids.append(result.image.id)
+        ids = capture_annotated(pipeline, 3, "", "", None)
         add_annotation(pipeline.queue, ids[0], "learned", "1000-abc", [contour(10, 20, 30)])
         for _ in range(6):
             worker.cycle()
@@ -376,8 +365,7 @@ def test_a_sync_worker_delivers_captures_and_outlines_to_tator(double: Any, api:
         assert outline.attributes["Algorithm version"] == "1000-abc"
         assert double.state.requests["POST medias"] == 3  # no second copy of anything
     finally:
-        if worker.sink is not None:
-            worker.sink.close()
+        close_sinks(workers)
         pipeline.close()
 
 

@@ -16,21 +16,19 @@ import pytest
 from helpers.datalake import COLLECTION, KEY, SECRET, DatalakeHarness, record_sdk_sleeps
 from helpers.faultproxy import FaultProxy
 from helpers.sink_contract import SinkHarness
+from helpers.sinktrap import capture_annotated, close_sinks, sink_workers
 from helpers.tator_sink import TOKEN, TatorHarness
 from test_scheduler import SteppingClock
 from test_sink_contract import PASSWORD, StickyPiHarness
 
 from agent.config import config_from_mapping
 from agent.queue import deliveries as dq
-from agent.queue.syncrows import add_annotation
 from agent.service import Pipeline
 from agent.sinks.credentials import Credentials, Secret
 from agent.sinks.datalake import DataLakeSink
 from agent.sinks.passes import image_record
 from agent.sinks.stickypi import StickyPiSink
 from agent.sinks.tator import TatorSink
-from agent.sinks.throttle import Link
-from agent.sinks.worker import SyncWorker
 
 N_IMAGES = 12
 OUTLINES = [{"contour": [[[10, 12]], [[60, 14]], [[30, 70]]], "name": "insect", "value": 1}]
@@ -89,15 +87,8 @@ def test_three_sinks_each_get_every_image_once_through_faults(
     pipeline = Pipeline.build(config)
     clock = SteppingClock(1.0)
     pipeline.capturer.now, pipeline.capturer.sleep = clock, clock.sleep
-    for _ in range(N_IMAGES):
-        result = pipeline.capturer.capture()
-        assert result.ok and result.image is not None
-        add_annotation(pipeline.queue, result.image.id, ALGO, VERSION, OUTLINES)
-    link = Link.from_config(config, pipeline.queue)
-    workers = {
-        s.name: SyncWorker(config, pipeline.queue, factories[s.name], settings=s, link=link, rng=rng)
-        for s in config.sinks
-    }
+    capture_annotated(pipeline, N_IMAGES, ALGO, VERSION, OUTLINES)
+    workers = sink_workers(config, pipeline, factories, rng=rng)
     started, cycles = time.monotonic(), Counter[str]()
     try:
         pending = set(workers)
@@ -125,9 +116,7 @@ def test_three_sinks_each_get_every_image_once_through_faults(
         injected = [sum(n for f, n in c.items() if f.value != "none") for c in faults.values()]
         assert min(injected) >= 3, injected  # the faults really happened
     finally:
-        for w in workers.values():
-            if w.sink is not None:
-                w.sink.close()
+        close_sinks(workers)
         pipeline.close()
         for proxy in proxies.values():
             proxy.__exit__(None, None, None)

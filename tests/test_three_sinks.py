@@ -6,7 +6,6 @@ platform down the other two go on syncing, and retention waits for every require
 
 from __future__ import annotations
 
-import functools
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,15 +15,13 @@ import pytest
 import requests
 from helpers.datalake import download_collection, official_client, record_sdk_sleeps
 from helpers.net import free_port
+from helpers.sinktrap import capture_annotated, close_sinks, sink_workers
 
 from agent.config import Config, config_from_mapping
 from agent.devserver.demo import DEMO_SECRETS, serve_doubles
 from agent.queue import deliveries as dq
-from agent.queue.syncrows import add_annotation
 from agent.service import Pipeline
-from agent.sinks.base import open_sink
 from agent.sinks.datalake_shapes import operation_id
-from agent.sinks.throttle import Link
 from agent.sinks.worker import SyncWorker
 
 DEMO = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
@@ -105,17 +102,11 @@ def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtur
     with serve_doubles(config) as served:
         doubles = {sink.name: double for sink, double in served}
         pipeline = Pipeline.build(config)
-        link = Link.from_config(config, pipeline.queue)
-        workers = {
-            s.name: SyncWorker(config, pipeline.queue, functools.partial(open_sink, s), settings=s, link=link)
-            for s in config.sinks
-        }
+        workers = sink_workers(config, pipeline)
         try:
             yield config, pipeline, workers, doubles
         finally:
-            for w in workers.values():
-                if w.sink is not None:
-                    w.sink.close()
+            close_sinks(workers)
             pipeline.close()
 
 
@@ -128,12 +119,8 @@ def drain(worker: SyncWorker) -> None:
 def test_a_capture_reaches_all_three_platforms_with_its_annotations(demo: Any, tmp_path: Path) -> None:
     config, pipeline, workers, doubles = demo
     assert [s.type for s in config.sinks] == ["stickypi", "tator", "datalake"]
-    images = []
-    for _ in range(2):
-        result = pipeline.capturer.capture(manual=False)
-        assert result.ok and result.image is not None
-        images.append(result.image)
-        add_annotation(pipeline.queue, result.image.id, ALGO, VERSION, OUTLINES)
+    ids = capture_annotated(pipeline, 2, ALGO, VERSION, OUTLINES)
+    images = [i for i in pipeline.queue.images(10) if i.id in ids]
     for w in workers.values():
         drain(w)
     for name in workers:
