@@ -92,6 +92,8 @@ def test_version_changes_with_the_model_or_its_settings(tmp_path: Path) -> None:
         ('{"created": 1, "mask_threshold": 1.5}', "between 0 and 1"),
         ('{"created": 1, "upsample": true}', "number"),
         ('{"created": 1, "strip_rows": 100}', "multiple of 32"),
+        ('{"created": 1, "normalise": 3}', "normalise must be 0, 1 or 2"),
+        ('{"created": 1, "output_stride": 4}', "output_stride must be 1 or 2"),
     ],
 )
 def test_bad_settings_raise_detector_error(tmp_path: Path, content: str, match: str) -> None:
@@ -238,24 +240,50 @@ def test_batchnorm_folds_into_the_exported_convolutions(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not has_torch, reason="the [train] extra (torch) is not installed")
+@pytest.mark.parametrize("stride", [1, 2])
+def test_both_output_strides_export_and_give_maps_at_the_working_size(tmp_path: Path, stride: int) -> None:
+    import torch
+
+    from agent.detect.net import InsectNet, export_onnx
+
+    torch.manual_seed(0)
+    net = InsectNet(norm=True, channels=6, stride=stride).eval()
+    export_onnx(net, tmp_path / "m.onnx", 6)
+    settings_path(tmp_path / "m.onnx").write_text(
+        json.dumps({"created": 1, "normalise": 2, "output_stride": stride, "upsample": stride})
+    )
+    det = LearnedDetector(tmp_path / "m.onnx", runtime="opencv")
+    work = np.full((300, 420, 3), (40, 200, 220), np.uint8)
+    mask, centre = det.maps(work)
+    assert mask.shape == centre.shape == (300, 420)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 6, 64, 96)).astype(np.float32)
+    ocv = cv2.dnn.readNetFromONNX(str(tmp_path / "m.onnx"))
+    ocv.setInput(x)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    assert want.shape == (1, 2, 64 // stride, 96 // stride)
+    assert np.abs(ocv.forward() - want).max() < 1e-3
+
+
+@pytest.mark.skipif(not has_torch, reason="the [train] extra (torch) is not installed")
 def test_a_trained_network_exports_to_onnx_that_opencv_runs(tmp_path: Path) -> None:
     import torch
 
     from agent.detect.cards import load_card
     from agent.detect.net import InsectNet, export_onnx
-    from agent.detect.train import train_model
+    from agent.detect.train import CHANNELS, STRIDE, train_model
 
     card = load_card(CROP, full_side=2592)
     assert card.mask.shape == (384, 512) and card.mask.max() == 1.0
     assert card.centre.min() >= 0.0 and card.centre.max() == pytest.approx(1.0)
     net = train_model([card], steps=2, seed=1)
     assert isinstance(net, InsectNet)
-    export_onnx(net, tmp_path / "m.onnx")
+    export_onnx(net, tmp_path / "m.onnx", CHANNELS)
     ocv = cv2.dnn.readNetFromONNX(str(tmp_path / "m.onnx"))
-    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 3, 96, 160)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, CHANNELS, 96, 160)).astype(np.float32)
     ocv.setInput(x)
     got = ocv.forward()
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
-    assert got.shape == want.shape == (1, 2, 48, 80)
+    assert got.shape == want.shape == (1, 2, 96 // STRIDE, 160 // STRIDE)
     assert np.abs(got - want).max() < 1e-3

@@ -18,15 +18,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.detect.builtin import decode
 from agent.detect.evaluate import Polygon, read_annotated_svg
 
 #: The network's input long side (a 2592 x 1944 card becomes 1296 x 972).
 WORK_SIDE = 1296
+#: Share of training patches with insects of other cards pasted on them.
+PASTE = 0.5
 
 U8 = NDArray[np.uint8]
 F32 = NDArray[np.float32]
@@ -90,8 +94,87 @@ def load_card(path: Path, full_side: int | None = None) -> Card:
     scale = WORK_SIDE / full_side
     size = (round(a.width * scale), round(a.height * scale))
     image = np.asarray(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), np.uint8)
+    if max(a.width, a.height) == full_side:  # a whole picture: reduced as on the trap
+        reduced, _ = decode(a.jpeg, WORK_SIDE)
+        if reduced.shape[:2] == image.shape[:2]:
+            image = reduced
     mask, centre = targets(a.outlines, size, scale)
     return Card(path.name, trap_of(path), image, mask, centre, a.outlines, a.jpeg, full_side)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """One person-outlined insect cut from a card at the working size: its pixels, its outline
+    filled (``alpha``), its centre target, and the card's colour around it (the median)."""
+
+    image: U8
+    alpha: F32
+    centre: F32
+    card: F32
+
+
+def insect_bank(cards: list[Card]) -> list[Crop]:
+    """Given cards, return every outlined insect of theirs as a Crop (for pasting onto others)."""
+    out = []
+    for card in cards:
+        h, w = card.mask.shape
+        scale = w / card.full_side if w >= h else h / card.full_side
+        colour = np.median(card.image[::4, ::4].reshape(-1, 3), axis=0).astype(np.float32)
+        for o in card.outlines:
+            poly = np.round(o * scale).astype(np.int32)
+            x0, y0 = np.maximum(poly.min(0) - 1, 0)
+            x1, y1 = np.minimum(poly.max(0) + 2, (w, h))
+            if x1 - x0 < 3 or y1 - y0 < 3:
+                continue
+            alpha = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            cv2.fillPoly(alpha, [poly - (x0, y0)], 1)
+            dist = np.asarray(cv2.distanceTransform(np.pad(alpha, 1), cv2.DIST_L2, 3), np.float32)[1:-1, 1:-1]
+            dist /= max(float(dist.max()), 1e-6)
+            pix = card.image[y0:y1, x0:x1].copy()
+            around = pix[alpha == 0]  # the card around the insect, in its bounding box
+            local = np.median(around, axis=0).astype(np.float32) if len(around) >= 8 else colour
+            out.append(Crop(pix, alpha.astype(np.float32), dist, local))
+    return out
+
+
+def _turned(a: np.ndarray[Any, Any], quarter_turns: int, flip: bool, size: tuple[int, int]) -> Any:
+    """Return ``a`` turned, flipped left-right if ``flip``, and resized to ``size`` (w, h)."""
+    a = np.rot90(a, quarter_turns)
+    a = np.ascontiguousarray(a[:, ::-1] if flip else a)
+    return np.asarray(cv2.resize(a, size, interpolation=cv2.INTER_LINEAR))
+
+
+def _paste(img: U8, mask: F32, centre: F32, bank: list[Crop], rng: np.random.Generator) -> None:
+    """Paste a few insects of ``bank`` onto the patch ``img`` (and its targets) in place, where
+    there is no insect yet: turned, flipped, rescaled, their colours carried over from their
+    card's to this patch's."""
+    size = img.shape[0]
+    for _ in range(int(rng.integers(1, 7))):
+        crop = bank[int(rng.integers(len(bank)))]
+        k = int(rng.integers(4))
+        flip = rng.random() < 0.5
+        scale = math.exp(rng.uniform(math.log(0.8), math.log(1.25)))
+        h0, w0 = crop.alpha.shape if k % 2 == 0 else crop.alpha.shape[::-1]
+        ch, cw = max(3, round(h0 * scale)), max(3, round(w0 * scale))
+        if ch >= size or cw >= size:
+            continue
+        pix, alpha, cen = (_turned(a, k, flip, (cw, ch)) for a in (crop.image, crop.alpha, crop.centre))
+        for _try in range(4):
+            y, x = int(rng.integers(size - ch + 1)), int(rng.integers(size - cw + 1))
+            win = (slice(y, y + ch), slice(x, x + cw))
+            if not (mask[win] > 0.5).any():
+                break
+        else:
+            continue
+        soft = cv2.GaussianBlur(alpha, (0, 0), 0.7)[..., None]
+        here = np.median(img[win].reshape(-1, 3), axis=0).astype(np.float32)
+        # half the card's colour change carries to the insect (wings show the card; bodies do not)
+        ratio = np.sqrt(here / np.maximum(crop.card, 1.0) * here.mean() / max(float(crop.card.mean()), 1.0))
+        new = np.clip(pix.astype(np.float32) * ratio, 0, 255)
+        img[win] = np.clip(img[win] * (1 - soft) + new * soft + 0.5, 0, 255).astype(np.uint8)
+        inside = alpha > 0.5
+        mask[win] = np.where(inside, 1.0, mask[win])
+        centre[win] = np.where(inside, cen, centre[win])
 
 
 def _strokes(img: U8, rng: np.random.Generator) -> None:
@@ -123,6 +206,8 @@ def _photometric(img: U8, rng: np.random.Generator) -> U8:
         hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(rng.integers(-12, 13))) % 180
         f = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR).astype(np.float32) / 255.0
     f *= rng.uniform(0.8, 1.2, 3).astype(np.float32)  # white balance
+    if rng.random() < 0.2:  # over-exposed: the card's channels clip
+        f *= rng.uniform(1.1, 1.8)
     f = np.clip(f, 0, 1) ** rng.uniform(0.7, 1.4)  # gamma
     c = rng.uniform(0.6, 1.3)
     f = (f - f.mean()) * c + f.mean() + rng.uniform(-0.15, 0.15)
@@ -133,8 +218,15 @@ def _photometric(img: U8, rng: np.random.Generator) -> U8:
             np.float32
         )
         f *= (1 + rng.uniform(-0.4, 0.4) * (ramp - ramp.mean()))[..., None]
-    if rng.random() < 0.25:  # fog: contrast lost towards a light grey
-        k = rng.uniform(0.1, 0.55)
+    if rng.random() < 0.3:  # shadows: soft dark bands (leaves, the trap's frame)
+        h, w = f.shape[:2]
+        a = rng.uniform(0, 2 * math.pi)
+        period = rng.uniform(0.3, 1.5) * w
+        phase = (np.cos(a) * np.arange(w)[None, :] + np.sin(a) * np.arange(h)[:, None]) / period
+        band = 0.5 + 0.5 * np.sin(2 * math.pi * phase + rng.uniform(0, 2 * math.pi))
+        f *= (1 - rng.uniform(0.2, 0.6) * band.astype(np.float32))[..., None]
+    if rng.random() < 0.3:  # fog: contrast lost towards a light grey
+        k = rng.uniform(0.1, 0.7)
         f = f * (1 - k) + k * rng.uniform(0.6, 0.95)
     if rng.random() < 0.3:
         f = cv2.GaussianBlur(f, (0, 0), rng.uniform(0.5, 1.8))
@@ -142,8 +234,11 @@ def _photometric(img: U8, rng: np.random.Generator) -> U8:
     return np.asarray(np.clip(f * 255 + 0.5, 0, 255), np.uint8)
 
 
-def patch(card: Card, size: int, rng: np.random.Generator) -> tuple[U8, F32, F32]:
-    """Given a card, a patch side and a generator, return an augmented (image, mask, centre) patch."""
+def patch(
+    card: Card, size: int, rng: np.random.Generator, bank: list[Crop] | None = None
+) -> tuple[U8, F32, F32]:
+    """Given a card, a patch side and a generator, return an augmented (image, mask, centre) patch;
+    half the time with insects of ``bank`` pasted on it."""
     if rng.random() < 0.05:
         img = _photometric(_blank(size, rng), rng)
         if rng.random() < 0.5:
@@ -171,7 +266,11 @@ def patch(card: Card, size: int, rng: np.random.Generator) -> tuple[U8, F32, F32
     )
     mask = cv2.warpAffine(card.mask, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
     centre = cv2.warpAffine(card.centre, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
+    mask_t: F32 = np.asarray(mask, np.float32)
+    centre_t: F32 = np.asarray(centre, np.float32)
+    if bank and rng.random() < PASTE:
+        _paste(img, mask_t, centre_t, bank, rng)
     img = _photometric(img, rng)
     if rng.random() < 0.3:
         _strokes(img, rng)
-    return img, np.asarray(mask, np.float32), np.asarray(centre, np.float32)
+    return img, mask_t, centre_t

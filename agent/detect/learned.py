@@ -45,6 +45,7 @@ else:  # extras: imported when a detector is made, not with the config (agent.la
 ALGO_NAME = "sticky-agent-learned"
 DEFAULT_MODEL = Path(__file__).with_name("insects.onnx")
 MULTIPLE = 32
+#: Input pixels per output pixel of the models before ``output_stride`` was a setting.
 OUTPUT_STRIDE = 2
 #: Areas in the settings are pixels of an image this wide (the annotated cards').
 REF_SIDE = 2592
@@ -63,9 +64,12 @@ class Settings:
     min_area: float = 300.0
     max_area: float = 80000.0
     upsample: int = 2
+    #: Input pixels per pixel of the network's maps (1: maps at the working size).
+    output_stride: int = OUTPUT_STRIDE
     simplify: float = 1.0
     #: 1: the input is divided by the picture's median colour (the card's), so cards of any
-    #: colour and exposure look alike; 0: scaled to [-0.5, 0.5] only.
+    #: colour and exposure look alike; 2: and by its local background too (six channels);
+    #: 0: scaled to [-0.5, 0.5] only. See ``features``.
     normalise: int = 0
     #: The network runs on horizontal strips of this many rows (plus ``STRIP_OVERLAP`` above and
     #: below, for context), to bound its memory; 0: the whole picture at once.
@@ -81,8 +85,12 @@ class Settings:
             if isinstance(data[k], bool) or not isinstance(data[k], int | float):
                 raise ValueError(f"{k} must be a number")
         s = cls(**{k: v for k, v in data.items() if k in known})
+        if s.normalise not in (0, 1, 2):
+            raise ValueError("normalise must be 0, 1 or 2")
         if s.strip_rows % MULTIPLE or s.strip_rows < 0:
             raise ValueError(f"strip_rows must be a multiple of {MULTIPLE} (0: no strips)")
+        if s.output_stride not in (1, 2):
+            raise ValueError("output_stride must be 1 or 2")
         if not (64 <= s.work_side <= 8192 and 1 <= s.upsample <= 4):
             raise ValueError("out of range: need 64 <= work_side <= 8192 and 1 <= upsample <= 4")
         if not (0 < s.mask_threshold < 1 and 0 < s.centre_threshold < 1 and 0 <= s.min_confidence < 1):
@@ -181,18 +189,53 @@ def normalised(bgr: NDArray[np.uint8], card: F32 | None = None) -> F32:
     return np.asarray(np.clip(x, -1, 2), np.float32)
 
 
-def to_blob(bgr: NDArray[np.uint8], normalise: bool = False, card: F32 | None = None) -> F32:
-    """Given a BGR picture, return the network's (1, 3, H', W') input, padded to multiples of 32."""
+#: ``normalise = 2``: the local background is found on a picture reduced this many times...
+BACKGROUND_STEP = 8
+#: ...by a grey closing this wide there (dark things narrower than STEP x CLOSE pixels vanish).
+BACKGROUND_CLOSE = 9
+
+
+def local_background(bgr: NDArray[np.uint8]) -> F32:
+    """Given a BGR picture, return the card's colour around each pixel: the picture with dark
+    things narrower than about BACKGROUND_STEP x BACKGROUND_CLOSE pixels closed over, smoothed."""
     h, w = bgr.shape[:2]
-    ph, pw = -h % MULTIPLE, -w % MULTIPLE
-    if ph or pw:
-        bgr = np.asarray(cv2.copyMakeBorder(bgr, 0, ph, 0, pw, cv2.BORDER_REFLECT_101), np.uint8)
-    if normalise:
-        x = normalised(bgr, card)
-    else:
+    step = BACKGROUND_STEP
+    small = cv2.resize(bgr, (max(1, w // step), max(1, h // step)), interpolation=cv2.INTER_AREA)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (BACKGROUND_CLOSE, BACKGROUND_CLOSE))
+    small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_REFLECT_101)
+    small = cv2.blur(small, (5, 5), borderType=cv2.BORDER_REFLECT_101)
+    big = cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(big, np.float32).reshape(h, w, -1)
+
+
+def features(bgr: NDArray[np.uint8], normalise: int = 0, card: F32 | None = None) -> F32:
+    """Given a BGR picture and the ``normalise`` setting, return the network's (H, W, C) input.
+
+    0: the picture scaled to [-0.5, 0.5]; 1: divided by the card's colour (``normalised``);
+    2: that, and three more channels: the picture divided by its local background
+    (``local_background``) minus 1, so shadows, light gradients and card colour fall away.
+    """
+    if not normalise:
         x = bgr.astype(np.float32)
         x *= 1 / 255
         x -= 0.5
+        return x
+    x = normalised(bgr, card)
+    if normalise < 2:
+        return x
+    local = bgr.astype(np.float32)
+    local /= np.maximum(local_background(bgr), CARD_FLOOR)
+    local -= 1
+    return np.concatenate([x, np.clip(local, -1, 2)], axis=2)
+
+
+def to_blob(x: F32) -> F32:
+    """Given (H, W, C) features, return the network's (1, C, H', W') input, padded to multiples of 32
+    (mirrored)."""
+    h, w = x.shape[:2]
+    ph, pw = -h % MULTIPLE, -w % MULTIPLE
+    if ph or pw:
+        x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="reflect")
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
@@ -229,7 +272,7 @@ def outlines_of(
     return each label's outer contour in full-resolution pixels (inside the picture)."""
     fw, fh = full_size
     # full pixels of this picture per pixel of a 2592-wide card, squared
-    area_unit = (k * s.upsample / OUTPUT_STRIDE * s.work_side / REF_SIDE) ** 2
+    area_unit = (k * s.upsample / s.output_stride * s.work_side / REF_SIDE) ** 2
     ys, xs = np.nonzero(labels)
     if not len(ys):
         return []
@@ -263,10 +306,11 @@ def outlines_of(
 STRIP_OVERLAP = 128
 
 
-def probabilities(logits: F32, size: tuple[int, int], upsample: int) -> tuple[F32, F32]:
-    """Given the network's logits and the picture's (w, h), return mask and centre maps (unpadded)."""
+def probabilities(logits: F32, size: tuple[int, int], upsample: int, stride: int) -> tuple[F32, F32]:
+    """Given the network's logits, the picture's (w, h), the maps' upsampling and the network's
+    output stride, return mask and centre maps (unpadded)."""
     w, h = size
-    ow, oh = -(-w // OUTPUT_STRIDE), -(-h // OUTPUT_STRIDE)
+    ow, oh = -(-w // stride), -(-h // stride)
     maps = []
     for ch in range(2):
         m = np.ascontiguousarray(logits[0, ch, :oh, :ow])
@@ -312,22 +356,24 @@ class LearnedDetector:
         """Given a BGR picture at the working size, return its mask and centre probability maps."""
         h, w = bgr.shape[:2]
         s = self.settings
-        card = card_colour(bgr) if s.normalise else None
+        x = features(bgr, s.normalise)
         rows = s.strip_rows
         if not rows or h <= rows + 2 * STRIP_OVERLAP:
-            return probabilities(self._net(to_blob(bgr, bool(s.normalise), card)), (w, h), s.upsample)
-        ow, oh = -(-w // OUTPUT_STRIDE), -(-h // OUTPUT_STRIDE)
+            return probabilities(self._net(to_blob(x)), (w, h), s.upsample, s.output_stride)
+        st = s.output_stride
+        ow, oh = -(-w // st), -(-h // st)
         logits = np.empty((1, 2, oh, ow), np.float32)
         for y0 in range(0, h, rows):
             a, b = max(0, y0 - STRIP_OVERLAP), min(h, y0 + rows + STRIP_OVERLAP)
-            out = self._net(to_blob(bgr[a:b], bool(s.normalise), card))
-            top = (y0 - a) // OUTPUT_STRIDE
-            n = min(rows // OUTPUT_STRIDE, oh - y0 // OUTPUT_STRIDE)
-            logits[:, :, y0 // OUTPUT_STRIDE : y0 // OUTPUT_STRIDE + n] = out[:, :, top : top + n, :ow]
-        return probabilities(logits, (w, h), s.upsample)
+            out = self._net(to_blob(x[a:b]))
+            top = (y0 - a) // st
+            n = min(rows // st, oh - y0 // st)
+            logits[:, :, y0 // st : y0 // st + n] = out[:, :, top : top + n, :ow]
+        return probabilities(logits, (w, h), s.upsample, st)
 
-    def detect(self, jpeg: bytes) -> list[Outline]:
-        """Given a JPEG's bytes, return the insects' Outlines. Raise DetectorError if undecodable."""
+    def prepare(self, jpeg: bytes) -> tuple[NDArray[np.uint8], float, tuple[int, int]]:
+        """Given a JPEG's bytes, return it in BGR at the working size, the full pixels per working
+        pixel, and the full (w, h). Raise DetectorError if undecodable."""
         side = self.settings.work_side
         bgr, full = decode(jpeg, side)
         h, w = bgr.shape[:2]
@@ -335,7 +381,11 @@ class LearnedDetector:
             k = side / max(w, h)
             size = (max(1, round(w * k)), max(1, round(h * k)))
             bgr = np.asarray(cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR), np.uint8)
-        return self.detect_work(np.asarray(bgr, np.uint8), max(full) / side, full)
+        return np.asarray(bgr, np.uint8), max(full) / side, full
+
+    def detect(self, jpeg: bytes) -> list[Outline]:
+        """Given a JPEG's bytes, return the insects' Outlines. Raise DetectorError if undecodable."""
+        return self.detect_work(*self.prepare(jpeg))
 
     def detect_work(self, bgr: NDArray[np.uint8], k: float, full_size: tuple[int, int]) -> list[Outline]:
         """Given a BGR picture at the working scale, full pixels per working pixel ``k`` and the full
@@ -349,7 +399,7 @@ class LearnedDetector:
     ) -> list[Outline]:
         """Given probability maps, full pixels per working pixel, the full (w, h), settings: the Outlines."""
         labels = regions(mask, centre, settings)
-        return outlines_of(labels, k * OUTPUT_STRIDE / settings.upsample, full_size, settings)
+        return outlines_of(labels, k * settings.output_stride / settings.upsample, full_size, settings)
 
     def close(self) -> None:
         """Nothing to release (the runtime's memory goes with the detector)."""

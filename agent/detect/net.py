@@ -56,13 +56,18 @@ def fused(net: nn.Module) -> nn.Module:
 
 
 class InsectNet(nn.Module):
-    """Given a (N, 3, H, W) BGR batch scaled to [-0.5, 0.5], return (N, 2, H/2, W/2) logits."""
+    """Given a (N, C, H, W) batch of input features (agent.detect.learned.features), return
+    (N, 2, H/s, W/s) logits, s the ``stride`` (2, or 1 with a last full-resolution layer)."""
 
-    def __init__(self, widths: tuple[int, ...] = WIDTHS, norm: bool = False) -> None:
+    def __init__(
+        self, widths: tuple[int, ...] = WIDTHS, norm: bool = False, channels: int = 3, stride: int = 2
+    ) -> None:
         super().__init__()
         w, n = widths, norm
+        #: stride 1: one more upsampling, its features joined with the input's, at full resolution
+        self.fine = _conv(w[0] + channels, w[0], 1, n) if stride == 1 else None
         self.enc = nn.ModuleList(
-            [nn.Sequential(_conv(3, w[0], 2, n), _conv(w[0], w[0], 1, n))]
+            [nn.Sequential(_conv(channels, w[0], 2, n), _conv(w[0], w[0], 1, n))]
             + [nn.Sequential(_conv(w[i - 1], w[i], 1, n), _conv(w[i], w[i], 1, n)) for i in range(1, len(w))]
         )
         self.pool = nn.MaxPool2d(2)
@@ -71,6 +76,7 @@ class InsectNet(nn.Module):
         self.head = nn.Conv2d(w[0], 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = x
         skips = []
         for i, block in enumerate(self.enc):
             x = block(x if i == 0 else self.pool(x))
@@ -78,15 +84,18 @@ class InsectNet(nn.Module):
         x = skips[-1]
         for i in range(len(self.dec) - 1, -1, -1):
             x = self.dec[i](torch.cat([self.up(x), skips[i]], dim=1))
+        if self.fine is not None:
+            x = self.fine(torch.cat([self.up(x), image], dim=1))
         out: torch.Tensor = self.head(x)
         return out
 
 
-def export_onnx(net: nn.Module, path: Path) -> None:
-    """Write ``net`` as ONNX (opset 11, any input size) to ``path``, with no training-only parts."""
+def export_onnx(net: nn.Module, path: Path, channels: int = 3) -> None:
+    """Write ``net`` (``channels`` inputs) as ONNX (opset 11, any input size) to ``path``, with no
+    training-only parts."""
     net.eval()
     net = fused(net)
-    dummy = torch.zeros(1, 3, 320, 320)
+    dummy = torch.zeros(1, channels, 320, 320)
     with (
         warnings.catch_warnings()
     ):  # the TorchScript exporter is deprecated; its opset 11 is what OpenCV 4.6 reads

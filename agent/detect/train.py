@@ -25,17 +25,21 @@ from typing import Any
 
 import numpy as np
 
-from agent.detect.cards import Card, load_card, patch
-from agent.detect.evaluate import THRESHOLDS, Score, collect_svgs, combine, score_image
-from agent.detect.learned import DEFAULT_MODEL, LearnedDetector, Settings, normalised, settings_path
+from agent.detect.cards import Card, insect_bank, load_card, patch
+from agent.detect.evaluate import Score, collect_svgs
+from agent.detect.learned import DEFAULT_MODEL, Settings, features, load_model, settings_path
+from agent.detect.loto import GRID, Maps, choose, combos, held_out_maps, score_maps, table
 
 STEPS = 900
 BATCH = 6
 PATCH = 224
 LR = 2e-3
 SEED = 20261129
-#: Inputs divided by the card's colour (see agent.detect.learned.normalised).
-NORMALISE = True
+#: Inputs divided by the card's colour and by the local background (agent.detect.learned.features).
+NORMALISE = 2
+CHANNELS = 6 if NORMALISE == 2 else 3
+#: Input pixels per pixel of the network's maps (1: a last layer at full resolution, sharper outlines).
+STRIDE = 1
 #: BatchNorm after each convolution while training (folded into the convolutions on export).
 NORM = True
 
@@ -52,21 +56,20 @@ def train_model(cards: Sequence[Card], steps: int, seed: int, log: str = "") -> 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = InsectNet(norm=NORM)
+    net = InsectNet(norm=NORM, channels=CHANNELS, stride=STRIDE)
     opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps, pct_start=0.1)
-    half = PATCH // 2
+    out = PATCH // STRIDE
+    bank = insect_bank(list(cards))
     t0 = time.monotonic()
     net.train()
     for step in range(steps):
         xs, ms, cs = [], [], []
         for _ in range(BATCH):
-            img, mask, centre = patch(cards[int(rng.integers(len(cards)))], PATCH, rng)
-            xs.append(
-                (normalised(img) if NORMALISE else img.astype(np.float32) / 255 - 0.5).transpose(2, 0, 1)
-            )
-            ms.append(mask.reshape(half, 2, half, 2).mean(axis=(1, 3)))
-            cs.append(centre.reshape(half, 2, half, 2).mean(axis=(1, 3)))
+            img, mask, centre = patch(cards[int(rng.integers(len(cards)))], PATCH, rng, bank)
+            xs.append(features(img, NORMALISE).transpose(2, 0, 1))
+            ms.append(mask.reshape(out, STRIDE, out, STRIDE).mean(axis=(1, 3)))
+            cs.append(centre.reshape(out, STRIDE, out, STRIDE).mean(axis=(1, 3)))
         x = torch.from_numpy(np.stack(xs))
         m = torch.from_numpy(np.stack(ms))
         c = torch.from_numpy(np.stack(cs))
@@ -91,108 +94,76 @@ def train_model(cards: Sequence[Card], steps: int, seed: int, log: str = "") -> 
     return net
 
 
-#: Post-processing settings tried on the training cards after each training (see tune_settings).
-GRID: dict[str, tuple[float, ...]] = {
-    "mask_threshold": (0.4, 0.5, 0.6),
-    "centre_threshold": (0.06, 0.1, 0.2),
-    "min_confidence": (0.0, 0.7, 0.75, 0.8, 0.85),
-}
-
-
-def tune_settings(model: Path, cards: Sequence[Card], settings: Settings) -> Settings:
-    """Given a model file, its training cards and settings, return the settings with the values
-    of GRID that score best on those cards (F1 at IoU 0.5 plus F1 at IoU 0.33, all insects pooled)."""
-    import itertools
-
-    det = LearnedDetector(model, runtime="opencv")
-    cases = []
-    for card in cards:
-        h, w = card.image.shape[:2]
-        full = (round(w * card.full_side / max(w, h)), round(h * card.full_side / max(w, h)))
-        cases.append((card, det.maps(card.image), card.full_side / max(w, h), full))
-    best, best_value = settings, -1.0
-    for values in itertools.product(*GRID.values()):
-        chosen: dict[str, Any] = dict(zip(GRID, values, strict=True))
-        s = replace(settings, **chosen)
-        scores = []
-        for card, (mask, centre), k, full in cases:
-            found = LearnedDetector.outlines_from_maps(mask, centre, k, full, s)
-            pred = [o.contour.reshape(-1, 2).astype(np.float64) for o in found]
-            scores.append(score_image(card.name, pred, card.outlines))
-        total = combine(scores)
-        value = total.f1(0.5) + total.f1(0.33)
-        if value > best_value + 1e-9:
-            best, best_value = s, value
-    return best
-
-
 def _write(net: Any, out: Path, settings: Settings, info: dict[str, Any]) -> None:
     from agent.detect.net import export_onnx
 
-    export_onnx(net, out)
+    export_onnx(net, out, CHANNELS)
+    write_settings(out, settings, info)
+
+
+def write_settings(model: Path, settings: Settings, info: dict[str, Any]) -> None:
+    """Write ``settings`` and ``info`` as the settings file beside ``model``."""
     data = settings.to_dict()
     data["info"] = info
-    settings_path(out).write_text(json.dumps(data, indent=2) + "\n")
-
-
-def score_cards(model: Path, cards: Sequence[Card]) -> list[Score]:
-    """Given a model file and cards, return each card's Score (opencv runtime, as on the trap)."""
-    det = LearnedDetector(model, runtime="opencv")
-    scores = []
-    for card in cards:
-        t0 = time.perf_counter()
-        found = det.detect(card.jpeg)
-        pred = [o.contour.reshape(-1, 2).astype(np.float64) for o in found]
-        scores.append(score_image(card.name, pred, card.outlines, time.perf_counter() - t0))
-    return scores
+    settings_path(model).write_text(json.dumps(data, indent=2) + "\n")
 
 
 Job = tuple[str, int, int, str, int]
 
 #: Where ``--keep`` stores each held-out trap's model (``<trap>.onnx`` and ``.json``); "" not kept.
 _KEEP = ""
+_MAPS: list[Maps] = []  # set before the scoring processes fork
+_GRID: list[Settings] = []
 
 
-def _task(job: Job) -> tuple[str, list[dict[str, Any]]]:
-    """Train on every card but trap ``held`` and score the held-out cards; or (``held`` "") write ``out``."""
+def _task(job: Job) -> tuple[str, list[Maps]]:
+    """Train on every card but trap ``held`` and return the held-out cards' Maps; or (``held`` "")
+    train on every card, write ``out`` and return every card's Maps (for --no-loto)."""
     held, steps, seed, out, created = job
     train = [c for c in _CARDS if c.trap != held]
     net = train_model(train, steps, seed, log=f"held out {held}" if held else "shipped model")
-    settings = Settings(created=created, normalise=int(NORMALISE))
+    settings = Settings(created=created, normalise=NORMALISE, output_stride=STRIDE, upsample=STRIDE)
+    if not held:
+        _write(net, Path(out), settings, {})
+        return "", held_out_maps(Path(out), list(enumerate(_CARDS)))
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.onnx"
         _write(net, model, settings, {})
-        settings = tune_settings(model, train, settings)
-        if not held:
-            _write(net, Path(out), settings, {})
-            return "", []
-        _write(net, model, settings, {})
         if _KEEP:
             _write(net, Path(_KEEP) / f"{held}.onnx", settings, {})
-        return held, [vars(s) for s in score_cards(model, [c for c in _CARDS if c.trap == held])]
+        return held, held_out_maps(model, [(i, c) for i, c in enumerate(_CARDS) if c.trap == held])
 
 
-def table(by_trap: dict[str, list[Score]]) -> list[str]:
-    """Return the leave-one-trap-out table: one line per card, per trap, and overall."""
-    head = f"{'trap':<9} {'card':<34} {'people':>6} {'found':>5}"
-    for t in THRESHOLDS:
-        head += f"  {'P@' + format(t, 'g'):>6} {'R@' + format(t, 'g'):>6} {'F1@' + format(t, 'g'):>7}"
-    lines = [head]
+def _score_task(i: int) -> list[Score]:
+    """Return the Score of ``_MAPS[i]``'s card with each of ``_GRID``'s settings."""
+    m = _MAPS[i]
+    return [score_maps(m, _CARDS[m.card], s) for s in _GRID]
 
-    def line(trap: str, s: Score) -> str:
-        text = f"{trap:<9} {s.name[:34]:<34} {s.truth:>6} {s.detected:>5}"
-        for t in THRESHOLDS:
-            text += f"  {s.precision(t):>6.3f} {s.recall(t):>6.3f} {s.f1(t):>7.3f}"
-        return text
 
-    every: list[Score] = []
-    for trap, scores in sorted(by_trap.items()):
-        every.extend(scores)
-        lines.extend(line(trap, s) for s in scores)
-        if len(scores) > 1:
-            lines.append(line(trap, combine(scores, "(trap)")))
-    lines.append(line("all", combine(every, f"overall, {len(every)} cards")))
-    return lines
+def grid_scores(maps: list[Maps], base: Settings, jobs: int) -> tuple[list[Settings], list[list[Score]]]:
+    """Given cards' Maps, base settings and a process count, return the settings tried (GRID) and
+    the Scores ``scores[combo][card]``."""
+    global _MAPS, _GRID
+    _MAPS, _GRID = maps, combos(base)
+    with multiprocessing.get_context("fork").Pool(max(1, jobs)) as pool:
+        by_card = pool.map(_score_task, range(len(maps)), chunksize=1)
+    return _GRID, [[row[k] for row in by_card] for k in range(len(_GRID))]
+
+
+def _rescore(folder: Path, traps: Sequence[str]) -> list[tuple[str, list[Maps]]]:
+    """Given a folder of kept held-out models (``<trap>.onnx``), return each trap's held-out Maps."""
+    out = []
+    for trap in traps:
+        if (folder / f"{trap}.onnx").is_file():
+            cards = [(i, c) for i, c in enumerate(_CARDS) if c.trap == trap]
+            out.append((trap, held_out_maps(folder / f"{trap}.onnx", cards)))
+    if not out:
+        raise SystemExit(f"train: error: no <trap>.onnx model in {folder}")
+    return out
+
+
+def _describe(s: Settings) -> str:
+    return ", ".join(f"{k} {getattr(s, k):g}" for k in GRID)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--traps", nargs="+", default=None, help="hold out only these traps [all]")
     ap.add_argument("--keep", type=Path, default=None, help="keep each held-out trap's model here")
     ap.add_argument("--created", type=int, default=None, help="'created' timestamp [now]")
+    ap.add_argument(
+        "--rescore", type=Path, default=None, help="score the held-out models kept here (--keep), no training"
+    )
     args = ap.parse_args(argv)
     import cv2
 
@@ -230,22 +204,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.keep.mkdir(parents=True, exist_ok=True)
         _KEEP = str(args.keep)
     t0 = time.monotonic()
-    with multiprocessing.get_context("fork").Pool(max(1, args.jobs)) as pool:
-        results = pool.map(_task, jobs, chunksize=1)
-    by_trap = {held: [Score(**d) for d in scores] for held, scores in results if held}
-    lines = table(by_trap) if by_trap else []
-    print("\n".join(lines))
-    print(f"trained {len(jobs)} models in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    base = Settings(created=created, normalise=NORMALISE, output_stride=STRIDE, upsample=STRIDE)
+    if args.rescore:
+        results = _rescore(args.rescore, args.traps or traps)
+        base = replace(load_model(args.rescore / f"{results[0][0]}.onnx")[1], created=created)
+        args.no_model = True
+    else:
+        with multiprocessing.get_context("fork").Pool(max(1, args.jobs)) as pool:
+            results = pool.map(_task, jobs, chunksize=1)
+        print(f"trained {len(jobs)} models in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    held = [m for trap, maps in results if trap for m in maps]
+    lines: list[str] = []
+    chosen = base
+    if held:  # settings chosen for each trap on the other traps' held-out maps
+        grid, scores = grid_scores(held, base, args.jobs)
+        traps_of = [m.trap for m in held]
+        by_trap: dict[str, list[Score]] = {}
+        for trap in sorted(set(traps_of)):
+            best = choose(scores, traps_of, trap)
+            by_trap[trap] = [scores[best][i] for i, t in enumerate(traps_of) if t == trap]
+            print(f"held out {trap}: {_describe(grid[best])}", file=sys.stderr)
+        lines = table(by_trap)
+        chosen = grid[choose(scores, traps_of, None)]
+        print("\n".join(lines))
+    elif not args.no_model:  # no held-out maps: chosen on the training cards themselves
+        grid, scores = grid_scores(next(maps for trap, maps in results if not trap), base, args.jobs)
+        chosen = grid[choose(scores, ["all"] * len(_CARDS), None)]
     if not args.no_model:
-        data = json.loads(settings_path(args.out).read_text())
-        data["info"] = {
+        info = {
             "trained_on": [c.name for c in _CARDS],
             "steps": args.steps,
             "seed": args.seed,
+            "settings_chosen_on": "held-out traps" if held else "training cards",
             "leave_one_trap_out": lines,
         }
-        settings_path(args.out).write_text(json.dumps(data, indent=2) + "\n")
-        print(f"wrote {args.out} and {settings_path(args.out)}", file=sys.stderr)
+        write_settings(args.out, chosen, info)
+        print(f"wrote {args.out} and {settings_path(args.out)}: {_describe(chosen)}", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,99 @@
+"""What the learned detector's training and scoring rest on, without torch: the input features
+(the card divided by its local background), real insects pasted onto other cards with their
+targets, and the leave-one-trap-out choice of settings that never looks at the trap scored."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO
+
+from agent.detect.cards import Card, _paste, insect_bank, load_card, patch
+from agent.detect.evaluate import THRESHOLDS, Score
+from agent.detect.learned import features, local_background
+from agent.detect.loto import choose
+
+CROP = REPO / "tests" / "data" / "detect" / "5595c586.2020-08-31_18-47-19.crop.svg"
+
+
+def shaded_card() -> np.ndarray:  # type: ignore[type-arg]
+    """A 480 x 640 yellow card, dark on the left (a shadow), with one dark 12-pixel insect."""
+    img = np.empty((480, 640, 3), np.float32)
+    img[:] = (40, 200, 220)
+    img *= (0.5 + 0.5 * np.linspace(0, 1, 640, dtype=np.float32))[None, :, None]
+    img[300:312, 100:112] = (20, 30, 30)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_local_background_follows_the_shade_and_ignores_the_insect() -> None:
+    card = shaded_card()
+    bg = local_background(card)
+    assert bg.shape == card.shape
+    ratio = card.astype(np.float32)[..., 1] / bg[..., 1]
+    assert np.abs(ratio[50:250, 50:600] - 1).max() < 0.08  # the shade divides away
+    assert ratio[306, 106] < 0.3  # the insect stays dark
+
+
+def test_features_have_three_or_six_channels() -> None:
+    card = shaded_card()
+    assert features(card, 0).shape == features(card, 1).shape == (480, 640, 3)
+    six = features(card, 2)
+    assert six.shape == (480, 640, 6) and six.dtype == np.float32
+    assert six[306, 106, 4] < -0.7 and abs(float(six[100, 300, 4])) < 0.08
+    assert six[..., 3:].min() >= -1 and six[..., 3:].max() <= 2
+
+
+@pytest.fixture(scope="module")
+def crop_card() -> Card:
+    return load_card(CROP, full_side=2592)
+
+
+def test_every_outlined_insect_goes_into_the_bank(crop_card: Card) -> None:
+    bank = insect_bank([crop_card])
+    assert len(bank) == len(crop_card.outlines) == 11
+    for crop in bank:
+        assert crop.image.shape[:2] == crop.alpha.shape == crop.centre.shape
+        assert crop.alpha.max() == 1 and crop.centre.max() == pytest.approx(1.0)
+        # the card around: its median, away from the insect (these pale insects are 3 to 50 darker)
+        assert crop.image[crop.alpha > 0].mean(axis=1).min() < crop.card.mean() - 2
+
+
+def test_pasted_insects_are_in_the_targets(crop_card: Card) -> None:
+    bank = insect_bank([crop_card])
+    rng = np.random.default_rng(5)
+    pasted = 0
+    for _ in range(10):
+        blank = np.full((192, 192, 3), (40, 200, 220), np.uint8)
+        img, mask, centre = blank.copy(), np.zeros((192, 192), np.float32), np.zeros((192, 192), np.float32)
+        _paste(img, mask, centre, bank, rng)
+        inside = mask > 0.5
+        pasted += int(inside.any())
+        changed = (img != blank).any(axis=2)
+        near = cv2.dilate(inside.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        assert not (changed & ~near).any()  # nothing drawn outside the pasted outlines
+        assert (centre[~inside] == 0).all() and (centre[inside] > 0).mean() > 0.8
+        assert changed[inside].mean() > 0.9
+    assert pasted == 10
+
+
+def test_training_patches_keep_their_shapes(crop_card: Card) -> None:
+    rng = np.random.default_rng(1)
+    bank = insect_bank([crop_card])
+    for _ in range(8):
+        img, mask, centre = patch(crop_card, 160, rng, bank)
+        assert img.shape == (160, 160, 3) and img.dtype == np.uint8
+        assert mask.shape == centre.shape == (160, 160) and mask.dtype == centre.dtype == np.float32
+        assert mask.min() >= 0 and mask.max() <= 1 and centre.max() <= 1
+
+
+def _score(matched: int, truth: int = 10) -> Score:
+    return Score("c", truth, 10, dict.fromkeys(THRESHOLDS, matched), 0)
+
+
+def test_settings_for_a_trap_are_chosen_without_its_cards() -> None:
+    # combination 0 is perfect on trap "a" and poor elsewhere; combination 1 the other way round
+    scores = [[_score(10), _score(2), _score(2)], [_score(0), _score(8), _score(8)]]
+    traps = ["a", "b", "c"]
+    assert choose(scores, traps, "a") == 1  # trap a's own cards never vote for its settings
+    assert choose([[_score(10), _score(2)], [_score(0), _score(3)]], ["a", "b"], None) == 0
