@@ -4,14 +4,17 @@ targets, and the leave-one-trap-out choice of settings that never looks at the t
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 from conftest import REPO
 
-from agent.detect.cards import Card, _paste, insect_bank, load_card, patch
+from agent.detect.cards import Card, _paste, _writing, insect_bank, load_card, patch
 from agent.detect.evaluate import THRESHOLDS, Score
-from agent.detect.learned import features, local_background
+from agent.detect.learned import DEFAULT_MODEL, features, local_background, settings_path
 from agent.detect.loto import choose
 
 CROP = REPO / "tests" / "data" / "detect" / "5595c586.2020-08-31_18-47-19.crop.svg"
@@ -97,3 +100,54 @@ def test_settings_for_a_trap_are_chosen_without_its_cards() -> None:
     traps = ["a", "b", "c"]
     assert choose(scores, traps, "a") == 1  # trap a's own cards never vote for its settings
     assert choose([[_score(10), _score(2)], [_score(0), _score(3)]], ["a", "b"], None) == 0
+
+
+def test_rescore_scores_kept_held_out_models_leave_one_trap_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import agent.detect.loto as loto
+    from agent.detect import train
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for trap in ("0a5bb6f4", "1b74105a"):  # the shipped model stands in for each fold's
+        shutil.copy(DEFAULT_MODEL, kept / f"{trap}.onnx")
+        shutil.copy(settings_path(DEFAULT_MODEL), kept / f"{trap}.json")
+    grid = {
+        "mask_threshold": (0.5,),
+        "centre_threshold": (0.1,),
+        "min_confidence": (0.0, 0.99),
+        "min_area": (300.0,),
+    }
+    monkeypatch.setattr(loto, "GRID", grid)
+    monkeypatch.setattr(train, "GRID", grid)
+    assert (
+        train.main([str(REPO / "tests" / "data" / "annotated"), "--rescore", str(kept), "--jobs", "1"]) == 0
+    )
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == "2 cards from 2 traps, 105 insects"
+    assert lines[1].split()[:4] == ["trap", "card", "people", "found"]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert set(rows) == {"0a5bb6f4", "1b74105a", "all"}
+    assert rows["0a5bb6f4"][2:4][0] == "87" and rows["1b74105a"][2] == "18"
+    # min_confidence 0.99 finds nothing, so each trap's choice, made on the other's cards, is 0
+    assert (
+        "held out 0a5bb6f4: mask_threshold 0.5, centre_threshold 0.1, min_confidence 0, min_area 300" in err
+    )
+    assert int(rows["all"][4]) > 0
+
+
+def test_label_writing_is_drawn_under_the_insects_never_over_them() -> None:
+    rng = np.random.default_rng(2)
+    insects = np.zeros((224, 224), np.float32)
+    insects[60:160, 60:160] = 1  # one big insect in the middle
+    written = 0
+    for _ in range(10):
+        card = np.full((224, 224, 3), (40, 200, 220), np.uint8)
+        img = card.copy()
+        _writing(img, rng, insects)
+        changed = (img != card).any(axis=2)
+        assert not changed[insects > 0].any()
+        written += int(changed.sum() > 100)
+    assert written >= 8  # label writing (thick, dark) on most patches

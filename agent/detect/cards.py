@@ -29,8 +29,10 @@ from agent.detect.evaluate import Polygon, read_annotated_svg
 
 #: The network's input long side (a 2592 x 1944 card becomes 1296 x 972).
 WORK_SIDE = 1296
-#: Share of training patches with insects of other cards pasted on them.
+#: Share of training patches with insects of other cards pasted on them...
 PASTE = 0.5
+#: ...and with marker writing (a card's label) on them.
+WRITING = 0.25
 
 U8 = NDArray[np.uint8]
 F32 = NDArray[np.float32]
@@ -189,6 +191,40 @@ def _strokes(img: U8, rng: np.random.Generator) -> None:
         cv2.polylines(img, [pts], False, colour, int(rng.integers(1, 4)), cv2.LINE_AA)
 
 
+_INKS = [(25, 25, 25), (50, 45, 40), (120, 40, 20), (40, 60, 170), (30, 90, 150), (70, 30, 30)]
+_FONTS = [
+    cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.FONT_HERSHEY_DUPLEX,
+    cv2.FONT_HERSHEY_COMPLEX,
+    cv2.FONT_HERSHEY_SCRIPT_SIMPLEX,
+    cv2.FONT_HERSHEY_PLAIN,
+]
+_CHARACTERS = "0123456789:/-.ABCDEFGHJKLMNPRSTUVWXYZabcdefghkmnprstuvwxyz"
+
+
+def _writing(img: U8, rng: np.random.Generator, insects: F32 | None = None) -> None:
+    """Write a few marker characters (the card's label: trap number, dates, times) on ``img`` in
+    place, under the ``insects`` mask (insects land on the writing): thick strokes, any ink, size
+    and slant, partly see-through. They are not insects."""
+    h, w = img.shape[:2]
+    layer = np.zeros((h, w), np.uint8)
+    for _ in range(int(rng.integers(1, 4))):
+        text = "".join(rng.choice(list(_CHARACTERS), int(rng.integers(1, 6))))
+        scale = rng.uniform(0.8, 5.0)
+        thick = max(2, round(scale * rng.uniform(1.0, 2.5)))
+        org = (int(rng.integers(-w // 4, w // 2)), int(rng.integers(h // 4, h + h // 4)))
+        cv2.putText(layer, text, org, _FONTS[int(rng.integers(len(_FONTS)))], scale, 255, thick, cv2.LINE_AA)
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-40, 40), 1.0)
+    turned = np.asarray(cv2.warpAffine(layer, m, (w, h)), np.float32)
+    alpha: F32 = np.asarray(turned / 255 * rng.uniform(0.6, 1.0), np.float32)[..., None]
+    if rng.random() < 0.5:
+        alpha = np.asarray(cv2.GaussianBlur(alpha, (0, 0), rng.uniform(0.5, 1.5)), np.float32)[..., None]
+    if insects is not None:
+        alpha = alpha * (insects < 0.5)[..., None]
+    ink = np.array(_INKS[int(rng.integers(len(_INKS)))], np.float32) * rng.uniform(0.7, 1.3)
+    img[:] = np.clip(img * (1 - alpha) + ink * alpha + 0.5, 0, 255).astype(np.uint8)
+
+
 def _blank(size: int, rng: np.random.Generator) -> U8:
     """Return a patch with no insect: a bare yellow or white card, a black or white frame, grey."""
     kind = int(rng.integers(5))
@@ -243,6 +279,8 @@ def patch(
         img = _photometric(_blank(size, rng), rng)
         if rng.random() < 0.5:
             _strokes(img, rng)
+        if rng.random() < 0.5:
+            _writing(img, rng)
         zero = np.zeros((size, size), np.float32)
         return img, zero, zero.copy()
     h, w = card.mask.shape
@@ -271,6 +309,8 @@ def patch(
     if bank and rng.random() < PASTE:
         _paste(img, mask_t, centre_t, bank, rng)
     img = _photometric(img, rng)
-    if rng.random() < 0.3:
+    if rng.random() < 0.25:
         _strokes(img, rng)
+    if rng.random() < WRITING:
+        _writing(img, rng, mask_t)
     return img, mask_t, centre_t
