@@ -14,7 +14,17 @@ from conftest import REPO
 
 from agent.detect.cards import Card, _paste, _writing, insect_bank, load_card, patch
 from agent.detect.evaluate import THRESHOLDS, Score
-from agent.detect.learned import DEFAULT_MODEL, features, local_background, settings_path
+from agent.detect.learned import (
+    DEFAULT_MODEL,
+    background_rows,
+    card_colour,
+    coarse_background,
+    features,
+    input_blob,
+    local_background,
+    settings_path,
+    to_blob,
+)
 from agent.detect.loto import choose
 
 CROP = REPO / "tests" / "data" / "detect" / "5595c586.2020-08-31_18-47-19.crop.svg"
@@ -151,3 +161,16 @@ def test_label_writing_is_drawn_under_the_insects_never_over_them() -> None:
         assert not changed[insects > 0].any()
         written += int(changed.sum() > 100)
     assert written >= 8  # label writing (thick, dark) on most patches
+
+
+@pytest.mark.parametrize("normalise", [0, 1, 2])
+def test_the_trap_builds_the_same_input_strip_by_strip_as_training_does(normalise: int) -> None:
+    card = shaded_card()[:470, :610]  # not multiples of 32: mirrored padding
+    colour = card_colour(card) if normalise else None
+    coarse = coarse_background(card)
+    want = to_blob(features(card, normalise, colour))
+    whole = input_blob(card, normalise, colour, background_rows(coarse, (610, 470), (0, 470)))
+    assert whole.shape == want.shape == (1, 6 if normalise == 2 else 3, 480, 640)
+    assert np.abs(whole - want).max() < 1e-5
+    strip = input_blob(card[100:300], normalise, colour, background_rows(coarse, (610, 470), (100, 300)))
+    assert np.abs(strip[..., :200, :610] - want[..., 100:300, :610]).max() < 1e-5

@@ -195,8 +195,8 @@ BACKGROUND_STEP = 8
 BACKGROUND_CLOSE = 9
 
 
-def local_background(bgr: NDArray[np.uint8]) -> F32:
-    """Given a BGR picture, return the card's colour around each pixel: the picture with dark
+def coarse_background(bgr: NDArray[np.uint8]) -> F32:
+    """Given a BGR picture, return the card's colour on a BACKGROUND_STEP times smaller grid: dark
     things narrower than about BACKGROUND_STEP x BACKGROUND_CLOSE pixels closed over, smoothed."""
     h, w = bgr.shape[:2]
     step = BACKGROUND_STEP
@@ -204,16 +204,38 @@ def local_background(bgr: NDArray[np.uint8]) -> F32:
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (BACKGROUND_CLOSE, BACKGROUND_CLOSE))
     small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_REFLECT_101)
     small = cv2.blur(small, (5, 5), borderType=cv2.BORDER_REFLECT_101)
-    big = cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.asarray(big, np.float32).reshape(h, w, -1)
+    return np.asarray(small, np.float32).reshape(small.shape[0], small.shape[1], -1)
 
 
-def features(bgr: NDArray[np.uint8], normalise: int = 0, card: F32 | None = None) -> F32:
+def background_rows(coarse: F32, size: tuple[int, int], rows: tuple[int, int]) -> F32:
+    """Given a coarse background, the picture's (w, h) and rows [a, b), return the background of
+    those rows at full size (bilinear, as ``cv2.resize`` maps pixels), so a strip needs no more."""
+    w, h = size
+    a, b = rows
+    ch, cw = coarse.shape[:2]
+    fx, fy = cw / w, ch / h
+    m = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, (a + 0.5) * fy - 0.5]], np.float64)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    out = cv2.warpAffine(coarse, m, (w, b - a), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    return np.asarray(out, np.float32).reshape(b - a, w, -1)
+
+
+def local_background(bgr: NDArray[np.uint8]) -> F32:
+    """Given a BGR picture, return the card's colour around each pixel (``coarse_background``,
+    brought back to full size)."""
+    h, w = bgr.shape[:2]
+    return background_rows(coarse_background(bgr), (w, h), (0, h))
+
+
+def features(
+    bgr: NDArray[np.uint8], normalise: int = 0, card: F32 | None = None, background: F32 | None = None
+) -> F32:
     """Given a BGR picture and the ``normalise`` setting, return the network's (H, W, C) input.
 
     0: the picture scaled to [-0.5, 0.5]; 1: divided by the card's colour (``normalised``);
     2: that, and three more channels: the picture divided by its local background
-    (``local_background``) minus 1, so shadows, light gradients and card colour fall away.
+    (``background``, default ``local_background``) minus 1, so shadows, light gradients and card
+    colour fall away.
     """
     if not normalise:
         x = bgr.astype(np.float32)
@@ -224,7 +246,7 @@ def features(bgr: NDArray[np.uint8], normalise: int = 0, card: F32 | None = None
     if normalise < 2:
         return x
     local = bgr.astype(np.float32)
-    local /= np.maximum(local_background(bgr), CARD_FLOOR)
+    local /= np.maximum(local_background(bgr) if background is None else background, CARD_FLOOR)
     local -= 1
     return np.concatenate([x, np.clip(local, -1, 2)], axis=2)
 
@@ -237,6 +259,43 @@ def to_blob(x: F32) -> F32:
     if ph or pw:
         x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="reflect")
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def input_blob(
+    bgr: NDArray[np.uint8], normalise: int, card: F32 | None = None, background: F32 | None = None
+) -> F32:
+    """Given a BGR picture (a strip), the ``normalise`` setting, the card's colour and the strip's
+    background, return ``to_blob(features(...))``, written straight into the blob (less memory)."""
+    h, w = bgr.shape[:2]
+    ph, pw = -h % MULTIPLE, -w % MULTIPLE
+    if ph or pw:  # features are pixel by pixel: mirroring the inputs mirrors them
+        bgr = np.asarray(cv2.copyMakeBorder(bgr, 0, ph, 0, pw, cv2.BORDER_REFLECT_101), np.uint8)
+        if background is not None:
+            background = np.asarray(
+                cv2.copyMakeBorder(background, 0, ph, 0, pw, cv2.BORDER_REFLECT_101), np.float32
+            ).reshape(h + ph, w + pw, -1)
+    if normalise and card is None:
+        card = card_colour(bgr[:h, :w])
+    if normalise == 2 and background is None:
+        background = local_background(bgr)
+    blob = np.empty((1, 6 if normalise == 2 else 3, h + ph, w + pw), np.float32)
+    for c in range(3):
+        plane, out = bgr[..., c], blob[0, c]
+        if not normalise:
+            np.multiply(plane, np.float32(1 / 255), out=out)
+            out -= 0.5
+            continue
+        assert card is not None
+        np.divide(plane, np.maximum(card[c], np.float32(CARD_FLOOR)), out=out)
+        out -= 1
+        np.clip(out, -1, 2, out=out)
+        if normalise == 2:
+            assert background is not None
+            local = blob[0, 3 + c]
+            np.divide(plane, np.maximum(background[..., c], np.float32(CARD_FLOOR)), out=local)
+            local -= 1
+            np.clip(local, -1, 2, out=local)
+    return blob
 
 
 def sigmoid(x: F32) -> F32:
@@ -356,16 +415,22 @@ class LearnedDetector:
         """Given a BGR picture at the working size, return its mask and centre probability maps."""
         h, w = bgr.shape[:2]
         s = self.settings
-        x = features(bgr, s.normalise)
+        card = card_colour(bgr) if s.normalise else None
+        coarse = coarse_background(bgr) if s.normalise == 2 else None
+
+        def blob(a: int, b: int) -> F32:  # the network's input for rows [a, b)
+            bg = None if coarse is None else background_rows(coarse, (w, h), (a, b))
+            return input_blob(bgr[a:b], s.normalise, card, bg)
+
         rows = s.strip_rows
         if not rows or h <= rows + 2 * STRIP_OVERLAP:
-            return probabilities(self._net(to_blob(x)), (w, h), s.upsample, s.output_stride)
+            return probabilities(self._net(blob(0, h)), (w, h), s.upsample, s.output_stride)
         st = s.output_stride
         ow, oh = -(-w // st), -(-h // st)
         logits = np.empty((1, 2, oh, ow), np.float32)
         for y0 in range(0, h, rows):
             a, b = max(0, y0 - STRIP_OVERLAP), min(h, y0 + rows + STRIP_OVERLAP)
-            out = self._net(to_blob(x[a:b]))
+            out = self._net(blob(a, b))
             top = (y0 - a) // st
             n = min(rows // st, oh - y0 // st)
             logits[:, :, y0 // st : y0 // st + n] = out[:, :, top : top + n, :ow]
