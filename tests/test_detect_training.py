@@ -1,4 +1,4 @@
-"""What the learned detector's training and scoring rest on, without torch: the input features
+"""What the learned detector's training and scoring rest on, without torch: the network's input
 (the card divided by its local background), real insects pasted onto other cards with their
 targets, and the leave-one-trap-out choice of settings that never looks at the trap scored."""
 
@@ -19,11 +19,9 @@ from agent.detect.learned import (
     background_rows,
     card_colour,
     coarse_background,
-    features,
     input_blob,
     local_background,
     settings_path,
-    to_blob,
 )
 from agent.detect.loto import choose
 
@@ -48,13 +46,13 @@ def test_local_background_follows_the_shade_and_ignores_the_insect() -> None:
     assert ratio[306, 106] < 0.3  # the insect stays dark
 
 
-def test_features_have_three_or_six_channels() -> None:
+def test_the_input_has_three_or_six_channels() -> None:
     card = shaded_card()
-    assert features(card, 0).shape == features(card, 1).shape == (480, 640, 3)
-    six = features(card, 2)
-    assert six.shape == (480, 640, 6) and six.dtype == np.float32
-    assert six[306, 106, 4] < -0.7 and abs(float(six[100, 300, 4])) < 0.08
-    assert six[..., 3:].min() >= -1 and six[..., 3:].max() <= 2
+    assert input_blob(card, 0).shape == input_blob(card, 1).shape == (1, 3, 480, 640)
+    six = input_blob(card, 2)
+    assert six.shape == (1, 6, 480, 640) and six.dtype == np.float32
+    assert six[0, 4, 306, 106] < -0.7 and abs(float(six[0, 4, 100, 300])) < 0.08
+    assert six[0, 3:].min() >= -1 and six[0, 3:].max() <= 2
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +166,7 @@ def test_the_trap_builds_the_same_input_strip_by_strip_as_training_does(normalis
     card = shaded_card()[:470, :610]  # not multiples of 32: mirrored padding
     colour = card_colour(card) if normalise else None
     coarse = coarse_background(card)
-    want = to_blob(features(card, normalise, colour))
+    want = input_blob(card, normalise)  # as training builds a patch's: everything from the picture
     whole = input_blob(card, normalise, colour, background_rows(coarse, (610, 470), (0, 470)))
     assert whole.shape == want.shape == (1, 6 if normalise == 2 else 3, 480, 640)
     assert np.abs(whole - want).max() < 1e-5

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.detect import DetectorError
 from agent.detect.builtin import decode
 from agent.detect.evaluate import Polygon, read_annotated_svg
 
@@ -89,17 +90,22 @@ def load_card(path: Path, full_side: int | None = None) -> Card:
     ``full_side`` is the long side of the whole picture a crop was cut from (default: its own).
     """
     a = read_annotated_svg(path)
-    bgr = cv2.imdecode(np.frombuffer(a.jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{path}: the embedded image cannot be decoded")
     full_side = full_side or max(a.width, a.height)
     scale = WORK_SIDE / full_side
     size = (round(a.width * scale), round(a.height * scale))
-    image = np.asarray(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), np.uint8)
+    image = None
     if max(a.width, a.height) == full_side:  # a whole picture: reduced as on the trap
-        reduced, _ = decode(a.jpeg, WORK_SIDE)
-        if reduced.shape[:2] == image.shape[:2]:
+        try:
+            reduced, _ = decode(a.jpeg, WORK_SIDE)
+        except DetectorError:
+            reduced = None  # said below
+        if reduced is not None and reduced.shape[:2] == (size[1], size[0]):
             image = reduced
+    if image is None:  # a crop, or a size the trap's decoding does not give
+        bgr = cv2.imdecode(np.frombuffer(a.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"{path}: the embedded image cannot be decoded")
+        image = np.asarray(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), np.uint8)
     mask, centre = targets(a.outlines, size, scale)
     return Card(path.name, trap_of(path), image, mask, centre, a.outlines, a.jpeg, full_side)
 

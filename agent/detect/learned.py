@@ -69,7 +69,7 @@ class Settings:
     simplify: float = 1.0
     #: 1: the input is divided by the picture's median colour (the card's), so cards of any
     #: colour and exposure look alike; 2: and by its local background too (six channels);
-    #: 0: scaled to [-0.5, 0.5] only. See ``features``.
+    #: 0: scaled to [-0.5, 0.5] only. See ``input_blob``.
     normalise: int = 0
     #: The network runs on horizontal strips of this many rows (plus ``STRIP_OVERLAP`` above and
     #: below, for context), to bound its memory; 0: the whole picture at once.
@@ -179,16 +179,6 @@ def card_colour(bgr: NDArray[np.uint8]) -> F32:
     return np.asarray(np.median(bgr[::4, ::4].reshape(-1, 3), axis=0), np.float32)
 
 
-def normalised(bgr: NDArray[np.uint8], card: F32 | None = None) -> F32:
-    """Given a BGR picture, return it divided by the card's colour (its median) minus 1, in [-1, 2]."""
-    if card is None:
-        card = card_colour(bgr)
-    x = bgr.astype(np.float32)
-    x /= np.maximum(card, CARD_FLOOR)
-    x -= 1
-    return np.asarray(np.clip(x, -1, 2), np.float32)
-
-
 #: ``normalise = 2``: the local background is found on a picture reduced this many times...
 BACKGROUND_STEP = 8
 #: ...by a grey closing this wide there (dark things narrower than STEP x CLOSE pixels vanish).
@@ -227,46 +217,30 @@ def local_background(bgr: NDArray[np.uint8]) -> F32:
     return background_rows(coarse_background(bgr), (w, h), (0, h))
 
 
-def features(
-    bgr: NDArray[np.uint8], normalise: int = 0, card: F32 | None = None, background: F32 | None = None
-) -> F32:
-    """Given a BGR picture and the ``normalise`` setting, return the network's (H, W, C) input.
-
-    0: the picture scaled to [-0.5, 0.5]; 1: divided by the card's colour (``normalised``);
-    2: that, and three more channels: the picture divided by its local background
-    (``background``, default ``local_background``) minus 1, so shadows, light gradients and card
-    colour fall away.
-    """
-    if not normalise:
-        x = bgr.astype(np.float32)
-        x *= 1 / 255
-        x -= 0.5
-        return x
-    x = normalised(bgr, card)
-    if normalise < 2:
-        return x
-    local = bgr.astype(np.float32)
-    local /= np.maximum(local_background(bgr) if background is None else background, CARD_FLOOR)
-    local -= 1
-    return np.concatenate([x, np.clip(local, -1, 2)], axis=2)
-
-
-def to_blob(x: F32) -> F32:
-    """Given (H, W, C) features, return the network's (1, C, H', W') input, padded to multiples of 32
-    (mirrored)."""
-    h, w = x.shape[:2]
-    ph, pw = -h % MULTIPLE, -w % MULTIPLE
-    if ph or pw:
-        x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="reflect")
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+def channels(normalise: int) -> int:
+    """Given the ``normalise`` setting, return how many channels the network's input has."""
+    return 6 if normalise == 2 else 3
 
 
 def input_blob(
     bgr: NDArray[np.uint8], normalise: int, card: F32 | None = None, background: F32 | None = None
 ) -> F32:
-    """Given a BGR picture (a strip), the ``normalise`` setting, the card's colour and the strip's
-    background, return ``to_blob(features(...))``, written straight into the blob (less memory)."""
+    """Given a BGR picture (a whole one, a strip or a training patch) and the ``normalise``
+    setting, return the network's (1, C, H', W') input, mirrored out to multiples of 32:
+
+    - 0: the picture scaled to [-0.5, 0.5];
+    - 1: the picture divided by the card's colour (``card``, default its ``card_colour``) minus 1;
+    - 2: that, and three more channels: the picture divided by its local background
+      (``background``, default ``local_background``) minus 1, so shadows, light gradients and
+      card colour fall away.
+
+    Values are clipped to [-1, 2]. Each channel is written straight into the blob (little memory).
+    """
     h, w = bgr.shape[:2]
+    if normalise and card is None:
+        card = card_colour(bgr)
+    if normalise == 2 and background is None:
+        background = local_background(bgr)
     ph, pw = -h % MULTIPLE, -w % MULTIPLE
     if ph or pw:  # features are pixel by pixel: mirroring the inputs mirrors them
         bgr = np.asarray(cv2.copyMakeBorder(bgr, 0, ph, 0, pw, cv2.BORDER_REFLECT_101), np.uint8)
@@ -274,11 +248,7 @@ def input_blob(
             background = np.asarray(
                 cv2.copyMakeBorder(background, 0, ph, 0, pw, cv2.BORDER_REFLECT_101), np.float32
             ).reshape(h + ph, w + pw, -1)
-    if normalise and card is None:
-        card = card_colour(bgr[:h, :w])
-    if normalise == 2 and background is None:
-        background = local_background(bgr)
-    blob = np.empty((1, 6 if normalise == 2 else 3, h + ph, w + pw), np.float32)
+    blob = np.empty((1, channels(normalise), h + ph, w + pw), np.float32)
     for c in range(3):
         plane, out = bgr[..., c], blob[0, c]
         if not normalise:

@@ -56,7 +56,7 @@ def fused(net: nn.Module) -> nn.Module:
 
 
 class InsectNet(nn.Module):
-    """Given a (N, C, H, W) batch of input features (agent.detect.learned.features), return
+    """Given a (N, C, H, W) batch of input features (agent.detect.learned.input_blob), return
     (N, 2, H/s, W/s) logits, s the ``stride`` (2, or 1 with a last full-resolution layer)."""
 
     def __init__(

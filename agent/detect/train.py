@@ -32,7 +32,7 @@ import numpy as np
 
 from agent.detect.cards import Card, insect_bank, load_card, patch
 from agent.detect.evaluate import Score, collect_svgs
-from agent.detect.learned import DEFAULT_MODEL, Settings, features, load_model, settings_path
+from agent.detect.learned import DEFAULT_MODEL, Settings, channels, input_blob, load_model, settings_path
 from agent.detect.loto import GRID, Maps, choose, combos, held_out_maps, score_maps, table
 
 STEPS = 900
@@ -40,9 +40,9 @@ BATCH = 6
 PATCH = 224
 LR = 2e-3
 SEED = 20261129
-#: Inputs divided by the card's colour and by the local background (agent.detect.learned.features).
+#: Inputs divided by the card's colour and by the local background (agent.detect.learned.input_blob).
 NORMALISE = 2
-CHANNELS = 6 if NORMALISE == 2 else 3
+CHANNELS = channels(NORMALISE)
 #: Input pixels per pixel of the network's maps. 1 (a last layer at full resolution) measured worse
 #: leave-one-trap-out (F1 0.447 at IoU 0.5, 0.618 at 0.33, against 0.494 and 0.628) and slower.
 STRIDE = 2
@@ -73,7 +73,7 @@ def train_model(cards: Sequence[Card], steps: int, seed: int, log: str = "") -> 
         xs, ms, cs = [], [], []
         for _ in range(BATCH):
             img, mask, centre = patch(cards[int(rng.integers(len(cards)))], PATCH, rng, bank)
-            xs.append(features(img, NORMALISE).transpose(2, 0, 1))
+            xs.append(input_blob(img, NORMALISE)[0])
             ms.append(mask.reshape(out, STRIDE, out, STRIDE).mean(axis=(1, 3)))
             cs.append(centre.reshape(out, STRIDE, out, STRIDE).mean(axis=(1, 3)))
         x = torch.from_numpy(np.stack(xs))
@@ -100,6 +100,11 @@ def train_model(cards: Sequence[Card], steps: int, seed: int, log: str = "") -> 
     return net
 
 
+def base_settings(created: int) -> Settings:
+    """Given a ``created`` timestamp, return the settings a newly trained model starts with."""
+    return Settings(created=created, normalise=NORMALISE, output_stride=STRIDE, upsample=STRIDE)
+
+
 def _write(net: Any, out: Path, settings: Settings, info: dict[str, Any]) -> None:
     from agent.detect.net import export_onnx
 
@@ -114,7 +119,9 @@ def write_settings(model: Path, settings: Settings, info: dict[str, Any]) -> Non
     settings_path(model).write_text(json.dumps(data, indent=2) + "\n")
 
 
-Job = tuple[str, int, int, str, int]
+#: (held-out trap or "" for the shipped model, steps, seed, model to write, created, whether the
+#: shipped model returns every card's Maps: only when no held-out trap's are there to choose on)
+Job = tuple[str, int, int, str, int, bool]
 
 #: Where ``--keep`` stores each held-out trap's model (``<trap>.onnx`` and ``.json``); "" not kept.
 _KEEP = ""
@@ -124,14 +131,14 @@ _GRID: list[Settings] = []
 
 def _task(job: Job) -> tuple[str, list[Maps]]:
     """Train on every card but trap ``held`` and return the held-out cards' Maps; or (``held`` "")
-    train on every card, write ``out`` and return every card's Maps (for --no-loto)."""
-    held, steps, seed, out, created = job
+    train on every card, write ``out`` and return every card's Maps if ``maps`` (for --no-loto)."""
+    held, steps, seed, out, created, maps = job
     train = [c for c in _CARDS if c.trap != held]
     net = train_model(train, steps, seed, log=f"held out {held}" if held else "shipped model")
-    settings = Settings(created=created, normalise=NORMALISE, output_stride=STRIDE, upsample=STRIDE)
+    settings = base_settings(created)
     if not held:
         _write(net, Path(out), settings, {})
-        return "", held_out_maps(Path(out), list(enumerate(_CARDS)))
+        return "", held_out_maps(Path(out), list(enumerate(_CARDS))) if maps else []
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.onnx"
         _write(net, model, settings, {})
@@ -202,15 +209,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(_CARDS)} cards from {len(traps)} traps, {sum(len(c.outlines) for c in _CARDS)} insects")
     created = args.created if args.created is not None else int(time.time())
     jobs: list[Job] = []
-    if not args.no_model:
-        jobs.append(("", args.steps, args.seed, str(args.out), created))
     if not args.no_loto:
-        jobs.extend((t, args.steps, args.seed, "", 0) for t in (args.traps or traps) if t in traps)
+        jobs.extend((t, args.steps, args.seed, "", 0, True) for t in (args.traps or traps) if t in traps)
+    if not args.no_model:
+        jobs.insert(0, ("", args.steps, args.seed, str(args.out), created, not jobs))
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         _KEEP = str(args.keep)
     t0 = time.monotonic()
-    base = Settings(created=created, normalise=NORMALISE, output_stride=STRIDE, upsample=STRIDE)
+    base = base_settings(created)
     if args.rescore:
         results = _rescore(args.rescore, args.traps or traps)
         base = replace(load_model(args.rescore / f"{results[0][0]}.onnx")[1], created=created)
