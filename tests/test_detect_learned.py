@@ -147,6 +147,28 @@ def test_outlines_are_in_full_pixels_of_a_12_mp_picture(detector: LearnedDetecto
         assert (pts >= 0).all()
 
 
+def test_max_side_sees_smaller_insects_at_the_size_the_model_learnt(detector: LearnedDetector) -> None:
+    """The crop of a 2592-wide card pasted on a 4056-wide one: its insects take a smaller share of
+    the picture. Worked at 2028 pixels (not 1296) they are the size the network learnt, and it finds
+    what it finds on the 2592-wide card, the smallest insect scaled with them."""
+    wide = LearnedDetector(runtime="opencv", max_side=2028)
+    k = (detector.settings.work_side / 2028) ** 2
+    assert wide.settings.work_side == 2028 and wide.settings.min_area == pytest.approx(
+        detector.settings.min_area * k
+    )
+    truth = [np.add(o, (800, 600)) for o in read_annotated_svg(CROP).outlines]
+
+    def score(det: LearnedDetector, w: int, h: int) -> tuple[int, dict[float, int]]:
+        found = [o.contour.reshape(-1, 2) for o in det.detect(on_a_card(w, h))]
+        s = score_image("card", found, truth)
+        return s.detected, s.matched
+
+    assert score(wide, 4056, 3040) == score(detector, 2592, 1944)
+    assert score(detector, 4056, 3040) != score(detector, 2592, 1944)
+    with pytest.raises(ConfigError, match=r"detector\.max_side"):
+        config_from_mapping({"detector": {"type": "learned", "max_side": 100}}, environ={})
+
+
 def test_strips_give_the_maps_of_the_whole_picture(detector: LearnedDetector) -> None:
     card = read_annotated_svg(CROP)
     bgr = cv2.imdecode(np.frombuffer(card.jpeg, np.uint8), cv2.IMREAD_COLOR)

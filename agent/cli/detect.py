@@ -54,9 +54,9 @@ def _detector_options(f: Any) -> Any:
         click.option(
             "--max-side",
             type=click.IntRange(320, 8192),
-            default=1296,
-            show_default=True,
-            help="builtin: long side, in pixels, images are reduced to before detection.",
+            default=None,
+            help="Long side, in pixels, images are reduced to before detection [builtin: 1296; learned: "
+            "the model's, 1296; larger when the camera sees insects smaller].",
         ),
     ]
     for option in reversed(options):
@@ -64,13 +64,18 @@ def _detector_options(f: Any) -> Any:
     return f
 
 
-def _make(kind: str, model: Path | None, runtime: str, params_path: Path | None, max_side: int) -> Detector:
+def _make(
+    kind: str, model: Path | None, runtime: str, params_path: Path | None, max_side: int | None
+) -> Detector:
     from agent.config import BuiltinDetectorConfig, LearnedDetectorConfig
     from agent.detect import make_detector
 
     if kind == "learned":
-        return make_detector(LearnedDetectorConfig(type="learned", model=model, runtime=runtime))  # type: ignore[arg-type]
-    return make_detector(BuiltinDetectorConfig(type="builtin", params=params_path, max_side=max_side))
+        return make_detector(
+            LearnedDetectorConfig(type="learned", model=model, runtime=runtime, max_side=max_side)  # type: ignore[arg-type]
+        )
+    side = {"max_side": max_side} if max_side is not None else {}
+    return make_detector(BuiltinDetectorConfig(type="builtin", params=params_path, **side))
 
 
 @detect_group.command("eval")
@@ -83,7 +88,7 @@ def detect_eval(
     model: Path | None,
     runtime: str,
     params_path: Path | None,
-    max_side: int,
+    max_side: int | None,
     as_json: bool,
 ) -> None:
     """Score a detector on Sticky Pi annotated SVGs (files or folders): P, R, F1 at IoU 0.5, 0.33, 0.25."""
@@ -116,7 +121,7 @@ def detect_run(
     model: Path | None,
     runtime: str,
     params_path: Path | None,
-    max_side: int,
+    max_side: int | None,
     as_json: bool,
     overlay: Path | None,
 ) -> None:

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from agent.detect import DetectorError, DetectorSettings, Outline, algo_version, check_keys
 from agent.detect.builtin import decode
@@ -99,6 +99,14 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def magnified(s: Settings, work_side: int) -> Settings:
+    """Given settings and another working size, return settings for pictures whose insects are
+    ``work_side / s.work_side`` times smaller: the smallest and largest insect scaled with them, so
+    they stay the sizes the network sees."""
+    k = (s.work_side / work_side) ** 2
+    return replace(s, work_side=work_side, min_area=s.min_area * k, max_area=s.max_area * k)
 
 
 def settings_path(model: Path) -> Path:
@@ -359,6 +367,10 @@ class LearnedDetectorConfig(DetectorSettings):
     model: Path | None = None
     #: ``auto``: onnxruntime when installed, else OpenCV's DNN module.
     runtime: Runtime = "auto"
+    #: Long side, in pixels, pictures are reduced to for the network; default the model's
+    #: (1296: insects the size they are on the 2592-wide cards it learnt). Larger when the
+    #: camera sees insects smaller (``stickyctl detect run --max-side N --overlay`` to check).
+    max_side: int | None = Field(default=None, ge=320, le=8192)
 
     @field_validator("model")
     @classmethod
@@ -376,9 +388,13 @@ class LearnedDetector:
 
     name = ALGO_NAME
 
-    def __init__(self, model: Path | None = None, runtime: Runtime = "auto") -> None:
+    def __init__(
+        self, model: Path | None = None, runtime: Runtime = "auto", max_side: int | None = None
+    ) -> None:
         require(cv2, np)
         onnx, self.settings, self.version = load_model(model)
+        if max_side is not None and max_side != self.settings.work_side:
+            self.settings = magnified(self.settings, max_side)
         self._net = make_runtime(onnx, runtime)
 
     def maps(self, bgr: NDArray[np.uint8]) -> tuple[F32, F32]:
@@ -444,4 +460,4 @@ class LearnedDetector:
 def make_learned_detector(config: LearnedDetectorConfig) -> LearnedDetector:
     """Given ``[detector] type = "learned"``, return the detector. Raise ImportError without
     OpenCV or NumPy, DetectorError if its model is bad or its runtime missing."""
-    return LearnedDetector(model=config.model, runtime=config.runtime)
+    return LearnedDetector(model=config.model, runtime=config.runtime, max_side=config.max_side)
