@@ -4,6 +4,7 @@ targets, and the leave-one-trap-out choice of settings that never looks at the t
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from agent.detect.cards import Card, _paste, _writing, insect_bank, load_card, patch
+from agent.detect import cards
+from agent.detect.cards import Card, _paste, _writing, insect_bank, load_card, patch, unoutlined
 from agent.detect.evaluate import THRESHOLDS, Score
 from agent.detect.learned import (
     DEFAULT_MODEL,
@@ -98,6 +100,37 @@ def test_training_patches_keep_their_shapes(crop_card: Card) -> None:
         assert mask.min() >= 0 and mask.max() <= 1 and centre.max() <= 1
 
 
+def test_hard_negatives_are_the_regions_found_outside_peoples_outlines() -> None:
+    mask = np.zeros((200, 300), np.float32)
+    mask[20:60, 20:60] = 1  # an outlined insect
+    found = np.zeros((200, 300), bool)
+    found[25:65, 25:65] = True  # found, mostly inside the outline: not a hard negative
+    found[100:120, 200:230] = True  # found where people outlined nothing
+    found[150:153, 10:13] = True  # too small to matter
+    centres = unoutlined(found, mask)
+    assert centres.shape == (1, 2)
+    assert centres[0] == pytest.approx((214.5, 109.5))
+    assert unoutlined(np.zeros((200, 300), bool), mask).shape == (0, 2)
+
+
+def test_patches_not_on_an_insect_go_to_the_hard_negatives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a large card with no outline, a patch centred at random rarely holds the one marked spot;
+    with the spot as a hard negative (and every such patch sent there) nearly all do."""
+    h, w = 1200, 1600
+    image = np.full((h, w, 3), (40, 200, 220), np.uint8)
+    spot = np.zeros((h, w), np.float32)
+    spot[890:910, 1290:1310] = 1  # where the patches' targets show it (a card's targets are its own)
+    card = Card("c", "t", image, spot, spot.copy(), [], b"", 2 * w)
+    monkeypatch.setattr(cards, "HARD", 1.0)
+
+    def holding(hard: np.ndarray | None) -> int:  # type: ignore[type-arg]
+        rng = np.random.default_rng(3)
+        return sum(patch(card, 160, rng, None, hard)[1].max() > 0.5 for _ in range(40))
+
+    assert holding(None) <= 4
+    assert holding(np.array([[1300.0, 900.0]], np.float32)) >= 34  # a few are blank-card patches
+
+
 def _score(matched: int, truth: int = 10) -> Score:
     return Score("c", truth, 10, dict.fromkeys(THRESHOLDS, matched), 0)
 
@@ -172,3 +205,38 @@ def test_the_trap_builds_the_same_input_strip_by_strip_as_training_does(normalis
     assert np.abs(whole - want).max() < 1e-5
     strip = input_blob(card[100:300], normalise, colour, background_rows(coarse, (610, 470), (100, 300)))
     assert np.abs(strip[..., :200, :610] - want[..., 100:300, :610]).max() < 1e-5
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="the [train] extra (torch) is not installed"
+)
+def test_the_model_in_training_finds_its_hard_negatives_and_goes_on_training() -> None:
+    import torch
+
+    from agent.detect.train import STRIDE, hard_negatives
+
+    h, w = 96, 128
+    mask = np.zeros((h, w), np.float32)
+    mask[10:30, 10:30] = 1  # people's insect
+    card = Card("c", "t", np.full((h, w, 3), (40, 200, 220), np.uint8), mask, mask.copy(), [], b"", 2 * w)
+
+    class Net:  # finds people's insect and, 40 pixels to its right, one they did not outline
+        training = True
+
+        def eval(self) -> None:
+            self.training = False
+
+        def train(self) -> None:
+            self.training = True
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            assert not self.training and x.shape[1] == 6
+            out = torch.full((1, 2, x.shape[2] // STRIDE, x.shape[3] // STRIDE), -5.0)
+            out[0, 0, 10 // STRIDE : 30 // STRIDE, 10 // STRIDE : 30 // STRIDE] = 5
+            out[0, 0, 10 // STRIDE : 30 // STRIDE, 50 // STRIDE : 70 // STRIDE] = 5
+            return out
+
+    net = Net()
+    centres = hard_negatives(net, card)
+    assert net.training
+    assert centres.tolist() == [[59.5, 19.5]]

@@ -34,6 +34,8 @@ WORK_SIDE = 1296
 PASTE = 0.5
 #: ...and with marker writing (a card's label) on them.
 WRITING = 0.25
+#: Share of the patches not centred on an insect that are centred on a hard negative (see ``patch``).
+HARD = 0.5
 
 U8 = NDArray[np.uint8]
 F32 = NDArray[np.float32]
@@ -231,6 +233,17 @@ def _writing(img: U8, rng: np.random.Generator, insects: F32 | None = None) -> N
     img[:] = np.clip(img * (1 - alpha) + ink * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
+def unoutlined(found: NDArray[np.bool_], mask: F32, smallest: int = 20) -> NDArray[np.float32]:
+    """Given where a model finds insects and people's ``mask`` (same size), return the (N, 2)
+    centres (x, y) of the regions found, of ``smallest`` pixels or more, of which less than a fifth
+    lies inside people's outlines: hard negatives for the training patches (``patch``)."""
+    n, labels, stats, centres = cv2.connectedComponentsWithStats(found.astype(np.uint8), connectivity=8)
+    outlined = np.bincount(labels.ravel(), (mask > 0.5).ravel(), minlength=n)
+    area = stats[:, cv2.CC_STAT_AREA]
+    keep = [k for k in range(1, n) if area[k] >= smallest and outlined[k] < 0.2 * area[k]]
+    return np.asarray(centres[keep], np.float32).reshape(-1, 2)
+
+
 def _blank(size: int, rng: np.random.Generator) -> U8:
     """Return a patch with no insect: a bare yellow or white card, a black or white frame, grey."""
     kind = int(rng.integers(5))
@@ -277,10 +290,16 @@ def _photometric(img: U8, rng: np.random.Generator) -> U8:
 
 
 def patch(
-    card: Card, size: int, rng: np.random.Generator, bank: list[Crop] | None = None
+    card: Card,
+    size: int,
+    rng: np.random.Generator,
+    bank: list[Crop] | None = None,
+    hard: NDArray[np.float32] | None = None,
 ) -> tuple[U8, F32, F32]:
     """Given a card, a patch side and a generator, return an augmented (image, mask, centre) patch;
-    half the time with insects of ``bank`` pasted on it."""
+    half the time with insects of ``bank`` pasted on it. ``hard``: (N, 2) points (x, y, working
+    pixels) where a model in training takes for insects what people did not outline
+    (``unoutlined``); HARD of the patches not centred on an insect are centred on one of them."""
     if rng.random() < 0.05:
         img = _photometric(_blank(size, rng), rng)
         if rng.random() < 0.5:
@@ -295,6 +314,9 @@ def patch(
         i = int(rng.integers(len(xs))) if len(xs) else 0
         cx = float(xs[i]) + rng.uniform(-size / 3, size / 3) if len(xs) else w / 2
         cy = float(ys[i]) + rng.uniform(-size / 3, size / 3) if len(xs) else h / 2
+    elif hard is not None and len(hard) and rng.random() < HARD:
+        x, y = hard[int(rng.integers(len(hard)))]
+        cx, cy = float(x) + rng.uniform(-size / 3, size / 3), float(y) + rng.uniform(-size / 3, size / 3)
     else:
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
     angle = rng.uniform(0, 360)
