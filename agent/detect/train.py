@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agent.detect.cards import Card, insect_bank, load_card, patch, unoutlined
 from agent.detect.evaluate import Score, collect_svgs
@@ -77,7 +78,7 @@ def train_model(cards: Sequence[Card], steps: int, seed: int, log: str = "") -> 
     out = PATCH // STRIDE
     bank = insect_bank(list(cards))
     mining = {int(steps * f) for f in MINE_AT}
-    hard: list[Any] = []
+    hard: list[NDArray[np.float32]] = []
     t0 = time.monotonic()
     net.train()
     for step in range(steps):
@@ -114,7 +115,7 @@ def train_model(cards: Sequence[Card], steps: int, seed: int, log: str = "") -> 
     return net
 
 
-def hard_negatives(net: Any, card: Card) -> Any:
+def hard_negatives(net: Any, card: Card) -> NDArray[np.float32]:
     """Given a network being trained and a training card, return the (N, 2) centres (x, y, working
     pixels) of the regions it takes for insects where people outlined none (``unoutlined``)."""
     import torch
