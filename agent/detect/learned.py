@@ -52,6 +52,9 @@ REF_SIDE = 2592
 
 Runtime = Literal["auto", "opencv", "onnxruntime"]
 
+#: ``views`` setting: the axes each view is flipped along ((0, 1): turned half way round).
+VIEWS: dict[int, tuple[tuple[int, ...], ...]] = {1: ((),), 2: ((), (0, 1)), 4: ((), (0, 1), (0,), (1,))}
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -76,6 +79,9 @@ class Settings:
     strip_rows: int = 256
     #: An insect's mean mask probability over its region must reach this (its confidence).
     min_confidence: float = 0.0
+    #: Views of the picture the network sees, their maps averaged (``VIEWS``): 1, the picture as it
+    #: is; 2, and turned half way round; 4, and mirrored each way. Each view costs one more run.
+    views: int = 1
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
@@ -91,6 +97,8 @@ class Settings:
             raise ValueError(f"strip_rows must be a multiple of {MULTIPLE} (0: no strips)")
         if s.output_stride not in (1, 2):
             raise ValueError("output_stride must be 1 or 2")
+        if s.views not in VIEWS:
+            raise ValueError(f"views must be one of {', '.join(map(str, VIEWS))}")
         if not (64 <= s.work_side <= 8192 and 1 <= s.upsample <= 4):
             raise ValueError("out of range: need 64 <= work_side <= 8192 and 1 <= upsample <= 4")
         if not (0 < s.mask_threshold < 1 and 0 < s.centre_threshold < 1 and 0 <= s.min_confidence < 1):
@@ -371,6 +379,9 @@ class LearnedDetectorConfig(DetectorSettings):
     #: (1296: insects the size they are on the 2592-wide cards it learnt). Larger when the
     #: camera sees insects smaller (``stickyctl detect run --max-side N --overlay`` to check).
     max_side: int | None = Field(default=None, ge=320, le=8192)
+    #: Views of each picture the network's maps average (1, 2 or 4; default the model's): fewer
+    #: are faster (a Pi Zero 2 W), more find a little more.
+    views: Literal[1, 2, 4] | None = None
 
     @field_validator("model")
     @classmethod
@@ -389,16 +400,47 @@ class LearnedDetector:
     name = ALGO_NAME
 
     def __init__(
-        self, model: Path | None = None, runtime: Runtime = "auto", max_side: int | None = None
+        self,
+        model: Path | None = None,
+        runtime: Runtime = "auto",
+        max_side: int | None = None,
+        views: int | None = None,
     ) -> None:
         require(cv2, np)
         onnx, self.settings, self.version = load_model(model)
         if max_side is not None and max_side != self.settings.work_side:
             self.settings = magnified(self.settings, max_side)
+        if views is not None:
+            if views not in VIEWS:
+                raise DetectorError(f"views must be one of {', '.join(map(str, VIEWS))}, not {views}")
+            self.settings = replace(self.settings, views=views)
         self._net = make_runtime(onnx, runtime)
 
     def maps(self, bgr: NDArray[np.uint8]) -> tuple[F32, F32]:
-        """Given a BGR picture at the working size, return its mask and centre probability maps."""
+        """Given a BGR picture at the working size, return its mask and centre probability maps:
+        the mean of its ``views``' (each view's maps turned back), so turning or mirroring a
+        picture of even sides the same way turns or mirrors them."""
+        s = self.settings
+        if s.views == 1:
+            return self._view_maps(bgr)
+        h, w = bgr.shape[:2]
+        st = s.output_stride
+        if h % st or w % st:  # even sides, so each view's maps line up with the others
+            padded = cv2.copyMakeBorder(bgr, 0, -h % st, 0, -w % st, cv2.BORDER_REFLECT_101)
+            bgr = np.asarray(padded, np.uint8)
+        mask: F32 | None = None
+        centre: F32 | None = None
+        for axes in VIEWS[s.views]:
+            m, c = self._view_maps(np.ascontiguousarray(np.flip(bgr, axes)) if axes else bgr)
+            if axes:
+                m, c = np.flip(m, axes), np.flip(c, axes)
+            mask, centre = (m, c) if mask is None or centre is None else (mask + m, centre + c)
+        assert mask is not None and centre is not None
+        n = np.float32(len(VIEWS[s.views]))
+        return np.asarray(mask / n, np.float32), np.asarray(centre / n, np.float32)
+
+    def _view_maps(self, bgr: NDArray[np.uint8]) -> tuple[F32, F32]:
+        """Given a BGR picture at the working size, return the network's mask and centre maps of it."""
         h, w = bgr.shape[:2]
         s = self.settings
         card = card_colour(bgr) if s.normalise else None
@@ -460,4 +502,4 @@ class LearnedDetector:
 def make_learned_detector(config: LearnedDetectorConfig) -> LearnedDetector:
     """Given ``[detector] type = "learned"``, return the detector. Raise ImportError without
     OpenCV or NumPy, DetectorError if its model is bad or its runtime missing."""
-    return LearnedDetector(model=config.model, runtime=config.runtime, max_side=config.max_side)
+    return LearnedDetector(config.model, config.runtime, config.max_side, config.views)

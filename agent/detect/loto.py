@@ -52,9 +52,10 @@ def card_maps(det: LearnedDetector, index: int, card: Card) -> Maps:
     return Maps(index, card.trap, mask, centre, k, full)
 
 
-def held_out_maps(model: Path, cards: Sequence[tuple[int, Card]]) -> list[Maps]:
-    """Given a model file and (index, card) pairs, return each card's Maps (OpenCV's runtime)."""
-    det = LearnedDetector(model, runtime="opencv")
+def held_out_maps(model: Path, cards: Sequence[tuple[int, Card]], views: int | None = None) -> list[Maps]:
+    """Given a model file, (index, card) pairs and the views to average (default: the model's
+    setting), return each card's Maps (OpenCV's runtime)."""
+    det = LearnedDetector(model, runtime="opencv", views=views)
     return [card_maps(det, i, c) for i, c in cards]
 
 

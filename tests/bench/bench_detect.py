@@ -13,6 +13,7 @@ agent (model, buffers, network activations).
     python tests/bench/bench_detect.py --runtime onnxruntime
     python tests/bench/bench_detect.py --type builtin
     python tests/bench/bench_detect.py --max-side 2028     # 12 MP cards whose insects look smaller
+    python tests/bench/bench_detect.py --views 1           # one view of each picture (a Pi Zero 2 W)
 
 Targets: under 1 s per 5 MP (2592x1944) image on one core of this machine, and under 150 MB
 added. A Pi 4's Cortex-A72 is about 3-4x slower than one x86 core.
@@ -36,8 +37,9 @@ TARGET_S = 1.0
 TARGET_MB = 150.0
 
 
-def child(path: Path, kind: str, runtime: str, repeat: int, threads: int, max_side: int | None) -> None:
-    """Measure one image in this (fresh) process and print the figures as JSON."""
+def child(path: Path, kind: str, runtime: str, repeat: int, threads: int, options: dict[str, int]) -> None:
+    """Measure one image in this (fresh) process and print the figures as JSON. ``options``: the
+    detector's settings given (``max_side``, ``views``)."""
     import resource
 
     import cv2
@@ -47,11 +49,10 @@ def child(path: Path, kind: str, runtime: str, repeat: int, threads: int, max_si
 
     cv2.setNumThreads(threads)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    side = {"max_side": max_side} if max_side else {}
     config = (
-        LearnedDetectorConfig(type="learned", runtime=runtime, **side)  # type: ignore[arg-type]
+        LearnedDetectorConfig(type="learned", runtime=runtime, **options)  # type: ignore[arg-type]
         if kind == "learned"
-        else BuiltinDetectorConfig(type="builtin", **side)
+        else BuiltinDetectorConfig(type="builtin", **options)
     )
     det = make_detector(config)
     data = path.read_bytes()
@@ -94,10 +95,12 @@ def main() -> None:
     ap.add_argument(
         "--max-side", type=int, default=0, help="long side images are reduced to [the detector's]"
     )
+    ap.add_argument("--views", type=int, default=0, help="views the learned detector averages [the model's]")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.kind, args.runtime, args.repeat, args.threads, args.max_side or None)
+        options = {k: v for k, v in (("max_side", args.max_side), ("views", args.views)) if v}
+        child(args.child, args.kind, args.runtime, args.repeat, args.threads, options)
         return
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
@@ -107,7 +110,7 @@ def main() -> None:
     for path in sorted(args.images.glob("*.jpg")):
         cmd = [sys.executable, __file__, "--child", str(path), "--repeat", str(args.repeat)]
         cmd += ["--type", args.kind, "--runtime", args.runtime, "--threads", str(args.threads)]
-        cmd += ["--max-side", str(args.max_side)]
+        cmd += ["--max-side", str(args.max_side), "--views", str(args.views)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
         rows.append((path.name, json.loads(out.stdout.strip().splitlines()[-1])))
     if not rows:
@@ -115,6 +118,7 @@ def main() -> None:
     first = rows[0][1]
     runtime = f", runtime {args.runtime}" if args.kind == "learned" else ""
     side = f", max side {args.max_side}" if args.max_side else ""
+    side += f", {args.views} views" if args.views else ""
     threads = f"{args.threads} threads{runtime}{side}"
     print(f"detector {first['name']} {first['version']}, OpenCV {first['opencv']} ({threads})")
     print(f"{'image':<34} {'size':>9} {'insects':>7} {'first':>6} {'median':>6} {'cpu':>6} {'rss +':>8}")
