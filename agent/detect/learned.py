@@ -285,7 +285,13 @@ def input_blob(
 
 
 def sigmoid(x: F32) -> F32:
-    return np.asarray(1 / (1 + np.exp(-np.clip(x, -30, 30))), np.float32)
+    """Given logits, return their probabilities (a new array, computed in place in it)."""
+    out = np.clip(x, -30, 30).astype(np.float32, copy=False)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    out += 1
+    np.reciprocal(out, out=out)
+    return out
 
 
 def regions(mask: F32, centre: F32, s: Settings) -> NDArray[np.int32]:
@@ -351,20 +357,22 @@ def outlines_of(
 STRIP_OVERLAP = 128
 
 
+def upsampled(m: F32, upsample: int) -> F32:
+    """Given a map and a factor, return the map that many times larger (bilinear), contiguous."""
+    if upsample == 1:
+        return np.ascontiguousarray(m)
+    h, w = m.shape
+    big = cv2.resize(np.ascontiguousarray(m), (w * upsample, h * upsample), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(big, np.float32)
+
+
 def probabilities(logits: F32, size: tuple[int, int], upsample: int, stride: int) -> tuple[F32, F32]:
     """Given the network's logits, the picture's (w, h), the maps' upsampling and the network's
     output stride, return mask and centre maps (unpadded)."""
     w, h = size
     ow, oh = -(-w // stride), -(-h // stride)
-    maps = []
-    for ch in range(2):
-        m = np.ascontiguousarray(logits[0, ch, :oh, :ow])
-        if upsample > 1:
-            m = np.asarray(
-                cv2.resize(m, (ow * upsample, oh * upsample), interpolation=cv2.INTER_LINEAR), np.float32
-            )
-        maps.append(sigmoid(m))
-    return maps[0], maps[1]
+    mask = sigmoid(upsampled(logits[0, 0, :oh, :ow], upsample))
+    return mask, sigmoid(upsampled(logits[0, 1, :oh, :ow], upsample))
 
 
 class LearnedDetectorConfig(DetectorSettings):
@@ -417,30 +425,35 @@ class LearnedDetector:
         self._net = make_runtime(onnx, runtime)
 
     def maps(self, bgr: NDArray[np.uint8]) -> tuple[F32, F32]:
-        """Given a BGR picture at the working size, return its mask and centre probability maps:
-        the mean of its ``views``' (each view's maps turned back), so turning or mirroring a
-        picture of even sides the same way turns or mirrors them."""
+        """Given a BGR picture at the working size, return its mask and centre probability maps,
+        from the mean of its ``views``' logits (each turned back): turning or mirroring a picture
+        of even sides as one of its views does turns or mirrors them."""
         s = self.settings
-        if s.views == 1:
-            return self._view_maps(bgr)
         h, w = bgr.shape[:2]
-        st = s.output_stride
-        if h % st or w % st:  # even sides, so each view's maps line up with the others
-            padded = cv2.copyMakeBorder(bgr, 0, -h % st, 0, -w % st, cv2.BORDER_REFLECT_101)
-            bgr = np.asarray(padded, np.uint8)
-        mask: F32 | None = None
-        centre: F32 | None = None
+        st, up = s.output_stride, s.upsample
+        if s.views == 1:
+            return probabilities(self._logits(bgr), (w, h), up, st)
+        # the views see the picture cut to even sides (so their maps line up), an odd last row or
+        # column taking its neighbour's values; their logits are averaged (measured better than
+        # averaging probabilities), in place at the network's resolution: little memory beside
+        # one view's
+        even = bgr[: h - h % st, : w - w % st]
+        even = np.ascontiguousarray(even) if w % st else even
+        eh, ew = even.shape[:2]
+        oh, ow = eh // st, ew // st
+        total = np.zeros((1, 2, -(-h // st), -(-w // st)), np.float32)
         for axes in VIEWS[s.views]:
-            m, c = self._view_maps(np.ascontiguousarray(np.flip(bgr, axes)) if axes else bgr)
-            if axes:
-                m, c = np.flip(m, axes), np.flip(c, axes)
-            mask, centre = (m, c) if mask is None or centre is None else (mask + m, centre + c)
-        assert mask is not None and centre is not None
-        n = np.float32(len(VIEWS[s.views]))
-        return np.asarray(mask / n, np.float32), np.asarray(centre / n, np.float32)
+            logits = self._logits(np.ascontiguousarray(np.flip(even, axes)) if axes else even)[:, :, :oh, :ow]
+            total[:, :, :oh, :ow] += np.flip(logits, tuple(a + 2 for a in axes)) if axes else logits
+            del logits
+        total /= np.float32(s.views)
+        total[:, :, oh:] = total[:, :, oh - 1 : oh]
+        total[:, :, :, ow:] = total[:, :, :, ow - 1 : ow]
+        return probabilities(total, (w, h), up, st)
 
-    def _view_maps(self, bgr: NDArray[np.uint8]) -> tuple[F32, F32]:
-        """Given a BGR picture at the working size, return the network's mask and centre maps of it."""
+    def _logits(self, bgr: NDArray[np.uint8]) -> F32:
+        """Given a BGR picture at the working size, return the network's logits for it (maps of
+        at least its size over ``output_stride``; ``probabilities`` cuts them)."""
         h, w = bgr.shape[:2]
         s = self.settings
         card = card_colour(bgr) if s.normalise else None
@@ -452,7 +465,7 @@ class LearnedDetector:
 
         rows = s.strip_rows
         if not rows or h <= rows + 2 * STRIP_OVERLAP:
-            return probabilities(self._net(blob(0, h)), (w, h), s.upsample, s.output_stride)
+            return self._net(blob(0, h))
         st = s.output_stride
         ow, oh = -(-w // st), -(-h // st)
         logits = np.empty((1, 2, oh, ow), np.float32)
@@ -462,7 +475,7 @@ class LearnedDetector:
             top = (y0 - a) // st
             n = min(rows // st, oh - y0 // st)
             logits[:, :, y0 // st : y0 // st + n] = out[:, :, top : top + n, :ow]
-        return probabilities(logits, (w, h), s.upsample, st)
+        return logits
 
     def prepare(self, jpeg: bytes) -> tuple[NDArray[np.uint8], float, tuple[int, int]]:
         """Given a JPEG's bytes, return it in BGR at the working size, the full pixels per working

@@ -59,10 +59,10 @@ STRIDE = 2
 MINE_AT = (0.4, 0.7)
 #: BatchNorm after each convolution while training (folded into the convolutions on export).
 NORM = True
-#: Views of each picture the shipped model's maps average (agent.detect.learned.VIEWS): 2, the
-#: picture and the picture turned half way round, measured with the models of 2400 steps and hard
-#: negatives: F1 0.600 at IoU 0.5 and 0.686 at 0.33 leave-one-trap-out, against 0.590 and 0.672 with
-#: 1 view; 4 views gave 0.603 and 0.692 for twice the time again.
+#: Views of each picture whose logits the maps average (agent.detect.learned.VIEWS). Measured with
+#: the held-out models of 2400 steps and hard negatives, F1 at IoU 0.5 / 0.33 leave-one-trap-out:
+#: 1 view 0.590 / 0.672, 2 views (the picture and the picture turned half way round) 0.606 / 0.697,
+#: 4 views 0.614 / 0.697 for twice the time again. Averaging probabilities instead: 0.600 / 0.686.
 VIEWS = 2
 
 _CARDS: list[Card] = []  # set before the worker processes fork
