@@ -90,6 +90,32 @@ def test_pasted_insects_are_in_the_targets(crop_card: Card) -> None:
     assert pasted == 10
 
 
+def test_faint_pasted_insects_are_lighter_but_still_insects(
+    crop_card: Card, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAINT of the pasted insects are made see-through, towards the card or a light grey: lighter
+    than the insects they were (darker than the card), and their targets the same whole insects."""
+    bank = insect_bank([crop_card])
+    blank = np.full((192, 192, 3), (40, 200, 220), np.uint8)
+
+    def lightness_and_area(faint: float) -> tuple[float, int]:
+        monkeypatch.setattr(cards, "FAINT", faint)
+        rng = np.random.default_rng(5)
+        grey, area = [], 0
+        for _ in range(20):
+            img, mask = blank.copy(), np.zeros((192, 192), np.float32)
+            _paste(img, mask, mask.copy(), bank, rng)
+            inside = mask > 0.5
+            grey.append(img[inside].mean(axis=1))
+            area += int(inside.sum())
+        return float(np.concatenate(grey).mean()), area
+
+    plain, plain_area = lightness_and_area(0.0)
+    faint, faint_area = lightness_and_area(1.0)
+    assert plain < blank.mean() - 2 and faint > plain + 4, (plain, faint)  # measured 149.4, 155.6
+    assert faint_area > 0.5 * plain_area  # as many insects to find
+
+
 def test_training_patches_keep_their_shapes(crop_card: Card) -> None:
     rng = np.random.default_rng(1)
     bank = insect_bank([crop_card])

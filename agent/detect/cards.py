@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ PASTE = 0.5
 WRITING = 0.25
 #: Share of the patches not centred on an insect that are centred on a hard negative (see ``patch``).
 HARD = 0.5
+#: Share of pasted insects made faint (half the card's colour, half a light grey, see through).
+FAINT = 0.0
 
 U8 = NDArray[np.uint8]
 F32 = NDArray[np.float32]
@@ -53,6 +56,13 @@ class Card:
     outlines: list[Polygon]
     jpeg: bytes
     full_side: int
+
+    @cached_property
+    def middles(self) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """The (rows, columns) of the pixels near an insect's middle (``centre`` over 0.9), where
+        patches around an insect are centred (found once: a whole card's search is slow)."""
+        ys, xs = np.nonzero(self.centre > 0.9)
+        return ys, xs
 
 
 def trap_of(path: Path) -> str:
@@ -181,6 +191,10 @@ def _paste(img: U8, mask: F32, centre: F32, bank: list[Crop], rng: np.random.Gen
         # half the card's colour change carries to the insect (wings show the card; bodies do not)
         ratio = np.sqrt(here / np.maximum(crop.card, 1.0) * here.mean() / max(float(crop.card.mean()), 1.0))
         new = np.clip(pix.astype(np.float32) * ratio, 0, 255)
+        if FAINT and rng.random() < FAINT:  # faint or pale insects: see-through, towards the card or a grey
+            tint = here if rng.random() < 0.5 else np.full(3, rng.uniform(150, 230), np.float32)
+            seen = rng.uniform(0.35, 0.8)
+            new = new * seen + tint * (1 - seen)
         img[win] = np.clip(img[win] * (1 - soft) + new * soft + 0.5, 0, 255).astype(np.uint8)
         inside = alpha > 0.5
         mask[win] = np.where(inside, 1.0, mask[win])
@@ -253,6 +267,19 @@ def _blank(size: int, rng: np.random.Generator) -> U8:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+_NOISE: list[F32] = []  # standard normal values, drawn once (see _noise)
+
+
+def _noise(shape: tuple[int, ...], rng: np.random.Generator) -> F32:
+    """Return standard normal noise of ``shape``: a window of a fixed block drawn once, at a place
+    ``rng`` picks (drawing it anew for each patch took a quarter of a patch's time)."""
+    if not _NOISE:
+        _NOISE.append(np.random.default_rng(0).standard_normal(1 << 20, dtype=np.float32))
+    n = math.prod(shape)
+    start = int(rng.integers(0, len(_NOISE[0]) - n + 1))
+    return _NOISE[0][start : start + n].reshape(shape)
+
+
 def _photometric(img: U8, rng: np.random.Generator) -> U8:
     """Return ``img`` with random colour, light, fog, blur and noise changes."""
     f = img.astype(np.float32) / 255.0
@@ -263,7 +290,7 @@ def _photometric(img: U8, rng: np.random.Generator) -> U8:
     f *= rng.uniform(0.8, 1.2, 3).astype(np.float32)  # white balance
     if rng.random() < 0.2:  # over-exposed: the card's channels clip
         f *= rng.uniform(1.1, 1.8)
-    f = np.clip(f, 0, 1) ** rng.uniform(0.7, 1.4)  # gamma
+    f = np.asarray(cv2.pow(np.clip(f, 0, 1), rng.uniform(0.7, 1.4)), np.float32)  # gamma
     c = rng.uniform(0.6, 1.3)
     f = (f - f.mean()) * c + f.mean() + rng.uniform(-0.15, 0.15)
     if rng.random() < 0.5:  # light gradient across the patch
@@ -285,7 +312,7 @@ def _photometric(img: U8, rng: np.random.Generator) -> U8:
         f = f * (1 - k) + k * rng.uniform(0.6, 0.95)
     if rng.random() < 0.3:
         f = cv2.GaussianBlur(f, (0, 0), rng.uniform(0.5, 1.8))
-    f += rng.normal(0, rng.uniform(0, 0.03), f.shape).astype(np.float32)
+    f += _noise(f.shape, rng) * np.float32(rng.uniform(0, 0.03))
     return np.asarray(np.clip(f * 255 + 0.5, 0, 255), np.uint8)
 
 
@@ -310,7 +337,7 @@ def patch(
         return img, zero, zero.copy()
     h, w = card.mask.shape
     if rng.random() < 0.7 and card.outlines:  # around an insect
-        ys, xs = np.nonzero(card.centre > 0.9)
+        ys, xs = card.middles
         i = int(rng.integers(len(xs))) if len(xs) else 0
         cx = float(xs[i]) + rng.uniform(-size / 3, size / 3) if len(xs) else w / 2
         cy = float(ys[i]) + rng.uniform(-size / 3, size / 3) if len(xs) else h / 2

@@ -3,7 +3,9 @@
 The picture is decoded reduced (long side ``work_side``, 1296 px for a 5 MP card), scaled
 to [-0.5, 0.5] and padded to a multiple of 32; the network (:mod:`agent.detect.net`,
 trained by :mod:`agent.detect.train`) returns two maps at half that resolution: the
-insect mask and each insect's centre (distance to its outline, normalised). Insects are
+insect mask and each insect's centre (distance to its outline, normalised); with ``views``
+2 or 4 it also sees the picture turned half way round (and mirrored), and the maps come
+from the mean of the views' logits. Insects are
 the blobs of centre above ``centre_threshold``, grown by watershed over the mask above
 ``mask_threshold``, so touching insects stay apart; each region's outer contour, in
 full-resolution pixels, is one outline. Regions under ``min_area`` or over
