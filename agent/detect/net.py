@@ -94,7 +94,7 @@ def export_onnx(net: nn.Module, path: Path, channels: int = 3) -> None:
     """Write ``net`` (``channels`` inputs) as ONNX (opset 11, any input size) to ``path``, with no
     training-only parts."""
     net.eval()
-    net = fused(net).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    net = fused(net)
     dummy = torch.zeros(1, channels, 320, 320)
     with (
         warnings.catch_warnings()
