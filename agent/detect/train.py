@@ -16,7 +16,8 @@ insects people left out) become centres of some of the later patches (:func:`age
 The post-processing settings (:mod:`agent.detect.loto`) are chosen for each held-out trap on
 the other traps' held-out maps, and for the shipped model on every trap's: never on cards a
 model learnt, never with the labels of the trap being scored. ``--keep DIR`` keeps the
-held-out models; ``--rescore DIR`` scores kept ones again without training.
+held-out models; ``--rescore DIR`` scores kept ones again without training. The maps average
+``--views`` views of each card (VIEWS), as the shipped settings then tell the trap to.
 """
 
 from __future__ import annotations
