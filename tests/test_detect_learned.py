@@ -183,9 +183,7 @@ def test_strips_give_the_maps_of_the_whole_picture(detector: LearnedDetector) ->
 
 
 def viewing(views: int) -> LearnedDetector:
-    det = LearnedDetector(runtime="opencv")
-    det.settings = replace(det.settings, views=views)
-    return det
+    return LearnedDetector(runtime="opencv", views=views)
 
 
 @pytest.mark.parametrize("views", [1, 2, 4])
@@ -245,6 +243,8 @@ def test_config_and_make_detector(tmp_path: Path) -> None:
         config_from_mapping({"detector": {"type": "learned", "views": 3}}, environ={})
     one = config_from_mapping({"detector": {"type": "learned", "runtime": "opencv", "views": 1}}, environ={})
     assert make_detector(one.detector).settings.views == 1  # type: ignore[union-attr]
+    with pytest.raises(DetectorError, match="views must be one of 1, 2, 4, not 3"):
+        LearnedDetector(runtime="opencv", views=3)
 
 
 def test_cli_eval_reports_iou_033_and_run_draws_an_overlay(tmp_path: Path) -> None:

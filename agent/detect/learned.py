@@ -99,8 +99,7 @@ class Settings:
             raise ValueError(f"strip_rows must be a multiple of {MULTIPLE} (0: no strips)")
         if s.output_stride not in (1, 2):
             raise ValueError("output_stride must be 1 or 2")
-        if s.views not in VIEWS:
-            raise ValueError(f"views must be one of {', '.join(map(str, VIEWS))}")
+        check_views(s.views)
         if not (64 <= s.work_side <= 8192 and 1 <= s.upsample <= 4):
             raise ValueError("out of range: need 64 <= work_side <= 8192 and 1 <= upsample <= 4")
         if not (0 < s.mask_threshold < 1 and 0 < s.centre_threshold < 1 and 0 <= s.min_confidence < 1):
@@ -109,6 +108,12 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_views(views: int) -> None:
+    """Raise ValueError unless ``views`` is a number of views the detector knows (``VIEWS``)."""
+    if views not in VIEWS:
+        raise ValueError(f"views must be one of {', '.join(map(str, VIEWS))}, not {views}")
 
 
 def magnified(s: Settings, work_side: int) -> Settings:
@@ -421,8 +426,10 @@ class LearnedDetector:
         if max_side is not None and max_side != self.settings.work_side:
             self.settings = magnified(self.settings, max_side)
         if views is not None:
-            if views not in VIEWS:
-                raise DetectorError(f"views must be one of {', '.join(map(str, VIEWS))}, not {views}")
+            try:
+                check_views(views)
+            except ValueError as e:
+                raise DetectorError(str(e)) from None
             self.settings = replace(self.settings, views=views)
         self._net = make_runtime(onnx, runtime)
 
