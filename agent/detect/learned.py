@@ -76,8 +76,9 @@ class Settings:
     #: colour and exposure look alike; 2: and by its local background too (six channels);
     #: 0: scaled to [-0.5, 0.5] only. See ``input_blob``.
     normalise: int = 0
-    #: The network runs on horizontal strips of this many rows (plus ``STRIP_OVERLAP`` above and
-    #: below, for context), to bound its memory; 0: the whole picture at once.
+    #: The network runs on horizontal strips giving at most this many rows each (with at least
+    #: ``STRIP_OVERLAP`` more above and below, for context), to bound its memory; all the same
+    #: size (``strip_starts``); 0: the whole picture at once.
     strip_rows: int = 256
     #: An insect's mean mask probability over its region must reach this (its confidence).
     min_confidence: float = 0.0
@@ -360,8 +361,18 @@ def outlines_of(
     return out
 
 
-#: Rows of context above and below each strip (input pixels).
+#: Rows of context above and below each strip (input pixels), at least.
 STRIP_OVERLAP = 128
+
+
+def strip_starts(h: int, rows: int, stride: int) -> list[int]:
+    """Given a picture's height, the rows each strip gives at most and the network's stride, return
+    the first rows of the strips: windows of ``rows`` plus twice STRIP_OVERLAP rows (the last one
+    down to the bottom), spread evenly, each a multiple of ``stride``, so the network sees one
+    input size (and keeps one set of buffers) and each strip's rows have STRIP_OVERLAP of context."""
+    window = rows + 2 * STRIP_OVERLAP
+    n = -(-(h - 2 * STRIP_OVERLAP) // rows)
+    return [round(i * (h - window) / (n - 1)) // stride * stride for i in range(n)]
 
 
 def upsampled(m: F32, upsample: int) -> F32:
@@ -472,18 +483,19 @@ class LearnedDetector:
             bg = None if coarse is None else background_rows(coarse, (w, h), (a, b))
             return input_blob(bgr[a:b], s.normalise, card, bg)
 
-        rows = s.strip_rows
-        if not rows or h <= rows + 2 * STRIP_OVERLAP:
+        window = s.strip_rows + 2 * STRIP_OVERLAP
+        if not s.strip_rows or h <= window:
             return self._net(blob(0, h))
         st = s.output_stride
         ow, oh = -(-w // st), -(-h // st)
         logits = np.empty((1, 2, oh, ow), np.float32)
-        for y0 in range(0, h, rows):
-            a, b = max(0, y0 - STRIP_OVERLAP), min(h, y0 + rows + STRIP_OVERLAP)
+        starts = strip_starts(h, s.strip_rows, st)
+        ends = [a + window for a in starts[:-1]] + [h]
+        # each strip gives the rows halfway into its overlaps with its neighbours
+        cuts = [0] + [(b + a) // 2 // st for a, b in zip(starts[1:], ends[:-1], strict=True)] + [oh]
+        for a, b, top, bottom in zip(starts, ends, cuts[:-1], cuts[1:], strict=True):
             out = self._net(blob(a, b))
-            top = (y0 - a) // st
-            n = min(rows // st, oh - y0 // st)
-            logits[:, :, y0 // st : y0 // st + n] = out[:, :, top : top + n, :ow]
+            logits[:, :, top:bottom] = out[:, :, top - a // st : bottom - a // st, :ow]
         return logits
 
     def prepare(self, jpeg: bytes) -> tuple[NDArray[np.uint8], float, tuple[int, int]]:
