@@ -6,6 +6,7 @@ and (with the ``[train]`` extra) a trained network exports to an ONNX file OpenC
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import re
 import shutil
@@ -28,7 +29,7 @@ from agent.detect.learned import (
     load_model,
     regions,
     settings_path,
-    strip_starts,
+    strips,
 )
 from agent.errors import ConfigError
 
@@ -207,15 +208,17 @@ def test_strips_give_the_maps_of_the_whole_picture(detector: LearnedDetector) ->
 
 @pytest.mark.parametrize("h", [513, 972, 973, 1520, 1536, 3040])
 def test_strips_cover_the_picture_with_context_on_each_side(h: int) -> None:
-    rows, window = 256, 256 + 2 * STRIP_OVERLAP
-    starts = strip_starts(h, rows, 2)
-    ends = [a + window for a in starts[:-1]] + [h]
-    assert starts[0] == 0 and all(a % 2 == 0 for a in starts)
-    sizes = [b - a for a, b in zip(starts, ends, strict=True)]
-    assert sizes == [window] * (len(starts) - 1) + [window + h % 2]  # odd: the last one row more
-    for b, next_a in zip(ends, starts[1:], strict=False):
-        cut = (next_a + b) // 2
-        assert cut - next_a >= STRIP_OVERLAP and b - cut >= STRIP_OVERLAP
+    window = 256 + 2 * STRIP_OVERLAP
+    pieces = strips(h, 256, 2)
+    assert len(pieces) > 1 and all(a % 2 == 0 for a, _, _, _ in pieces)
+    sizes = [b - a for a, b, _, _ in pieces]
+    assert sizes == [window] * (len(pieces) - 1) + [window + h % 2]  # odd: the last one row more
+    assert pieces[0][0] == pieces[0][2] == 0 and pieces[-1][1] == h and pieces[-1][3] == -(-h // 2)
+    for (_, b, _, bottom), (next_a, _, next_top, _) in itertools.pairwise(pieces):
+        assert bottom == next_top  # every output row from one strip
+        assert 2 * next_top - next_a >= STRIP_OVERLAP and b - 2 * bottom >= STRIP_OVERLAP
+    assert strips(h, 0, 2) == [(0, h, 0, -(-h // 2))]  # no strips: the whole picture
+    assert strips(window, 256, 2) == [(0, window, 0, window // 2)]  # one window holds it
 
 
 def viewing(views: int) -> LearnedDetector:

@@ -78,7 +78,7 @@ class Settings:
     normalise: int = 0
     #: The network runs on horizontal strips giving at most this many rows each (with at least
     #: ``STRIP_OVERLAP`` more above and below, for context), to bound its memory; all the same
-    #: size (``strip_starts``); 0: the whole picture at once.
+    #: size (``strips``); 0: the whole picture at once.
     strip_rows: int = 256
     #: An insect's mean mask probability over its region must reach this (its confidence).
     min_confidence: float = 0.0
@@ -365,14 +365,22 @@ def outlines_of(
 STRIP_OVERLAP = 128
 
 
-def strip_starts(h: int, rows: int, stride: int) -> list[int]:
-    """Given a picture's height, the rows each strip gives at most and the network's stride, return
-    the first rows of the strips: windows of ``rows`` plus twice STRIP_OVERLAP rows (the last one
-    down to the bottom), spread evenly, each a multiple of ``stride``, so the network sees one
-    input size (and keeps one set of buffers) and each strip's rows have STRIP_OVERLAP of context."""
+def strips(h: int, rows: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """Given a picture's height, the rows each strip gives at most (0: no strips) and the network's
+    stride, return the strips as (a, b, top, bottom): the network sees input rows [a, b) and gives
+    output rows [top, bottom) (in output pixels). The windows are ``rows`` plus twice STRIP_OVERLAP
+    rows (the last one down to the bottom), spread evenly, starting on multiples of ``stride``, so
+    the network sees one input size (and keeps one set of buffers); each gives the rows halfway
+    into its overlaps with its neighbours, with at least STRIP_OVERLAP rows of context."""
     window = rows + 2 * STRIP_OVERLAP
+    out_h = -(-h // stride)
+    if not rows or h <= window:
+        return [(0, h, 0, out_h)]
     n = -(-(h - 2 * STRIP_OVERLAP) // rows)
-    return [round(i * (h - window) / (n - 1)) // stride * stride for i in range(n)]
+    starts = [round(i * (h - window) / (n - 1)) // stride * stride for i in range(n)]
+    ends = [a + window for a in starts[:-1]] + [h]
+    cuts = [0] + [(b + a) // 2 // stride for a, b in zip(starts[1:], ends[:-1], strict=True)] + [out_h]
+    return list(zip(starts, ends, cuts[:-1], cuts[1:], strict=True))
 
 
 def upsampled(m: F32, upsample: int) -> F32:
@@ -483,17 +491,13 @@ class LearnedDetector:
             bg = None if coarse is None else background_rows(coarse, (w, h), (a, b))
             return input_blob(bgr[a:b], s.normalise, card, bg)
 
-        window = s.strip_rows + 2 * STRIP_OVERLAP
-        if not s.strip_rows or h <= window:
+        pieces = strips(h, s.strip_rows, s.output_stride)
+        if len(pieces) == 1:
             return self._net(blob(0, h))
         st = s.output_stride
         ow, oh = -(-w // st), -(-h // st)
         logits = np.empty((1, 2, oh, ow), np.float32)
-        starts = strip_starts(h, s.strip_rows, st)
-        ends = [a + window for a in starts[:-1]] + [h]
-        # each strip gives the rows halfway into its overlaps with its neighbours
-        cuts = [0] + [(b + a) // 2 // st for a, b in zip(starts[1:], ends[:-1], strict=True)] + [oh]
-        for a, b, top, bottom in zip(starts, ends, cuts[:-1], cuts[1:], strict=True):
+        for a, b, top, bottom in pieces:
             out = self._net(blob(a, b))
             logits[:, :, top:bottom] = out[:, :, top - a // st : bottom - a // st, :ow]
         return logits

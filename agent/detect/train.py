@@ -48,7 +48,7 @@ PATCH = 224
 LR = 2e-3
 #: The same training with the patches' noise drawn another way (another random stream) scored
 #: F1 0.526 / 0.597 leave-one-trap-out, against the shipped model's 0.606 / 0.697 with the same
-#: strips (agent.detect.learned.strip_starts has since given it 0.615 / 0.705): rank a change over seeds.
+#: strips (agent.detect.learned.strips has since given it 0.615 / 0.705): rank a change over seeds.
 SEED = 20261129
 #: Inputs divided by the card's colour and by the local background (agent.detect.learned.input_blob).
 NORMALISE = 2
